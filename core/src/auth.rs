@@ -1,0 +1,289 @@
+//! Who is calling: staff and client users with argon2 password hashes, sessions that expire
+//! after an hour idle, and the [`Caller`] every func runs as.
+
+use crate::clock;
+use crate::doc::Level;
+use crate::error::{FuncError, FuncResult};
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Sessions end after this long without a call.
+pub const SESSION_IDLE_SECS: i64 = 3600;
+/// `last_seen` is written at most this often, so that reads stay reads.
+const SESSION_TOUCH_SECS: i64 = 60;
+
+/// The identity a func runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub login: String,
+    pub user_id: Option<i64>,
+    pub level: Level,
+    /// The client a user-level caller belongs to.
+    pub account_id: Option<i64>,
+    pub ip: String,
+    /// The staff login behind an `su` or `account.su` identity.
+    pub su_from: Option<String>,
+    pub session: Option<String>,
+}
+
+impl Caller {
+    /// The local operator of the CLI and REPL: staff rights, no user row.
+    pub fn superuser() -> Caller {
+        Caller {
+            login: "root".into(),
+            user_id: None,
+            level: Level::Admin,
+            account_id: None,
+            ip: "local".into(),
+            su_from: None,
+            session: None,
+        }
+    }
+
+    /// Not logged in: only public funcs.
+    pub fn anonymous(ip: &str) -> Caller {
+        Caller {
+            login: String::new(),
+            user_id: None,
+            level: Level::Public,
+            account_id: None,
+            ip: ip.into(),
+            su_from: None,
+            session: None,
+        }
+    }
+
+    /// The name history rows record.
+    pub fn history_name(&self) -> String {
+        match (&self.su_from, self.login.is_empty()) {
+            (Some(staff), _) => format!("{staff} as {}", self.login),
+            (None, true) => "guest".into(),
+            (None, false) => self.login.clone(),
+        }
+    }
+
+    /// The key stored filters are kept under.
+    pub fn filter_key(&self) -> &str {
+        &self.login
+    }
+}
+
+pub fn hash_password(password: &str) -> FuncResult<String> {
+    let mut salt_bytes = [0u8; 16];
+    getrandom::fill(&mut salt_bytes).map_err(|e| FuncError::internal(format!("random: {e}")))?;
+    let salt = SaltString::encode_b64(&salt_bytes)
+        .map_err(|e| FuncError::internal(format!("salt: {e}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| FuncError::internal(format!("password hash: {e}")))
+}
+
+/// A stored hash that never verifies: a client created without a password cannot log in until
+/// one is set.
+pub const NO_PASSWORD: &str = "!";
+
+pub fn verify_password(password: &str, stored: &str) -> bool {
+    match PasswordHash::new(stored) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+pub fn random_token(bytes: usize) -> FuncResult<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| FuncError::internal(format!("random: {e}")))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+struct UserRow {
+    id: i64,
+    login: String,
+    hash: String,
+    level: Level,
+    account_id: Option<i64>,
+    enabled: bool,
+}
+
+fn user_by(
+    conn: &Connection,
+    clause: &str,
+    key: &dyn rusqlite::ToSql,
+) -> FuncResult<Option<UserRow>> {
+    let sql = format!(
+        "SELECT u.id, u.login, u.password_hash, u.level, u.account_id,
+                u.enabled AND coalesce((SELECT status <> 3 FROM account WHERE id = u.account_id), 1)
+         FROM users u WHERE {clause}"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([key], |r| {
+            Ok(UserRow {
+                id: r.get(0)?,
+                login: r.get(1)?,
+                hash: r.get(2)?,
+                level: if r.get::<_, String>(3)? == "admin" {
+                    Level::Admin
+                } else {
+                    Level::User
+                },
+                account_id: r.get(4)?,
+                enabled: r.get(5)?,
+            })
+        })
+        .optional()?)
+}
+
+fn caller_of(user: UserRow, ip: &str) -> Caller {
+    Caller {
+        login: user.login,
+        user_id: Some(user.id),
+        level: user.level,
+        account_id: user.account_id,
+        ip: ip.into(),
+        su_from: None,
+        session: None,
+    }
+}
+
+/// Checks a login and password. Every failure answers the same `auth` error, so that it does
+/// not tell which logins exist.
+pub fn login(conn: &Connection, login: &str, password: &str, ip: &str) -> FuncResult<Caller> {
+    let denied = || FuncError::auth("Wrong login or password");
+    let user = user_by(conn, "u.login = ?1", &login)?.ok_or_else(denied)?;
+    if !user.enabled || !verify_password(password, &user.hash) {
+        return Err(denied());
+    }
+    Ok(caller_of(user, ip))
+}
+
+/// Acts as another user (`su=LOGIN` or `--as LOGIN`); only staff may.
+pub fn switch_user(conn: &Connection, staff: &Caller, login: &str) -> FuncResult<Caller> {
+    if staff.level != Level::Admin {
+        return Err(FuncError::access(
+            "su",
+            "Only staff may act as another user",
+        ));
+    }
+    let user = user_by(conn, "u.login = ?1", &login)?
+        .ok_or_else(|| FuncError::missed_object("user", login))?;
+    let mut caller = caller_of(user, &staff.ip);
+    caller.su_from = Some(staff.login.clone());
+    Ok(caller)
+}
+
+/// Opens a session for `user_id` (acting for `su_from` when staff drilled down).
+pub fn create_session(
+    conn: &Connection,
+    user_id: i64,
+    su_from: Option<i64>,
+    ip: &str,
+) -> FuncResult<String> {
+    let id = random_token(16)?;
+    conn.prepare_cached(
+        "INSERT INTO session (id, user_id, su_from, created, last_seen, ip) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![id, user_id, su_from, clock::now(), clock::unix_now(), ip])?;
+    // Expired sessions are swept whenever a new one starts.
+    conn.prepare_cached("DELETE FROM session WHERE last_seen < ?1")?
+        .execute([clock::unix_now() - SESSION_IDLE_SECS])?;
+    Ok(id)
+}
+
+/// The caller behind a session id. `None` when the session does not exist or expired; the
+/// returned flag says whether `last_seen` is due to be written.
+pub fn resolve_session(
+    conn: &Connection,
+    sid: &str,
+    ip: &str,
+) -> FuncResult<Option<(Caller, bool)>> {
+    let row: Option<(i64, Option<i64>, i64)> = conn
+        .prepare_cached("SELECT user_id, su_from, last_seen FROM session WHERE id = ?1")?
+        .query_row([sid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((user_id, su_from, last_seen)) = row else {
+        return Ok(None);
+    };
+    let now = clock::unix_now();
+    if now - last_seen > SESSION_IDLE_SECS {
+        return Ok(None);
+    }
+    let Some(user) = user_by(conn, "u.id = ?1", &user_id)? else {
+        return Ok(None);
+    };
+    if !user.enabled {
+        return Ok(None);
+    }
+    let mut caller = caller_of(user, ip);
+    if let Some(staff) = su_from {
+        caller.su_from = user_by(conn, "u.id = ?1", &staff)?.map(|u| u.login);
+    }
+    caller.session = Some(sid.to_string());
+    Ok(Some((caller, now - last_seen > SESSION_TOUCH_SECS)))
+}
+
+pub fn touch_session(conn: &Connection, sid: &str) -> FuncResult<()> {
+    conn.prepare_cached("UPDATE session SET last_seen = ?2 WHERE id = ?1")?
+        .execute(params![sid, clock::unix_now()])?;
+    Ok(())
+}
+
+pub fn end_session(conn: &Connection, sid: &str) -> FuncResult<()> {
+    conn.prepare_cached("DELETE FROM session WHERE id = ?1")?
+        .execute([sid])?;
+    Ok(())
+}
+
+/// Ends every session of a user (password change, client deleted).
+pub fn end_user_sessions(conn: &Connection, user_id: i64) -> FuncResult<()> {
+    conn.prepare_cached("DELETE FROM session WHERE user_id = ?1 OR su_from = ?1")?
+        .execute([user_id])?;
+    Ok(())
+}
+
+/// What `billhost init` did about the staff user `admin`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AdminSetup {
+    Created { password: String, generated: bool },
+    PasswordReset,
+    Kept,
+}
+
+/// Creates the staff user `login` (with `password`, or a generated one), or resets its password
+/// when it exists and a password is given.
+pub fn ensure_staff(
+    conn: &Connection,
+    login: &str,
+    password: Option<&str>,
+) -> FuncResult<AdminSetup> {
+    let existing: Option<i64> = conn
+        .prepare_cached("SELECT id FROM users WHERE login = ?1")?
+        .query_row([login], |r| r.get(0))
+        .optional()?;
+    match (existing, password) {
+        (Some(id), Some(pw)) => {
+            conn.prepare_cached("UPDATE users SET password_hash = ?2, level = 'admin', account_id = NULL WHERE id = ?1")?
+                .execute(params![id, hash_password(pw)?])?;
+            end_user_sessions(conn, id)?;
+            Ok(AdminSetup::PasswordReset)
+        }
+        (Some(_), None) => Ok(AdminSetup::Kept),
+        (None, pw) => {
+            let (password, generated) = match pw {
+                Some(p) => (p.to_string(), false),
+                None => (random_token(9)?, true),
+            };
+            conn.prepare_cached(
+                "INSERT INTO users (login, password_hash, level, created) VALUES (?1, ?2, 'admin', ?3)",
+            )?
+            .execute(params![login, hash_password(&password)?, clock::now()])?;
+            Ok(AdminSetup::Created {
+                password,
+                generated,
+            })
+        }
+    }
+}

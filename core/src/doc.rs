@@ -1,0 +1,97 @@
+//! The typed result of a func, independent of any wire format: a list, a form, an ok (with
+//! optional fields such as the new `id`), a session grant, or an error.
+
+use crate::error::FuncError;
+
+/// Ordered `name = value` pairs: one list element, a form, or the extra fields of an ok.
+pub type Fields = Vec<(String, String)>;
+
+/// Access levels as BILLmanager numbers them in `<auth level=..>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Public,
+    User,
+    Admin,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Public => "public",
+            Level::User => "user",
+            Level::Admin => "admin",
+        }
+    }
+
+    /// The number BILLmanager reports for the level (16 client, 28 staff).
+    pub fn number(self) -> u8 {
+        match self {
+            Level::Public => 0,
+            Level::User => 16,
+            Level::Admin => 28,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Level> {
+        match s {
+            "public" => Some(Level::Public),
+            "user" => Some(Level::User),
+            "admin" => Some(Level::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListDoc {
+    pub elems: Vec<Fields>,
+    /// Page number, from 1.
+    pub p_num: u64,
+    /// Page size (the number of elements when the list is not paged).
+    pub p_cnt: u64,
+    /// Elements in the whole (filtered) list.
+    pub p_elems: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Doc {
+    List(ListDoc),
+    /// A view of an object or a blank form; `elid` is one of the fields when viewing.
+    Form(Fields),
+    /// Success; a create carries `id`.
+    Ok(Fields),
+    /// A session: `<auth id="SID" level="L">SID</auth>`.
+    Auth {
+        id: String,
+        level: Level,
+    },
+    Error(FuncError),
+}
+
+impl Doc {
+    pub fn ok() -> Doc {
+        Doc::Ok(Vec::new())
+    }
+
+    pub fn created(id: i64) -> Doc {
+        Doc::Ok(vec![("id".into(), id.to_string())])
+    }
+
+    pub fn is_error(&self) -> bool {
+        matches!(self, Doc::Error(_))
+    }
+
+    /// The value of a top-level field of a form or ok document.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        match self {
+            Doc::Form(f) | Doc::Ok(f) => f.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()),
+            _ => None,
+        }
+    }
+}
+
+impl From<FuncError> for Doc {
+    fn from(e: FuncError) -> Self {
+        Doc::Error(e)
+    }
+}

@@ -1,0 +1,798 @@
+//! The dispatcher: the one path every func call takes, whoever makes it (CLI, HTTP, REPL, Lua,
+//! plugins). It finds the func's declaration, checks the caller's access, picks a read or write
+//! connection, runs the BILLmanager protocol (list / view / blank form / create / change /
+//! group / filter) inside one transaction, and turns every failure, panics included, into an
+//! error document with nothing changed.
+
+use crate::auth::{self, Caller};
+use crate::clock;
+use crate::doc::{Doc, Fields, Level};
+use crate::error::{ErrorType, FuncError, FuncResult};
+use crate::func::{ActionMode, FuncDecl, Handler, ObjectType, Param, Registry, Ty};
+use crate::list::{self, ListQuery, ListSpec};
+use crate::params::{Params, parse_id, parse_id_list, parse_int};
+use crate::store::{self, Durability, StoreError};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Page size when `p_num` is given without `p_cnt`.
+pub const DEFAULT_PAGE_SIZE: u64 = 100;
+/// Read connections kept open for reuse.
+const READER_POOL: usize = 8;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub db_path: PathBuf,
+    pub durability: Durability,
+}
+
+impl EngineConfig {
+    pub fn new(db_path: impl Into<PathBuf>) -> Self {
+        EngineConfig {
+            db_path: db_path.into(),
+            durability: Durability::Full,
+        }
+    }
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    registry: Registry,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// What a func runs with: the connection inside the func's transaction, the caller, the time
+/// of the call, and the engine for nested calls.
+pub struct Ctx<'a> {
+    pub db: &'a Connection,
+    pub caller: &'a Caller,
+    pub func: &'a str,
+    pub now: String,
+    engine: &'a Engine,
+}
+
+impl Ctx<'_> {
+    pub fn is_admin(&self) -> bool {
+        self.caller.level == Level::Admin
+    }
+
+    pub fn engine(&self) -> &Engine {
+        self.engine
+    }
+
+    /// Writes a history row for a change, in the func's transaction.
+    pub fn history(
+        &self,
+        object_type: &str,
+        object_id: i64,
+        description: impl AsRef<str>,
+    ) -> FuncResult<()> {
+        self.db
+            .prepare_cached(
+                "INSERT INTO history (changedate, object_type, object_id, description, user_login, ip, action)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                self.now,
+                object_type,
+                object_id,
+                description.as_ref(),
+                self.caller.history_name(),
+                self.caller.ip,
+                self.func
+            ])?;
+        Ok(())
+    }
+
+    /// Calls another func inside this func's transaction, as the same caller. Its changes are
+    /// undone if it fails, whatever the calling func then does.
+    pub fn call(&self, func: &str, params: Params) -> FuncResult<Doc> {
+        let decl = self.engine.decl(func)?;
+        self.db.execute_batch("SAVEPOINT nested_call")?;
+        let result = self.engine.dispatch(self.db, self.caller, &decl, &params);
+        match &result {
+            Ok(_) => self.db.execute_batch("RELEASE nested_call")?,
+            Err(_) => self
+                .db
+                .execute_batch("ROLLBACK TO nested_call; RELEASE nested_call")?,
+        }
+        result
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic inside a func is caught before it can poison the lock; recover regardless.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> FuncError {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    FuncError::internal(format!(
+        "the func failed unexpectedly ({what}); nothing was changed"
+    ))
+}
+
+impl Engine {
+    /// Opens (creating and migrating) the database and registers the built-in funcs.
+    pub fn open(config: EngineConfig) -> Result<Engine, StoreError> {
+        let writer = store::open(&config.db_path, config.durability)?;
+        let mut registry = Registry::default();
+        crate::funcs::register_builtin(&mut registry);
+        Ok(Engine {
+            config,
+            registry,
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn decl(&self, func: &str) -> FuncResult<Arc<FuncDecl>> {
+        self.registry.get(func).cloned().ok_or_else(|| {
+            FuncError::new(
+                ErrorType::Unknown,
+                "func",
+                func,
+                format!("Unknown function '{func}'"),
+            )
+        })
+    }
+
+    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committed only if `f` succeeds.
+    pub fn write<T>(&self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
+        let conn = lock(&self.writer);
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let result =
+            catch_unwind(AssertUnwindSafe(|| f(&conn))).unwrap_or_else(|p| Err(panic_message(p)));
+        match result {
+            Ok(v) => match conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(v),
+                Err(e) => {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(e.into())
+                }
+            },
+            Err(e) => {
+                conn.execute_batch("ROLLBACK")?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs `f` in a read transaction on a pooled read-only connection (one snapshot for the
+    /// whole func, so that a page and its `p_elems` agree).
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
+        let pooled = lock(&self.readers).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = store::connect(&self.config.db_path, self.config.durability)
+                    .map_err(|e| FuncError::internal(e.to_string()))?;
+                c.pragma_update(None, "query_only", "ON")?;
+                c
+            }
+        };
+        conn.execute_batch("BEGIN")?;
+        let result =
+            catch_unwind(AssertUnwindSafe(|| f(&conn))).unwrap_or_else(|p| Err(panic_message(p)));
+        let ended = conn.execute_batch("ROLLBACK");
+        if ended.is_ok() {
+            let mut pool = lock(&self.readers);
+            if pool.len() < READER_POOL {
+                pool.push(conn);
+            }
+        }
+        result
+    }
+
+    /// Resolves the credentials of a request: `authinfo=user:pass`, or a session id from `auth`
+    /// (or the `billmgrses5` cookie, passed as `session`). No credentials is the anonymous
+    /// caller.
+    pub fn authenticate(
+        &self,
+        params: &Params,
+        session: Option<&str>,
+        ip: &str,
+    ) -> FuncResult<Caller> {
+        if let Some(authinfo) = params.get("authinfo") {
+            let (user, pass) = authinfo
+                .split_once(':')
+                .ok_or_else(|| FuncError::auth("authinfo must be user:password"))?;
+            return self.read(|c| auth::login(c, user, pass, ip));
+        }
+        let Some(sid) = params.get("auth").or(session.filter(|s| !s.is_empty())) else {
+            return Ok(Caller::anonymous(ip));
+        };
+        let (caller, touch) = self
+            .read(|c| auth::resolve_session(c, sid, ip))?
+            .ok_or_else(|| {
+                FuncError::auth("The session has expired or does not exist; log in again")
+            })?;
+        if touch {
+            self.write(|c| auth::touch_session(c, sid))?;
+        }
+        Ok(caller)
+    }
+
+    /// Authenticates and calls: what a network front end does with one request. A request to a
+    /// public func with stale credentials runs anonymously.
+    pub fn handle(&self, func: &str, params: Params, session: Option<&str>, ip: &str) -> Doc {
+        let caller = match self.authenticate(&params, session, ip) {
+            Ok(c) => c,
+            Err(e) => {
+                let public = self.registry.get(func).is_some_and(|d| d.access.public);
+                if !public {
+                    return Doc::Error(e);
+                }
+                Caller::anonymous(ip)
+            }
+        };
+        self.call(&caller, func, params)
+    }
+
+    /// Runs one func as `caller` and answers its document. Never panics.
+    pub fn call(&self, caller: &Caller, func: &str, params: Params) -> Doc {
+        match self.try_call(caller, func, &params) {
+            Ok(doc) => doc,
+            Err(e) => Doc::Error(e),
+        }
+    }
+
+    fn try_call(&self, caller: &Caller, func: &str, params: &Params) -> FuncResult<Doc> {
+        let decl = self.decl(func)?;
+        let switched;
+        let caller = match params.get("su") {
+            Some(login) => {
+                switched = self.read(|c| auth::switch_user(c, caller, login))?;
+                &switched
+            }
+            None => caller,
+        };
+        if writes(&decl, params) {
+            self.write(|conn| self.dispatch(conn, caller, &decl, params))
+        } else {
+            self.read(|conn| self.dispatch(conn, caller, &decl, params))
+        }
+    }
+
+    /// The protocol, on a connection already inside the func's transaction.
+    fn dispatch(
+        &self,
+        conn: &Connection,
+        caller: &Caller,
+        decl: &FuncDecl,
+        params: &Params,
+    ) -> FuncResult<Doc> {
+        if !decl.access.allows(caller.level) {
+            return Err(if caller.level == Level::Public {
+                FuncError::auth("Log in to call this function")
+            } else {
+                FuncError::access(&decl.name, format!("Access to '{}' is denied", decl.name))
+            });
+        }
+        let ctx = Ctx {
+            db: conn,
+            caller,
+            func: &decl.name,
+            now: clock::now(),
+            engine: self,
+        };
+        let plid = params
+            .get("plid")
+            .map(|v| parse_id("plid", v))
+            .transpose()?;
+        if let (Some(parent), Some(id)) = (decl.parent, plid) {
+            check_object(conn, caller, parent, id)?;
+        }
+        let sok = params.has("sok");
+        match &decl.handler {
+            Handler::List(spec) => {
+                let parent = match plid {
+                    Some(id) => Some(id),
+                    None if decl.parent.is_some() => {
+                        let elid = params
+                            .get("elid")
+                            .map(|v| parse_id("elid", v))
+                            .transpose()?;
+                        if let (Some(parent), Some(id)) = (decl.parent, elid) {
+                            check_object(conn, caller, parent, id)?;
+                        }
+                        elid
+                    }
+                    None => None,
+                };
+                if decl.parent_required && parent.is_none() {
+                    return Err(FuncError::missed_param("plid"));
+                }
+                self.run_list(&ctx, decl, spec, params, parent)
+                    .map(Doc::List)
+            }
+            Handler::Edit(ops) => {
+                if decl.parent_required && plid.is_none() {
+                    return Err(FuncError::missed_param("plid"));
+                }
+                let elid = single_elid(conn, caller, decl, params)?;
+                match (sok, elid) {
+                    (false, Some(id)) => {
+                        let mut form = vec![("elid".to_string(), id.to_string())];
+                        form.extend(ops.view(&ctx, id, plid)?);
+                        Ok(Doc::Form(form))
+                    }
+                    (false, None) => Ok(Doc::Form(ops.blank(&ctx, plid)?)),
+                    (true, None) => {
+                        validate(conn, caller, decl, params, true)?;
+                        ops.create(&ctx, plid, params).map(Doc::created)
+                    }
+                    (true, Some(id)) => {
+                        validate(conn, caller, decl, params, false)?;
+                        ops.change(&ctx, id, plid, params).map(|()| Doc::ok())
+                    }
+                }
+            }
+            Handler::Group(f) => {
+                let ids = parse_id_list("elid", params.get("elid").unwrap_or(""))?;
+                validate(conn, caller, decl, params, false)?;
+                for id in ids {
+                    let one = || -> FuncResult<()> {
+                        if let Some(object) = decl.object {
+                            check_object(conn, caller, object, id)?;
+                        }
+                        f(&ctx, id, params)
+                    };
+                    one().map_err(|e| e.in_element(&id.to_string()))?;
+                }
+                Ok(Doc::ok())
+            }
+            Handler::Action(f) => {
+                let elid = single_elid(conn, caller, decl, params)?;
+                if decl.object.is_some() && elid.is_none() {
+                    return Err(FuncError::missed_param("elid"));
+                }
+                if decl.action_mode == ActionMode::FormThenWrite && !sok {
+                    let mut form: Fields = elid
+                        .map(|id| ("elid".to_string(), id.to_string()))
+                        .into_iter()
+                        .collect();
+                    form.extend(blank_fields(&decl.params));
+                    return Ok(Doc::Form(form));
+                }
+                validate(conn, caller, decl, params, true)?;
+                f(&ctx, params)
+            }
+            Handler::Filter { list } => self.filter(&ctx, list, params, sok),
+        }
+    }
+
+    fn list_spec(&self, list: &str) -> FuncResult<&ListSpec> {
+        match self.registry.get(list).map(|d| &d.handler) {
+            Some(Handler::List(spec)) => Ok(spec),
+            _ => Err(FuncError::internal(format!("'{list}' is not a list"))),
+        }
+    }
+
+    fn run_list(
+        &self,
+        ctx: &Ctx,
+        decl: &FuncDecl,
+        spec: &ListSpec,
+        params: &Params,
+        parent: Option<i64>,
+    ) -> FuncResult<crate::doc::ListDoc> {
+        let inline = params.flag("filter") == Some(true);
+        let values: Vec<(String, String)> = if inline {
+            params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        } else {
+            stored_filter(ctx.db, ctx.caller, &decl.name)?
+        };
+        let mut filters = Vec::new();
+        for (name, value) in &values {
+            if let (Some(field), false) = (spec.filter_field(name), value.is_empty()) {
+                filters.push((field, value.clone()));
+            }
+        }
+        let owner = match ctx.caller.level {
+            Level::Admin => None,
+            _ => Some(
+                ctx.caller
+                    .account_id
+                    .ok_or_else(|| FuncError::access(&decl.name, "No client account"))?,
+            ),
+        };
+        let num = params
+            .get("p_num")
+            .map(|v| parse_int("p_num", v))
+            .transpose()?;
+        let cnt = params
+            .get("p_cnt")
+            .map(|v| parse_int("p_cnt", v))
+            .transpose()?;
+        let page = match (num, cnt) {
+            (None, None) => None,
+            (n, c) => {
+                let n = n.unwrap_or(1);
+                let c = c.unwrap_or(DEFAULT_PAGE_SIZE as i64);
+                if n < 1 {
+                    return Err(FuncError::value(
+                        "p_num",
+                        n.to_string(),
+                        "Pages are numbered from 1",
+                    ));
+                }
+                if c < 1 {
+                    return Err(FuncError::value(
+                        "p_cnt",
+                        c.to_string(),
+                        "The page size must be at least 1",
+                    ));
+                }
+                Some((n as u64, c as u64))
+            }
+        };
+        let desc = match params.get("p_order") {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(other) => {
+                return Err(FuncError::value("p_order", other, "p_order is asc or desc"));
+            }
+        };
+        let sort = params.get("p_sort").map(|s| (s, desc)).or(if desc {
+            Some((spec.columns[0].name, true))
+        } else {
+            None
+        });
+        let q = ListQuery {
+            filters,
+            parent,
+            owner,
+            page,
+            sort,
+        };
+        list::run(ctx.db, spec, &q)
+    }
+
+    fn filter(&self, ctx: &Ctx, list: &str, params: &Params, sok: bool) -> FuncResult<Doc> {
+        let spec = self.list_spec(list)?;
+        if !sok {
+            let stored = stored_filter(ctx.db, ctx.caller, list)?;
+            let form = spec
+                .filters
+                .iter()
+                .map(|f| {
+                    let v = stored
+                        .iter()
+                        .find(|(k, _)| k == f.name)
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default();
+                    (f.name.to_string(), v)
+                })
+                .collect();
+            return Ok(Doc::Form(form));
+        }
+        let mut values = Vec::new();
+        for field in &spec.filters {
+            if let Some(v) = params.get(field.name) {
+                list::filter_value(field, v)?;
+                values.push((field.name.to_string(), v.to_string()));
+            }
+        }
+        store_filter(ctx.db, ctx.caller, list, &values)?;
+        Ok(Doc::ok())
+    }
+
+    /// Stores `values` as the caller's filter of `list`, replacing the fields named.
+    pub fn merge_filter(
+        &self,
+        ctx: &Ctx,
+        list: &str,
+        values: &[(String, String)],
+    ) -> FuncResult<()> {
+        let mut stored = stored_filter(ctx.db, ctx.caller, list)?;
+        for (k, v) in values {
+            stored.retain(|(sk, _)| sk != k);
+            stored.push((k.clone(), v.clone()));
+        }
+        store_filter(ctx.db, ctx.caller, list, &stored)
+    }
+}
+
+/// Whether a call changes anything, and so goes to the writer.
+fn writes(decl: &FuncDecl, params: &Params) -> bool {
+    match decl.handler {
+        Handler::List(_) => false,
+        Handler::Edit(_) | Handler::Filter { .. } => params.has("sok"),
+        Handler::Group(_) => true,
+        Handler::Action(_) => match decl.action_mode {
+            ActionMode::Write => true,
+            ActionMode::Read => false,
+            ActionMode::FormThenWrite => params.has("sok"),
+        },
+    }
+}
+
+fn single_elid(
+    conn: &Connection,
+    caller: &Caller,
+    decl: &FuncDecl,
+    params: &Params,
+) -> FuncResult<Option<i64>> {
+    let Some(raw) = params.get("elid") else {
+        return Ok(None);
+    };
+    let id = parse_id("elid", raw)?;
+    if let Some(object) = decl.object {
+        check_object(conn, caller, object, id)?;
+    }
+    Ok(Some(id))
+}
+
+/// The object exists, and, when it belongs to a client, a client user calling is that client.
+/// Objects without an owner (providers, countries, currencies) are shared references.
+pub fn check_object(
+    conn: &Connection,
+    caller: &Caller,
+    object: ObjectType,
+    id: i64,
+) -> FuncResult<()> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE id = ?1",
+        object.owner.unwrap_or("NULL"),
+        object.table
+    );
+    let owner: Option<Option<i64>> = conn
+        .prepare_cached(&sql)?
+        .query_row([id], |r| r.get(0))
+        .optional()?;
+    let Some(owner) = owner else {
+        return Err(FuncError::missed_object(object.name, id));
+    };
+    if caller.level != Level::Admin && object.owner.is_some() && owner != caller.account_id {
+        return Err(FuncError::new(
+            ErrorType::Access,
+            object.name,
+            id.to_string(),
+            format!("The {} {id} is not yours", object.name),
+        ));
+    }
+    Ok(())
+}
+
+fn blank_fields(params: &[Param]) -> Fields {
+    params
+        .iter()
+        .filter(|p| !matches!(p.ty, Ty::Password(_)))
+        .map(|p| (p.name.clone(), String::new()))
+        .collect()
+}
+
+/// Checks the declared parameters that are present; on a create, also that the required ones
+/// are.
+fn validate(
+    conn: &Connection,
+    caller: &Caller,
+    decl: &FuncDecl,
+    params: &Params,
+    creating: bool,
+) -> FuncResult<()> {
+    for p in &decl.params {
+        let value = match params.raw(&p.name) {
+            Some(v) if !v.is_empty() => v,
+            Some(_) if p.required => return Err(FuncError::missed_param(&p.name)),
+            None if p.required && creating => return Err(FuncError::missed_param(&p.name)),
+            _ => continue,
+        };
+        if p.admin_only && caller.level != Level::Admin {
+            return Err(FuncError::access(
+                &p.name,
+                format!("Only staff may set '{}'", p.name),
+            ));
+        }
+        check_value(conn, caller, p, value)?;
+    }
+    Ok(())
+}
+
+fn check_value(conn: &Connection, caller: &Caller, p: &Param, value: &str) -> FuncResult<()> {
+    let name = p.name.as_str();
+    let too_long =
+        |max: usize| FuncError::value(name, value, format!("At most {max} characters are allowed"));
+    match &p.ty {
+        Ty::Text(max) => {
+            if value.chars().count() > *max {
+                return Err(too_long(*max));
+            }
+            if value.chars().any(char::is_control) {
+                return Err(FuncError::value(
+                    name,
+                    value,
+                    "Control characters are not allowed",
+                ));
+            }
+        }
+        Ty::LongText(max) => {
+            if value.chars().count() > *max {
+                return Err(too_long(*max));
+            }
+            if value
+                .chars()
+                .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+            {
+                return Err(FuncError::value(
+                    name,
+                    value,
+                    "Control characters are not allowed",
+                ));
+            }
+        }
+        Ty::Email => {
+            if !valid_email(value) {
+                return Err(FuncError::value(
+                    name,
+                    value,
+                    format!("'{value}' is not a valid email address"),
+                ));
+            }
+        }
+        Ty::Password(min) => {
+            if value.chars().count() < *min {
+                return Err(FuncError::value(
+                    name,
+                    "",
+                    format!("The password must have at least {min} characters"),
+                ));
+            }
+            if value.chars().count() > 1024 {
+                return Err(too_long(1024));
+            }
+        }
+        Ty::Int { min, max } => {
+            let v = parse_int(name, value)?;
+            if v < *min || v > *max {
+                return Err(FuncError::value(
+                    name,
+                    value,
+                    format!("The value must be between {min} and {max}"),
+                ));
+            }
+        }
+        Ty::Flag => {
+            if value != "on" && value != "off" {
+                return Err(FuncError::value(
+                    name,
+                    value,
+                    "The value must be 'on' or 'off'",
+                ));
+            }
+        }
+        Ty::Decimal => {
+            crate::money::parse_decimal(value, name)?;
+        }
+        Ty::Date => {
+            clock::parse_datetime(value, name)?;
+        }
+        Ty::Choice(options) => {
+            if !options.contains(&value) {
+                return Err(FuncError::value(
+                    name,
+                    value,
+                    format!("The value must be one of: {}", options.join(", ")),
+                ));
+            }
+        }
+        Ty::Ref(object) => {
+            let id = parse_id(name, value)?;
+            check_object(conn, caller, *object, id).map_err(|mut e| {
+                e.object = name.to_string();
+                e
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// A practical email check: one `@`, a non-empty local part of printable ASCII without spaces,
+/// and a domain of dot-separated labels with a dot.
+pub fn valid_email(s: &str) -> bool {
+    if s.len() > 254 {
+        return false;
+    }
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    local_ok && domain_ok
+}
+
+fn stored_filter(
+    conn: &Connection,
+    caller: &Caller,
+    list: &str,
+) -> FuncResult<Vec<(String, String)>> {
+    let json: Option<String> = conn
+        .prepare_cached("SELECT params FROM stored_filter WHERE user_login = ?1 AND list = ?2")?
+        .query_row(params![caller.filter_key(), list], |r| r.get(0))
+        .optional()?;
+    let Some(json) = json else {
+        return Ok(Vec::new());
+    };
+    let pairs: Vec<(String, String)> = serde_json::from_str(&json)
+        .map_err(|e| FuncError::internal(format!("stored filter of {list}: {e}")))?;
+    Ok(pairs)
+}
+
+fn store_filter(
+    conn: &Connection,
+    caller: &Caller,
+    list: &str,
+    values: &[(String, String)],
+) -> FuncResult<()> {
+    if values.is_empty() {
+        conn.prepare_cached("DELETE FROM stored_filter WHERE user_login = ?1 AND list = ?2")?
+            .execute(params![caller.filter_key(), list])?;
+        return Ok(());
+    }
+    let json = serde_json::to_string(values).map_err(|e| FuncError::internal(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO stored_filter (user_login, list, params) VALUES (?1, ?2, ?3)
+         ON CONFLICT (user_login, list) DO UPDATE SET params = excluded.params",
+    )?
+    .execute(params![caller.filter_key(), list, json])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_email;
+
+    #[test]
+    fn emails() {
+        for ok in ["ann@example.com", "a.b+c@mail.example.org", "x@a-b.io"] {
+            assert!(valid_email(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "ann",
+            "ann@",
+            "@example.com",
+            "ann@example",
+            "a b@example.com",
+            "ann@-x.com",
+            "a..b@x.com",
+            "ann@ex ample.com",
+        ] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Func declarations: each func says once what it is called, who may call it, what kind of
+//! func it is, which object its `elid`/`plid` name, which parameters it takes and how they are
+//! validated. The dispatcher (`engine`) reads these declarations; handlers never re-implement
+//! the protocol.
+
+use crate::doc::{Doc, Fields, Level};
+use crate::engine::Ctx;
+use crate::error::FuncResult;
+use crate::list::ListSpec;
+use crate::params::Params;
+use std::fmt;
+use std::sync::Arc;
+
+/// Who may call a func.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub admin: bool,
+    pub user: bool,
+    pub public: bool,
+}
+
+impl Access {
+    pub const ADMIN: Access = Access {
+        admin: true,
+        user: false,
+        public: false,
+    };
+    pub const ADMIN_USER: Access = Access {
+        admin: true,
+        user: true,
+        public: false,
+    };
+    pub const PUBLIC: Access = Access {
+        admin: true,
+        user: true,
+        public: true,
+    };
+
+    pub fn allows(self, level: Level) -> bool {
+        match level {
+            Level::Admin => self.admin,
+            Level::User => self.user,
+            Level::Public => self.public,
+        }
+    }
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.public {
+            return f.write_str("public");
+        }
+        match (self.admin, self.user) {
+            (true, true) => f.write_str("admin user"),
+            (true, false) => f.write_str("admin"),
+            (false, true) => f.write_str("user"),
+            (false, false) => f.write_str("none"),
+        }
+    }
+}
+
+/// A kind of stored object that `elid` or `plid` can name. `owner` is the column holding the
+/// client (account) the object belongs to, for user-level access checks; objects without an
+/// owner are staff-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectType {
+    pub name: &'static str,
+    pub table: &'static str,
+    pub owner: Option<&'static str>,
+}
+
+/// How a parameter's value is checked before the handler runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ty {
+    /// Free text of at most this many characters, without control characters.
+    Text(usize),
+    /// Like `Text`, but newlines are allowed (comments, messages).
+    LongText(usize),
+    Email,
+    /// A password: at least this many characters; never shown in forms.
+    Password(usize),
+    Int {
+        min: i64,
+        max: i64,
+    },
+    /// A checkbox: `on` or `off`.
+    Flag,
+    Decimal,
+    Date,
+    Choice(&'static [&'static str]),
+    /// The id of an existing object of this type.
+    Ref(ObjectType),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Param {
+    pub name: String,
+    pub ty: Ty,
+    /// Required when the func creates (an `.edit` without `elid`, or an action).
+    pub required: bool,
+    /// Only staff may set it; a client user sending it gets an `access` error.
+    pub admin_only: bool,
+}
+
+impl Param {
+    pub fn new(name: &str, ty: Ty) -> Param {
+        Param {
+            name: name.to_string(),
+            ty,
+            required: false,
+            admin_only: false,
+        }
+    }
+    pub fn required(mut self) -> Param {
+        self.required = true;
+        self
+    }
+    pub fn admin_only(mut self) -> Param {
+        self.admin_only = true;
+        self
+    }
+}
+
+/// The object operations behind an `.edit` func. The dispatcher decides which one runs from
+/// `sok` and `elid`, has already checked that `elid`/`plid` exist and belong to the caller, and
+/// has validated the declared parameters.
+pub trait EditOps: Send + Sync {
+    /// The form of an existing object (without `elid`, which the dispatcher adds).
+    fn view(&self, ctx: &Ctx, elid: i64, plid: Option<i64>) -> FuncResult<Fields>;
+    /// The blank form for a new object.
+    fn blank(&self, ctx: &Ctx, plid: Option<i64>) -> FuncResult<Fields>;
+    /// Creates the object and answers its id.
+    fn create(&self, ctx: &Ctx, plid: Option<i64>, params: &Params) -> FuncResult<i64>;
+    /// Changes the object with the parameters given; absent parameters keep their values.
+    fn change(&self, ctx: &Ctx, elid: i64, plid: Option<i64>, params: &Params) -> FuncResult<()>;
+}
+
+pub type GroupFn = dyn Fn(&Ctx, i64, &Params) -> FuncResult<()> + Send + Sync;
+pub type ActionFn = dyn Fn(&Ctx, &Params) -> FuncResult<Doc> + Send + Sync;
+
+pub enum Handler {
+    /// A list served from SQL: paging, sorting, filters and ownership are the dispatcher's.
+    List(ListSpec),
+    Edit(Box<dyn EditOps>),
+    /// Runs once per `elid` element, all in one transaction.
+    Group(Box<GroupFn>),
+    Action(Box<ActionFn>),
+    /// Stores the caller's filter of the named list (`sok=ok`) or shows it.
+    Filter {
+        list: String,
+    },
+}
+
+impl Handler {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Handler::List(_) => "list",
+            Handler::Edit(_) => "edit",
+            Handler::Group(_) => "group",
+            Handler::Action(_) => "action",
+            Handler::Filter { .. } => "filter",
+        }
+    }
+}
+
+/// How an action treats a call without `sok`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionMode {
+    /// Runs on every call, writing.
+    Write,
+    /// Runs on every call and changes nothing (served from a read connection).
+    Read,
+    /// Without `sok` answers the blank form of its parameters; with `sok` runs, writing.
+    FormThenWrite,
+}
+
+pub struct FuncDecl {
+    pub name: String,
+    pub title: String,
+    pub access: Access,
+    pub handler: Handler,
+    /// What `elid` names (each element of a group operation).
+    pub object: Option<ObjectType>,
+    /// What `plid` names.
+    pub parent: Option<ObjectType>,
+    pub parent_required: bool,
+    pub params: Vec<Param>,
+    pub action_mode: ActionMode,
+}
+
+impl FuncDecl {
+    fn new(name: &str, title: &str, access: Access, handler: Handler) -> FuncDecl {
+        FuncDecl {
+            name: name.into(),
+            title: title.into(),
+            access,
+            handler,
+            object: None,
+            parent: None,
+            parent_required: false,
+            params: Vec::new(),
+            action_mode: ActionMode::Write,
+        }
+    }
+
+    pub fn list(name: &str, title: &str, access: Access, spec: ListSpec) -> FuncDecl {
+        Self::new(name, title, access, Handler::List(spec))
+    }
+
+    pub fn edit(name: &str, title: &str, access: Access, ops: impl EditOps + 'static) -> FuncDecl {
+        Self::new(name, title, access, Handler::Edit(Box::new(ops)))
+    }
+
+    pub fn group(
+        name: &str,
+        title: &str,
+        access: Access,
+        object: ObjectType,
+        f: impl Fn(&Ctx, i64, &Params) -> FuncResult<()> + Send + Sync + 'static,
+    ) -> FuncDecl {
+        let mut d = Self::new(name, title, access, Handler::Group(Box::new(f)));
+        d.object = Some(object);
+        d
+    }
+
+    pub fn action(
+        name: &str,
+        title: &str,
+        access: Access,
+        mode: ActionMode,
+        f: impl Fn(&Ctx, &Params) -> FuncResult<Doc> + Send + Sync + 'static,
+    ) -> FuncDecl {
+        let mut d = Self::new(name, title, access, Handler::Action(Box::new(f)));
+        d.action_mode = mode;
+        d
+    }
+
+    pub fn filter(name: &str, list: &str, access: Access) -> FuncDecl {
+        let title = format!("Filter of {list}");
+        Self::new(name, &title, access, Handler::Filter { list: list.into() })
+    }
+
+    pub fn object(mut self, object: ObjectType) -> FuncDecl {
+        self.object = Some(object);
+        self
+    }
+
+    pub fn parent(mut self, parent: ObjectType, required: bool) -> FuncDecl {
+        self.parent = Some(parent);
+        self.parent_required = required;
+        self
+    }
+
+    pub fn params(mut self, params: Vec<Param>) -> FuncDecl {
+        self.params = params;
+        self
+    }
+
+    pub fn columns(&self) -> Vec<&'static str> {
+        match &self.handler {
+            Handler::List(spec) => spec.columns.iter().map(|c| c.name).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Every func the engine knows, by name.
+#[derive(Default)]
+pub struct Registry {
+    funcs: std::collections::BTreeMap<String, Arc<FuncDecl>>,
+}
+
+impl Registry {
+    pub fn add(&mut self, decl: FuncDecl) {
+        self.funcs.insert(decl.name.clone(), Arc::new(decl));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<FuncDecl>> {
+        self.funcs.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<FuncDecl>> {
+        self.funcs.values()
+    }
+}

@@ -1,0 +1,197 @@
+//! The ledger's lists as the spec names them: a client's subaccounts, payments and expenses,
+//! and a payment's history. The funcs that change the ledger build on these.
+
+use super::{ACCOUNT, PAYMENT};
+use crate::func::{Access, FuncDecl, Registry};
+use crate::list::{FilterField, FilterOp, ListSpec};
+
+/// An expense amount column rendered in its subaccount's currency.
+macro_rules! expense_money {
+    ($col:literal) => {
+        concat!(
+            "money(e.",
+            $col,
+            ", (SELECT c.minor_units FROM subaccount s JOIN currency c ON c.id = s.currency_id WHERE s.id = e.subaccount_id))"
+        )
+    };
+}
+
+pub fn register(reg: &mut Registry) {
+    let mut subaccounts = ListSpec::new(
+        "subaccount s",
+        "s.id",
+        &[
+            ("id", "s.id"),
+            ("account", "s.account_id"),
+            (
+                "project",
+                "(SELECT name FROM project WHERE id = s.project_id)",
+            ),
+            (
+                "currency",
+                "(SELECT iso FROM currency WHERE id = s.currency_id)",
+            ),
+            (
+                "balance",
+                "money(s.balance, (SELECT minor_units FROM currency WHERE id = s.currency_id))",
+            ),
+            (
+                "creditlimit",
+                "money(s.creditlimit, (SELECT minor_units FROM currency WHERE id = s.currency_id))",
+            ),
+            (
+                "allowpostpaid",
+                "CASE s.allowpostpaid WHEN 1 THEN 'on' ELSE 'off' END",
+            ),
+            ("active", "CASE s.active WHEN 1 THEN 'on' ELSE 'off' END"),
+            (
+                "status",
+                "CASE s.status WHEN 1 THEN 'active' ELSE 'suspended' END",
+            ),
+        ],
+    );
+    subaccounts.owner = Some("s.account_id");
+    subaccounts.parent = Some("s.account_id");
+    subaccounts.filters = vec![
+        FilterField::new("account", "s.account_id", FilterOp::EqInt),
+        FilterField::new("project", "s.project_id", FilterOp::EqInt),
+    ];
+    reg.add(
+        FuncDecl::list(
+            "subaccount",
+            "Client accounts",
+            Access::ADMIN_USER,
+            subaccounts,
+        )
+        .parent(ACCOUNT, false),
+    );
+
+    let mut payments = ListSpec::new(
+        "payment y",
+        "y.id",
+        &[
+            ("id", "y.id"),
+            ("number", "y.number"),
+            ("create_date", "y.createdate"),
+            ("pay_date", "y.paydate"),
+            ("sender_name", "y.sender"),
+            (
+                "recipient_name",
+                "(SELECT CASE company WHEN '' THEN name ELSE company END FROM project WHERE id = y.project_id)",
+            ),
+            (
+                "project",
+                "(SELECT name FROM project WHERE id = y.project_id)",
+            ),
+            ("account", "y.account_id"),
+            (
+                "account_name",
+                "(SELECT name FROM account WHERE id = y.account_id)",
+            ),
+            (
+                "paymethod_name",
+                "(SELECT name FROM paymethod WHERE id = y.paymethod_id)",
+            ),
+            (
+                "subaccountamount_iso",
+                "(SELECT money(y.subaccountamount, c.minor_units) || ' ' || c.iso FROM subaccount s
+                  JOIN currency c ON c.id = s.currency_id WHERE s.id = y.subaccount_id)",
+            ),
+            (
+                "paymethodamount_iso",
+                "(SELECT money(y.paymethodamount, c.minor_units) || ' ' || c.iso FROM currency c WHERE c.id = y.currency_id)",
+            ),
+            ("status", "y.status"),
+        ],
+    );
+    payments.owner = Some("y.account_id");
+    payments.parent = Some("y.account_id");
+    payments.descending = true;
+    payments.filters = vec![
+        FilterField::new("account", "y.account_id", FilterOp::EqInt),
+        FilterField::new("status", "y.status", FilterOp::EqInt),
+        FilterField::new("number", "y.number", FilterOp::Like),
+        FilterField::new("project", "y.project_id", FilterOp::EqInt),
+        FilterField::new("paymethod", "y.paymethod_id", FilterOp::EqInt),
+        FilterField::new("create_date_from", "y.createdate", FilterOp::From),
+        FilterField::new("create_date_to", "y.createdate", FilterOp::To),
+        FilterField::new("pay_date_from", "y.paydate", FilterOp::From),
+        FilterField::new("pay_date_to", "y.paydate", FilterOp::To),
+    ];
+    reg.add(
+        FuncDecl::list("account.payment", "Payments", Access::ADMIN_USER, payments)
+            .parent(ACCOUNT, false),
+    );
+    reg.add(FuncDecl::filter(
+        "account.payment.filter",
+        "account.payment",
+        Access::ADMIN_USER,
+    ));
+
+    let mut expenses = ListSpec::new(
+        "expense e",
+        "e.id",
+        &[
+            ("id", "e.id"),
+            ("account", "e.account_id"),
+            ("subaccount", "e.subaccount_id"),
+            ("locale_name", "e.name"),
+            ("realdate", "e.realdate"),
+            ("cdate", "e.cdate"),
+            ("amount", expense_money!("amount")),
+            ("notpayd", expense_money!("notpayd")),
+            ("discountamount", expense_money!("discountamount")),
+            (
+                "payments",
+                "(SELECT group_concat(pe.payment_id, ', ') FROM payment_expense pe WHERE pe.expense_id = e.id)",
+            ),
+            ("discount", "e.discount_id"),
+            ("taxamount", expense_money!("taxamount")),
+        ],
+    );
+    expenses.base_where = Some("e.deleted = 0");
+    expenses.owner = Some("e.account_id");
+    expenses.parent = Some("e.account_id");
+    expenses.descending = true;
+    expenses.filters = vec![
+        FilterField::new("account", "e.account_id", FilterOp::EqInt),
+        FilterField::new("subaccount", "e.subaccount_id", FilterOp::EqInt),
+        FilterField::new("locale_name", "e.name", FilterOp::Like),
+        FilterField::new("realdate_from", "e.realdate", FilterOp::From),
+        FilterField::new("realdate_to", "e.realdate", FilterOp::To),
+    ];
+    reg.add(
+        FuncDecl::list(
+            "subaccount.expense",
+            "Expenses",
+            Access::ADMIN_USER,
+            expenses,
+        )
+        .parent(ACCOUNT, false),
+    );
+    reg.add(FuncDecl::filter(
+        "subaccount.expense.filter",
+        "subaccount.expense",
+        Access::ADMIN_USER,
+    ));
+
+    let mut history = ListSpec::new(
+        "history h",
+        "h.id",
+        &[
+            ("id", "h.id"),
+            ("changedate", "h.changedate"),
+            ("desc", "h.description"),
+            ("user", "h.user_login"),
+            ("ip", "h.ip"),
+            ("action", "h.action"),
+        ],
+    );
+    history.base_where = Some("h.object_type = 'payment'");
+    history.parent = Some("h.object_id");
+    history.owner = Some("(SELECT account_id FROM payment WHERE id = h.object_id)");
+    reg.add(
+        FuncDecl::list("payment.history", "Payment history", Access::ADMIN, history)
+            .parent(PAYMENT, true),
+    );
+}

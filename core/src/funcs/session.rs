@@ -1,0 +1,70 @@
+//! Logging in and out: `auth` opens a session, `logout` ends the caller's.
+
+use crate::auth;
+use crate::doc::Doc;
+use crate::error::FuncError;
+use crate::func::{Access, ActionMode, FuncDecl, Param, Registry, Ty};
+
+pub fn register(reg: &mut Registry) {
+    reg.add(
+        FuncDecl::action(
+            "auth",
+            "Log in",
+            Access::PUBLIC,
+            ActionMode::Write,
+            |ctx, p| {
+                let caller = auth::login(
+                    ctx.db,
+                    p.required("username")?,
+                    p.required("password")?,
+                    &ctx.caller.ip,
+                )?;
+                let user_id = caller
+                    .user_id
+                    .ok_or_else(|| FuncError::internal("login without a user"))?;
+                let id = auth::create_session(ctx.db, user_id, None, &ctx.caller.ip)?;
+                Ok(Doc::Auth {
+                    id,
+                    level: caller.level,
+                })
+            },
+        )
+        .params(vec![
+            Param::new("username", Ty::Text(255)).required(),
+            Param::new("password", Ty::Password(1)).required(),
+        ]),
+    );
+    reg.add(FuncDecl::action(
+        "logout",
+        "Log out",
+        Access::ADMIN_USER,
+        ActionMode::Write,
+        |ctx, _| {
+            let sid = ctx.caller.session.as_deref().ok_or_else(|| {
+                FuncError::value("auth", "", "The call was not made with a session")
+            })?;
+            auth::end_session(ctx.db, sid)?;
+            Ok(Doc::ok())
+        },
+    ));
+    reg.add(FuncDecl::action(
+        "whoami",
+        "The caller's identity",
+        Access::ADMIN_USER,
+        ActionMode::Read,
+        |ctx, _| {
+            let c = ctx.caller;
+            let mut f = vec![
+                ("login".to_string(), c.login.clone()),
+                ("level".to_string(), c.level.as_str().to_string()),
+            ];
+            if let Some(a) = c.account_id {
+                f.push(("account".into(), a.to_string()));
+            }
+            if let Some(s) = &c.su_from {
+                f.push(("su_from".into(), s.clone()));
+            }
+            Ok(Doc::Form(f))
+        },
+    ));
+}

@@ -1,0 +1,24 @@
+//! billhost: a billing host speaking BILLmanager's func API.
+//!
+//! The crate is layered: [`store`] owns SQLite (schema, migrations, pragmas); [`engine`] is the
+//! one dispatcher every caller goes through; [`funcs`] are the built-in funcs, declared with
+//! [`func`]'s types; [`doc`] is the typed result and [`wire`] the only module that renders it
+//! as XML, JSON or text. [`money`] and [`clock`] hold the exact arithmetic and the dates.
+
+pub mod auth;
+pub mod clock;
+pub mod doc;
+pub mod engine;
+pub mod error;
+pub mod func;
+pub mod funcs;
+pub mod list;
+pub mod money;
+pub mod params;
+pub mod store;
+pub mod wire;
+
+pub use doc::{Doc, Level};
+pub use engine::{Engine, EngineConfig};
+pub use error::{ErrorType, FuncError};
+pub use params::Params;

@@ -1,0 +1,265 @@
+//! SQL-backed lists: a list func declares its table, columns, filters and ownership once; this
+//! module turns a request (filters, `plid`, paging, sorting) into two bound-parameter queries,
+//! one for the page and one for `p_elems`.
+
+use crate::doc::{Fields, ListDoc};
+use crate::error::{FuncError, FuncResult};
+use crate::params::parse_int;
+use rusqlite::Connection;
+use rusqlite::types::{Value, ValueRef};
+
+/// A column of a list: the name on the wire and the SQL expression computing it.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    pub name: &'static str,
+    pub expr: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterOp {
+    /// Equal to an integer.
+    EqInt,
+    /// Equal to a string.
+    EqText,
+    /// Contains the value, ASCII case-insensitively.
+    Like,
+    /// At or after the date.
+    From,
+    /// At or before the date (a date alone covers the whole day).
+    To,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FilterField {
+    pub name: &'static str,
+    pub expr: &'static str,
+    pub op: FilterOp,
+    /// When this field is set, the list's `base_where` no longer applies (e.g. filtering by
+    /// status shows deleted clients).
+    pub replaces_base: bool,
+}
+
+impl FilterField {
+    pub const fn new(name: &'static str, expr: &'static str, op: FilterOp) -> Self {
+        FilterField {
+            name,
+            expr,
+            op,
+            replaces_base: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ListSpec {
+    /// `table alias`; columns from other tables come as correlated subqueries so that counting
+    /// never joins.
+    pub from: &'static str,
+    /// A unique, indexed key: the default order and the tie-breaker of every sort.
+    pub key: &'static str,
+    pub columns: Vec<Column>,
+    pub base_where: Option<&'static str>,
+    /// The expression giving the owning client, for user-level callers.
+    pub owner: Option<&'static str>,
+    /// The expression `plid` (or, for lists, `elid`) is compared with. The parent id is also
+    /// bound as `?1` for column expressions.
+    pub parent: Option<&'static str>,
+    pub filters: Vec<FilterField>,
+    /// Newest first by default (history-like lists).
+    pub descending: bool,
+}
+
+impl ListSpec {
+    pub fn new(
+        from: &'static str,
+        key: &'static str,
+        columns: &[(&'static str, &'static str)],
+    ) -> Self {
+        ListSpec {
+            from,
+            key,
+            columns: columns
+                .iter()
+                .map(|&(name, expr)| Column { name, expr })
+                .collect(),
+            base_where: None,
+            owner: None,
+            parent: None,
+            filters: Vec::new(),
+            descending: false,
+        }
+    }
+
+    pub fn filter_field(&self, name: &str) -> Option<&FilterField> {
+        self.filters.iter().find(|f| f.name == name)
+    }
+}
+
+/// What a list request asks for, already resolved by the dispatcher.
+#[derive(Debug, Default)]
+pub struct ListQuery<'a> {
+    pub filters: Vec<(&'a FilterField, String)>,
+    pub parent: Option<i64>,
+    /// The client a user-level caller is confined to.
+    pub owner: Option<i64>,
+    pub page: Option<(u64, u64)>,
+    pub sort: Option<(&'a str, bool)>,
+}
+
+/// Checks a filter value against its field and returns what is bound.
+pub fn filter_value(field: &FilterField, raw: &str) -> FuncResult<Value> {
+    Ok(match field.op {
+        FilterOp::EqInt => Value::Integer(parse_int(field.name, raw)?),
+        FilterOp::EqText => Value::Text(raw.to_string()),
+        FilterOp::Like => {
+            let escaped = raw
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            Value::Text(format!("%{escaped}%"))
+        }
+        FilterOp::From => Value::Text(crate::clock::parse_datetime(raw, field.name)?),
+        FilterOp::To => {
+            let d = crate::clock::parse_datetime(raw, field.name)?;
+            Value::Text(if d.len() == 10 {
+                format!("{d} 23:59:59")
+            } else {
+                d
+            })
+        }
+    })
+}
+
+pub fn run(conn: &Connection, spec: &ListSpec, q: &ListQuery<'_>) -> FuncResult<ListDoc> {
+    // Placeholders are numbered; ?1 is always the parent id, so that column expressions can
+    // use it too (e.g. the client's status with each provider in `account.project`).
+    let mut binds: Vec<Value> = vec![q.parent.map_or(Value::Null, Value::Integer)];
+    let mut conds: Vec<String> = Vec::new();
+    let mut bind = |v: Value| {
+        binds.push(v);
+        format!("?{}", binds.len())
+    };
+    let base_replaced = q.filters.iter().any(|(f, _)| f.replaces_base);
+    if let (Some(base), false) = (spec.base_where, base_replaced) {
+        conds.push(base.to_string());
+    }
+    if let Some(owner) = q.owner {
+        let expr = spec
+            .owner
+            .ok_or_else(|| FuncError::access("list", "This list is for staff only"))?;
+        conds.push(format!("{expr} = {}", bind(Value::Integer(owner))));
+    }
+    if let (Some(_), Some(expr)) = (q.parent, spec.parent) {
+        conds.push(format!("{expr} = ?1"));
+    }
+    for (field, raw) in &q.filters {
+        let op = match field.op {
+            FilterOp::EqInt | FilterOp::EqText => "=",
+            FilterOp::Like => "LIKE",
+            FilterOp::From => ">=",
+            FilterOp::To => "<=",
+        };
+        let placeholder = bind(filter_value(field, raw)?);
+        let escape = if field.op == FilterOp::Like {
+            " ESCAPE '\\'"
+        } else {
+            ""
+        };
+        conds.push(format!("{} {op} {placeholder}{escape}", field.expr));
+    }
+    let where_sql = if conds.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conds.join(" AND "))
+    };
+
+    let count_sql = format!("SELECT count(*) FROM {}{where_sql}", spec.from);
+    let p_elems: i64 = {
+        let mut stmt = conn.prepare_cached(&count_sql)?;
+        bind_all(&mut stmt, &binds)?;
+        let mut rows = stmt.raw_query();
+        match rows.next()? {
+            Some(row) => row.get(0)?,
+            None => 0,
+        }
+    };
+
+    let select: Vec<&str> = spec.columns.iter().map(|c| c.expr).collect();
+    let order = match q.sort {
+        Some((name, desc)) => {
+            let col = spec
+                .columns
+                .iter()
+                .find(|c| c.name == name)
+                .ok_or_else(|| {
+                    FuncError::value("p_sort", name, format!("The list has no column '{name}'"))
+                })?;
+            let dir = if desc { "DESC" } else { "ASC" };
+            format!("{} {dir}, {} {dir}", col.expr, spec.key)
+        }
+        None => format!(
+            "{} {}",
+            spec.key,
+            if spec.descending { "DESC" } else { "ASC" }
+        ),
+    };
+    let mut sql = format!(
+        "SELECT {} FROM {}{where_sql} ORDER BY {order}",
+        select.join(", "),
+        spec.from
+    );
+    let (p_num, p_cnt) = match q.page {
+        Some((num, cnt)) => {
+            let offset = (num - 1).saturating_mul(cnt).min(i64::MAX as u64) as i64;
+            binds.push(Value::Integer(cnt.min(i64::MAX as u64) as i64));
+            binds.push(Value::Integer(offset));
+            sql.push_str(&format!(
+                " LIMIT ?{} OFFSET ?{}",
+                binds.len() - 1,
+                binds.len()
+            ));
+            (num, cnt)
+        }
+        None => (1, p_elems as u64),
+    };
+    let mut stmt = conn.prepare_cached(&sql)?;
+    bind_all(&mut stmt, &binds)?;
+    let mut rows = stmt.raw_query();
+    let mut elems = Vec::new();
+    while let Some(row) = rows.next()? {
+        let mut elem: Fields = Vec::with_capacity(spec.columns.len());
+        for (i, col) in spec.columns.iter().enumerate() {
+            if let Some(text) = value_text(row.get_ref(i)?) {
+                elem.push((col.name.to_string(), text));
+            }
+        }
+        elems.push(elem);
+    }
+    Ok(ListDoc {
+        elems,
+        p_num,
+        p_cnt,
+        p_elems: p_elems as u64,
+    })
+}
+
+/// Binds the numbered placeholders the statement has (a count query may not use them all).
+fn bind_all(stmt: &mut rusqlite::CachedStatement<'_>, binds: &[Value]) -> FuncResult<()> {
+    stmt.clear_bindings();
+    let n = stmt.parameter_count();
+    for (i, v) in binds.iter().enumerate().take(n) {
+        stmt.raw_bind_parameter(i + 1, v)?;
+    }
+    Ok(())
+}
+
+/// SQL values as wire text; NULL fields are left out of the element.
+pub fn value_text(v: ValueRef<'_>) -> Option<String> {
+    match v {
+        ValueRef::Null => None,
+        ValueRef::Integer(i) => Some(i.to_string()),
+        ValueRef::Real(f) => Some(f.to_string()),
+        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
+    }
+}

@@ -1,0 +1,299 @@
+//! The wire formats: the only module that knows XML, BILLmanager-style JSON, `sjson` and the
+//! mgrctl-like text format. Everything else works on [`Doc`].
+
+use crate::doc::{Doc, Fields, ListDoc};
+use crate::error::FuncError;
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Xml,
+    Json,
+    Sjson,
+    Text,
+}
+
+impl Format {
+    /// Parses the `out` parameter; an empty value means the default, XML.
+    pub fn parse(s: &str) -> Result<Format, FuncError> {
+        match s {
+            "" | "xml" => Ok(Format::Xml),
+            "json" => Ok(Format::Json),
+            "sjson" => Ok(Format::Sjson),
+            "text" => Ok(Format::Text),
+            other => Err(FuncError::value(
+                "out",
+                other,
+                format!("Unknown output format '{other}'"),
+            )),
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Xml => "text/xml; charset=UTF-8",
+            Format::Json | Format::Sjson => "application/json; charset=UTF-8",
+            Format::Text => "text/plain; charset=UTF-8",
+        }
+    }
+}
+
+/// What the document says about the call that produced it (UI metadata, left out of `sjson`
+/// and `text`).
+#[derive(Debug, Clone, Copy)]
+pub struct Meta<'a> {
+    pub func: &'a str,
+    pub lang: &'a str,
+}
+
+pub fn render(doc: &Doc, format: Format, meta: Meta<'_>) -> String {
+    match format {
+        Format::Xml => render_xml(doc, meta),
+        Format::Json => render_json(doc, Some(meta)),
+        Format::Sjson => render_json(doc, None),
+        Format::Text => render_text(doc),
+    }
+}
+
+// ---------------------------------------------------------------- XML
+
+fn render_xml(doc: &Doc, meta: Meta<'_>) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<doc");
+    attr(&mut out, "func", meta.func);
+    attr(&mut out, "lang", meta.lang);
+    out.push('>');
+    match doc {
+        Doc::List(list) => {
+            for elem in &list.elems {
+                out.push_str("<elem>");
+                xml_fields(&mut out, elem);
+                out.push_str("</elem>");
+            }
+            xml_fields(&mut out, &paging(list));
+        }
+        Doc::Form(fields) => xml_fields(&mut out, fields),
+        Doc::Ok(fields) => {
+            out.push_str("<ok/>");
+            xml_fields(&mut out, fields);
+        }
+        Doc::Auth { id, level } => {
+            out.push_str("<auth");
+            attr(&mut out, "id", id);
+            attr(&mut out, "level", &level.number().to_string());
+            out.push('>');
+            escape_into(&mut out, id);
+            out.push_str("</auth>");
+        }
+        Doc::Error(e) => {
+            out.push_str("<error");
+            attr(&mut out, "type", e.kind.as_str());
+            attr(&mut out, "object", &e.object);
+            out.push_str("><param name=\"object\">");
+            escape_into(&mut out, &e.object);
+            out.push_str("</param><param name=\"value\">");
+            escape_into(&mut out, &e.value);
+            out.push_str("</param><msg>");
+            escape_into(&mut out, &e.msg);
+            out.push_str("</msg></error>");
+        }
+    }
+    out.push_str("</doc>\n");
+    out
+}
+
+fn xml_fields(out: &mut String, fields: &Fields) {
+    for (name, value) in fields {
+        let name = xml_name(name);
+        out.push('<');
+        out.push_str(&name);
+        out.push('>');
+        escape_into(out, value);
+        out.push_str("</");
+        out.push_str(&name);
+        out.push('>');
+    }
+}
+
+fn attr(out: &mut String, name: &str, value: &str) {
+    out.push(' ');
+    out.push_str(name);
+    out.push_str("=\"");
+    escape_into(out, value);
+    out.push('"');
+}
+
+/// Escapes markup (quotes too, so that the text is safe in attributes) and drops the characters
+/// XML 1.0 cannot carry at all.
+fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => out.push(c),
+        }
+    }
+}
+
+/// Field names come from handlers and scripts; anything that is not a safe XML name is mapped
+/// to `_` so that the document stays well formed.
+fn xml_name(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+        s.insert(0, '_');
+    }
+    s
+}
+
+fn paging(list: &ListDoc) -> Fields {
+    vec![
+        ("p_num".into(), list.p_num.to_string()),
+        ("p_cnt".into(), list.p_cnt.to_string()),
+        ("p_elems".into(), list.p_elems.to_string()),
+    ]
+}
+
+// ---------------------------------------------------------------- JSON
+
+fn text_node(v: &str) -> Value {
+    json!({ "$": v })
+}
+
+fn json_fields(map: &mut Map<String, Value>, fields: &Fields) {
+    for (name, value) in fields {
+        map.insert(name.clone(), text_node(value));
+    }
+}
+
+/// BILLmanager's JSON: `{"doc": {...}}`, text under `"$"`, attributes under `"$name"`.
+/// `elem` is always an array, even with one element. `meta` is `None` for `sjson`.
+fn render_json(doc: &Doc, meta: Option<Meta<'_>>) -> String {
+    let mut body = Map::new();
+    if let Some(meta) = meta {
+        body.insert("$func".into(), Value::String(meta.func.into()));
+        body.insert("$lang".into(), Value::String(meta.lang.into()));
+    }
+    match doc {
+        Doc::List(list) => {
+            let elems = list
+                .elems
+                .iter()
+                .map(|elem| {
+                    let mut m = Map::new();
+                    json_fields(&mut m, elem);
+                    Value::Object(m)
+                })
+                .collect();
+            body.insert("elem".into(), Value::Array(elems));
+            json_fields(&mut body, &paging(list));
+        }
+        Doc::Form(fields) => json_fields(&mut body, fields),
+        Doc::Ok(fields) => {
+            body.insert("ok".into(), json!({}));
+            json_fields(&mut body, fields);
+        }
+        Doc::Auth { id, level } => {
+            body.insert(
+                "auth".into(),
+                json!({ "$id": id, "$level": level.number().to_string(), "$": id }),
+            );
+        }
+        Doc::Error(e) => {
+            body.insert(
+                "error".into(),
+                json!({
+                    "$type": e.kind.as_str(),
+                    "$object": e.object,
+                    "param": [
+                        { "$name": "object", "$": e.object },
+                        { "$name": "value", "$": e.value },
+                    ],
+                    "msg": { "$": e.msg },
+                }),
+            );
+        }
+    }
+    let mut s = json!({ "doc": Value::Object(body) }).to_string();
+    s.push('\n');
+    s
+}
+
+// ---------------------------------------------------------------- text
+
+/// mgrctl's format: one `key=value ...` line per list element, one `key=value` line per form
+/// field, `OK` (followed by the ok's fields) or `ERROR type(object): message`.
+fn render_text(doc: &Doc) -> String {
+    let mut out = String::new();
+    match doc {
+        Doc::List(list) => {
+            for elem in &list.elems {
+                text_line(&mut out, elem);
+            }
+        }
+        Doc::Form(fields) => {
+            for field in fields {
+                text_line(&mut out, std::slice::from_ref(field));
+            }
+        }
+        Doc::Ok(fields) => {
+            out.push_str("OK");
+            for (k, v) in fields {
+                out.push(' ');
+                text_pair(&mut out, k, v);
+            }
+            out.push('\n');
+        }
+        Doc::Auth { id, level } => {
+            out.push_str(&format!(
+                "auth={} level={}\n",
+                text_value(id),
+                level.number()
+            ));
+        }
+        Doc::Error(e) => {
+            out.push_str(&format!(
+                "ERROR {}({}): {}\n",
+                e.kind.as_str(),
+                e.object,
+                text_value(&e.msg)
+            ));
+        }
+    }
+    out
+}
+
+fn text_line(out: &mut String, fields: &[(String, String)]) {
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        text_pair(out, k, v);
+    }
+    out.push('\n');
+}
+
+fn text_pair(out: &mut String, k: &str, v: &str) {
+    out.push_str(k);
+    out.push('=');
+    out.push_str(&text_value(v));
+}
+
+/// Keeps one element on one line.
+fn text_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
