@@ -1,1 +1,115 @@
-fn main() {}
+//! Func dispatch throughput against raw rusqlite doing the same reads and writes, in the same
+//! run on the same machine: `cargo bench --bench dispatch`. The figures that matter are the
+//! ratios (engine rate / raw rate); absolute rates depend on the disk.
+
+use billhost::auth::Caller;
+use billhost::store::{self, Durability};
+use billhost::{Engine, EngineConfig, Params};
+use rusqlite::params;
+use std::time::{Duration, Instant};
+
+const CLIENTS: i64 = 10_000;
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("billhost-bench-dispatch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let db = dir.join("bench.db");
+    let engine = Engine::open(EngineConfig::new(&db)).expect("engine");
+    engine
+        .write(|c| {
+            let mut stmt = c.prepare(
+                "INSERT INTO account (project_id, name, realname, email, registration_date) VALUES (1, ?1, ?1, ?2, '2026-01-01 00:00:00')",
+            )?;
+            for i in 0..CLIENTS {
+                stmt.execute(params![format!("client {i}"), format!("c{i}@example.com")])?;
+            }
+            Ok(())
+        })
+        .expect("seed");
+    let root = Caller::superuser();
+    let raw = store::open(&db, Durability::Full).expect("raw connection");
+
+    println!("billhost dispatch bench ({CLIENTS} clients, WAL, synchronous=FULL)");
+
+    // account.edit view by elid vs the same row read directly.
+    let view_engine = rate(Duration::from_secs(2), |i| {
+        let id = (i as i64 % CLIENTS + 1).to_string();
+        let doc = engine.call(&root, "account.edit", Params::from_pairs([("elid", id.as_str())]));
+        assert!(!doc.is_error());
+    });
+    let view_raw = rate(Duration::from_secs(2), |i| {
+        let id = i as i64 % CLIENTS + 1;
+        raw.execute_batch("BEGIN").expect("begin");
+        let mut stmt = raw
+            .prepare_cached(
+                "SELECT email, verify_email, project_id, country_id, state, realname, name, settingurl, valid_phone,
+                        try_phone, label, selfview, products_page, registration_date, registration_ip, attitude,
+                        employee_id, nocalcstat, note, status FROM account WHERE id = ?1",
+            )
+            .expect("prepare");
+        let row: Vec<String> = stmt
+            .query_row([id], |r| {
+                (0..20).map(|k| Ok(billhost::list::value_text(r.get_ref(k)?).unwrap_or_default())).collect()
+            })
+            .expect("row");
+        assert_eq!(row.len(), 20);
+        drop(stmt);
+        raw.execute_batch("ROLLBACK").expect("end");
+    });
+    report("account.edit view", view_engine, view_raw);
+
+    // account.edit change (one durable commit with its history row) vs the same writes.
+    let change_engine = rate(Duration::from_secs(3), |i| {
+        let id = (i as i64 % CLIENTS + 1).to_string();
+        let name = format!("renamed {i}");
+        let doc = engine.call(
+            &root,
+            "account.edit",
+            Params::from_pairs([("elid", id.as_str()), ("sok", "ok"), ("name", name.as_str())]),
+        );
+        assert!(!doc.is_error(), "{doc:?}");
+    });
+    let change_raw = rate(Duration::from_secs(3), |i| {
+        let id = i as i64 % CLIENTS + 1;
+        raw.execute_batch("BEGIN IMMEDIATE").expect("begin");
+        raw.prepare_cached("UPDATE account SET name = ?2 WHERE id = ?1")
+            .and_then(|mut s| s.execute(params![id, format!("raw {i}")]))
+            .expect("update");
+        raw.prepare_cached(
+            "INSERT INTO history (changedate, object_type, object_id, description, user_login, ip, action)
+             VALUES (datetime('now'), 'account', ?1, 'changed: name', 'root', 'local', 'account.edit')",
+        )
+        .and_then(|mut s| s.execute([id]))
+        .expect("history");
+        raw.execute_batch("COMMIT").expect("commit");
+    });
+    report("account.edit change", change_engine, change_raw);
+
+    drop(engine);
+    drop(raw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Calls per second of `f` over about `budget`.
+fn rate(budget: Duration, mut f: impl FnMut(u64)) -> f64 {
+    for i in 0..50 {
+        f(i);
+    }
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < budget {
+        for _ in 0..16 {
+            f(n);
+            n += 1;
+        }
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+fn report(what: &str, engine: f64, raw: f64) {
+    println!(
+        "{what:<22} engine {engine:>10.0}/s   raw rusqlite {raw:>10.0}/s   ratio {:.2}",
+        engine / raw
+    );
+}

@@ -141,6 +141,11 @@ impl Engine {
         &self.registry
     }
 
+    /// Adds (or replaces) a func before the engine is shared: how extensions declare theirs.
+    pub fn add_func(&mut self, decl: FuncDecl) {
+        self.registry.add(decl);
+    }
+
     fn decl(&self, func: &str) -> FuncResult<Arc<FuncDecl>> {
         self.registry.get(func).cloned().ok_or_else(|| {
             FuncError::new(
@@ -407,9 +412,10 @@ impl Engine {
                 filters.push((field, value.clone()));
             }
         }
+        // A client user sees its own client's rows; public lists have no owner.
         let owner = match ctx.caller.level {
-            Level::Admin => None,
-            _ => Some(
+            Level::Admin | Level::Public => None,
+            Level::User => Some(
                 ctx.caller
                     .account_id
                     .ok_or_else(|| FuncError::access(&decl.name, "No client account"))?,
