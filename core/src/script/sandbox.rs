@@ -154,6 +154,27 @@ fn new_state(config: &ScriptConfig, budget: &Arc<Budget>) -> mlua::Result<Lua> {
             Ok(())
         })?,
     )?;
+    // Once the budget is spent, pcall, xpcall and coroutine.resume hand the error on instead
+    // of catching it, so a script cannot keep itself alive by catching the stop.
+    let spent_budget = budget.clone();
+    let spent =
+        lua.create_function(move |_, ()| Ok(spent_budget.remaining.load(Ordering::SeqCst) <= 0))?;
+    lua.load(
+        r#"
+        local spent = ...
+        local raw_pcall, raw_xpcall, raw_resume = pcall, xpcall, coroutine.resume
+        local pack, unpack = table.pack, table.unpack
+        local function guard(r)
+          if not r[1] and spent() then error(r[2], 0) end
+          return unpack(r, 1, r.n)
+        end
+        pcall = function(...) return guard(pack(raw_pcall(...))) end
+        xpcall = function(...) return guard(pack(raw_xpcall(...))) end
+        coroutine.resume = function(...) return guard(pack(raw_resume(...))) end
+        "#,
+    )
+    .set_name("=billhost")
+    .call::<()>(spent)?;
     lua.set_memory_limit(config.memory_limit)?;
     let budget = budget.clone();
     lua.set_global_hook(

@@ -1,0 +1,454 @@
+//! Business-rule scripts through the real engine: hooks, script funcs, `billing.call`, the
+//! sandbox and its limits, exact money, jobs, and hot reload as editors save files.
+
+mod common;
+
+use billhost::auth::Caller;
+use billhost::{Doc, Engine, EngineConfig, Params};
+use common::{TempDir, column, dump, error_type};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+struct Scripted {
+    dir: TempDir,
+    engine: Engine,
+}
+
+fn scripted_with(files: &[(&str, &str)], tune: impl FnOnce(&mut EngineConfig)) -> Scripted {
+    let dir = TempDir::new("scripts");
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).expect("scripts dir");
+    for (name, code) in files {
+        std::fs::write(scripts.join(name), code).expect("write script");
+    }
+    let mut config = EngineConfig::new(dir.db()).with_scripts(&scripts);
+    config.scripts.instruction_budget = 2_000_000;
+    tune(&mut config);
+    let engine = Engine::open(config).expect("engine");
+    Scripted { dir, engine }
+}
+
+fn scripted(files: &[(&str, &str)]) -> Scripted {
+    scripted_with(files, |_| {})
+}
+
+impl Scripted {
+    fn call(&self, func: &str, params: &[(&str, &str)]) -> Doc {
+        self.engine.call(
+            &Caller::superuser(),
+            func,
+            Params::from_pairs(params.iter().copied()),
+        )
+    }
+
+    fn scripts_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("scripts")
+    }
+}
+
+fn msg(doc: &Doc) -> String {
+    match doc {
+        Doc::Error(e) => e.msg.clone(),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+const REGISTER: &[(&str, &str)] = &[
+    ("sok", "ok"),
+    ("email", "ann@example.com"),
+    ("passwd", "Secret123"),
+];
+
+#[test]
+fn before_hooks_veto_and_rewrite_after_hooks_add_fields() {
+    let s = scripted(&[(
+        "guard.lua",
+        r#"
+        billing.on("register", "before", function(req)
+          if req.params.email:match("@spam%.test$") then
+            billing.reject("value", "email", "no spam")
+          end
+          req.params.realname = "Checked " .. req.params.email
+        end)
+        billing.on("register", "after", function(req, res)
+          res.greeting = "hello " .. req.user.level
+        end)
+        "#,
+    )]);
+    let before = dump(&s.dir.db());
+    let doc = s.call(
+        "register",
+        &[
+            ("sok", "ok"),
+            ("email", "x@spam.test"),
+            ("passwd", "Secret123"),
+        ],
+    );
+    assert_eq!(error_type(&doc), "value");
+    assert_eq!(msg(&doc), "no spam");
+    assert_eq!(dump(&s.dir.db()), before);
+
+    let doc = s.call("register", REGISTER);
+    assert_eq!(doc.field("id"), Some("1"));
+    assert_eq!(doc.field("greeting"), Some("hello admin"));
+    assert_eq!(
+        column(&s.call("account", &[]), "name"),
+        vec!["Checked ann@example.com"]
+    );
+}
+
+#[test]
+fn a_failing_after_hook_rolls_the_func_back() {
+    let s = scripted(&[(
+        "after.lua",
+        r#"
+        billing.on("accountgroup.edit", "after", function(req, res)
+          -- the nested call happens in the same transaction, and is undone with it
+          billing.call("project.edit", { sok = "ok", name = "side effect" })
+          error("refusing " .. req.params.name)
+        end)
+        "#,
+    )]);
+    let before = dump(&s.dir.db());
+    let doc = s.call("accountgroup.edit", &[("sok", "ok"), ("name", "Main")]);
+    assert_eq!(error_type(&doc), "script");
+    assert!(msg(&doc).starts_with("after.lua:5:"), "{}", msg(&doc));
+    assert!(msg(&doc).contains("refusing Main"), "{}", msg(&doc));
+    assert_eq!(
+        dump(&s.dir.db()),
+        before,
+        "the func and the hook's nested call must be rolled back"
+    );
+}
+
+#[test]
+fn script_funcs_call_other_funcs_and_keep_money_exact() {
+    let s = scripted(&[(
+        "funcs.lua",
+        r#"
+        billing.func("sum", { access = "admin", kind = "view" }, function(req)
+          local a, b = billing.money(req.params.a), billing.money(req.params.b)
+          local total = a + b
+          return { total = total, exact = total == billing.money("0.3"), rounded = (billing.money("2.345")):round(2),
+                   product = billing.money("19.99") * 3, quotient = (billing.money("10") / 3):round(4) }
+        end)
+        billing.func("float", { kind = "view" }, function(req) return { x = billing.money(0.1) } end)
+        billing.func("floatparam", { kind = "view" }, function(req)
+          return billing.call("account", { p_cnt = 2.5 })
+        end)
+        billing.func("clients", { access = "user", kind = "list" }, function(req)
+          local out = {}
+          for _, e in ipairs(billing.call("account", {}).elem) do
+            out[#out + 1] = { id = e.id, shout = string.upper(e.name) }
+          end
+          return { elem = out }
+        end)
+        billing.func("newgroup", { access = "admin" }, function(req)
+          local r = billing.call("accountgroup.edit", { sok = "ok", name = req.params.name })
+          return { ok = true, id = r.id }
+        end)
+        "#,
+    )]);
+    let doc = s.call("sum", &[("a", "0.1"), ("b", "0.2")]);
+    assert_eq!(doc.field("total"), Some("0.3"));
+    assert_eq!(doc.field("exact"), Some("on"));
+    assert_eq!(doc.field("rounded"), Some("2.35"));
+    assert_eq!(doc.field("product"), Some("59.97"));
+    assert_eq!(doc.field("quotient"), Some("3.3333"));
+    let doc = s.call("float", &[]);
+    assert_eq!(error_type(&doc), "script");
+    assert!(msg(&doc).contains("float"), "{}", msg(&doc));
+    assert_eq!(error_type(&s.call("floatparam", &[])), "script");
+
+    s.call("register", REGISTER);
+    s.call(
+        "register",
+        &[
+            ("sok", "ok"),
+            ("email", "bob@example.com"),
+            ("passwd", "Secret123"),
+        ],
+    );
+    assert_eq!(
+        column(&s.call("clients", &[]), "shout"),
+        vec!["ANN@EXAMPLE.COM", "BOB@EXAMPLE.COM"]
+    );
+    // A client user calling it gets only what its own billing.call may see.
+    let ann = s
+        .engine
+        .read(|c| billhost::auth::switch_user(c, &Caller::superuser(), "ann@example.com"))
+        .expect("ann");
+    let doc = s.engine.call(&ann, "clients", Params::new());
+    assert_eq!(column(&doc, "id"), vec!["1"]);
+    // A user-level caller cannot call an admin script func.
+    assert_eq!(
+        error_type(
+            &s.engine
+                .call(&ann, "newgroup", Params::from_pairs([("name", "x")]))
+        ),
+        "access"
+    );
+    let doc = s.call("newgroup", &[("name", "Made by a script")]);
+    assert_eq!(doc.field("id"), Some("1"));
+    assert!(s.engine.funcs().iter().any(|d| d.name == "clients"));
+    // A failed billing.call keeps its own error type.
+    let doc = s.call("newgroup", &[("name", "made by a script")]);
+    assert_eq!(error_type(&doc), "exists");
+}
+
+#[test]
+fn the_sandbox_refuses_what_scripts_must_not_reach() {
+    let s = scripted(&[(
+        "eval.lua",
+        r#"
+        billing.func("eval", { kind = "view" }, function(req)
+          local f, err = load(req.params.code)
+          if not f then return { outcome = "refused", why = err } end
+          local ok, res = pcall(f)
+          return { outcome = ok and "ran" or "refused", why = tostring(res) }
+        end)
+        "#,
+    )]);
+    let run = |code: &str| {
+        let doc = s.call("eval", &[("code", code)]);
+        (
+            doc.field("outcome").unwrap_or("").to_string(),
+            doc.field("why").unwrap_or("").to_string(),
+        )
+    };
+    for code in [
+        "return io.open('/etc/passwd')",
+        "return os.execute('true')",
+        "return os.getenv('HOME')",
+        "return os.remove('x')",
+        "return debug.getinfo(1)",
+        "return package.loadlib('libc.so.6', 'system')",
+        "return require('os')",
+        "return dofile('/etc/passwd')",
+        "return loadfile('/etc/passwd')",
+        "return string.dump(function() end)",
+        "return ('x'):dump()",
+        "return collectgarbage('count')",
+        "return load('\\27LuaT\\0\\25\\147\\r\\n\\26\\n')()",
+    ] {
+        let (outcome, why) = run(code);
+        assert_eq!(outcome, "refused", "{code} ran: {why}");
+    }
+    // Binary chunks are refused by load itself, with a reason.
+    let doc = s.call("eval", &[("code", "\u{1b}LuaT\u{0}")]);
+    assert_eq!(doc.field("outcome"), Some("refused"));
+    assert!(doc.field("why").unwrap_or("").contains("binary"), "{doc:?}");
+    // What is allowed works.
+    assert_eq!(
+        run("return string.format('%d', math.max(1, 2)) .. os.date():sub(1, 2)"),
+        ("ran".into(), "220".into())
+    );
+}
+
+#[test]
+fn runaway_scripts_fail_their_call_only() {
+    let s = scripted_with(
+        &[(
+            "runaway.lua",
+            r#"
+            billing.func("spin", { kind = "view" }, function() while true do end end)
+            billing.func("sneaky", { kind = "view" }, function()
+              -- pcall must not swallow the budget
+              while true do pcall(function() while true do end end) end
+            end)
+            billing.func("hog", { kind = "view" }, function()
+              local t = {}
+              for i = 1, 100000000 do t[i] = string.rep("x", 4096) .. i end
+            end)
+            billing.func("fine", { kind = "view" }, function() return { ok = true } end)
+            "#,
+        )],
+        |c| {
+            c.scripts.memory_limit = 32 << 20;
+            c.scripts.instruction_budget = 5_000_000;
+        },
+    );
+    for func in ["spin", "sneaky"] {
+        let started = Instant::now();
+        let doc = s.call(func, &[]);
+        assert_eq!(error_type(&doc), "script", "{func}");
+        assert!(
+            msg(&doc).contains("instruction budget"),
+            "{func}: {}",
+            msg(&doc)
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(
+            !s.call("fine", &[]).is_error(),
+            "the engine keeps serving after {func}"
+        );
+    }
+    let doc = s.call("hog", &[]);
+    assert_eq!(error_type(&doc), "script");
+    assert!(msg(&doc).contains("memory"), "{}", msg(&doc));
+    assert!(!s.call("fine", &[]).is_error());
+    assert!(!s.call("account", &[]).is_error());
+}
+
+#[test]
+fn jobs_run_as_the_system_in_their_own_transaction() {
+    let s = scripted(&[(
+        "jobs.lua",
+        r#"
+        billing.every(3600, "make-group", function()
+          billing.call("accountgroup.edit", { sok = "ok", name = "nightly" })
+        end)
+        billing.every(60, "broken", function() error("job failed") end)
+        "#,
+    )]);
+    let outcomes = s.engine.run_jobs(|_| true);
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+    assert!(
+        outcomes[1]
+            .1
+            .as_ref()
+            .is_err_and(|e| e.msg.contains("job failed"))
+    );
+    assert_eq!(
+        column(&s.call("accountgroup", &[]), "name"),
+        vec!["nightly"]
+    );
+    let who: String = s
+        .engine
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT user_login FROM history WHERE object_type = 'accountgroup'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .expect("history");
+    assert_eq!(who, "system");
+}
+
+/// Saves a file the way editors do: write a temporary file, then rename it over the target.
+fn editor_save(dir: &Path, name: &str, code: &str) {
+    let tmp = dir.join(format!(".{name}.swp"));
+    std::fs::write(&tmp, code).expect("write temp");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename over");
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn hot_reload_swaps_only_sets_that_load() {
+    let s = scripted(&[(
+        "rule.lua",
+        r#"billing.func("version", { kind = "view" }, function() return { v = "1" } end)"#,
+    )]);
+    let host = s.engine.scripts().clone();
+    let _watcher = host.watch().expect("watch");
+    let dir = s.scripts_dir();
+    assert_eq!(s.call("version", &[]).field("v"), Some("1"));
+    let first = host.current().id;
+
+    editor_save(
+        &dir,
+        "rule.lua",
+        r#"billing.func("version", { kind = "view" }, function() return { v = "2" } end)"#,
+    );
+    wait_for("generation after a valid change", || {
+        host.current().id > first
+    });
+    assert_eq!(s.call("version", &[]).field("v"), Some("2"));
+    let good = host.current().id;
+
+    editor_save(
+        &dir,
+        "rule.lua",
+        "billing.func(\"version\", { kind = \"view\" }, function()\n  return { v = \"3\" \nend)",
+    );
+    wait_for("the reload error", || host.status().last_error.is_some());
+    let status = host.status();
+    assert_eq!(
+        status.generation, good,
+        "a broken file must leave the last good set live"
+    );
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("rule.lua:")),
+        "{status:?}"
+    );
+    assert_eq!(s.call("version", &[]).field("v"), Some("2"));
+
+    editor_save(
+        &dir,
+        "rule.lua",
+        r#"billing.func("version", { kind = "view" }, function() return { v = "4" } end)"#,
+    );
+    wait_for("the fixed set", || host.current().id > good);
+    assert_eq!(s.call("version", &[]).field("v"), Some("4"));
+    assert!(host.status().last_error.is_none());
+
+    // A second file joins; removing it drops its func.
+    editor_save(
+        &dir,
+        "zz-extra.lua",
+        r#"billing.func("extra", { kind = "view" }, function() return { x = "1" } end)"#,
+    );
+    wait_for("the extra func", || {
+        s.engine.funcs().iter().any(|d| d.name == "extra")
+    });
+    std::fs::remove_file(dir.join("zz-extra.lua")).expect("remove");
+    wait_for("the extra func to go", || {
+        !s.engine.funcs().iter().any(|d| d.name == "extra")
+    });
+}
+
+#[test]
+fn a_func_keeps_the_generation_it_started_with() {
+    let s = scripted(&[(
+        "a.lua",
+        r#"billing.func("gen", { kind = "view" }, function() return { v = "a" } end)"#,
+    )]);
+    let host = s.engine.scripts().clone();
+    let old = host.current();
+    std::fs::write(
+        s.scripts_dir().join("a.lua"),
+        r#"billing.func("gen", { kind = "view" }, function() return { v = "b" } end)"#,
+    )
+    .expect("write");
+    host.reload().expect("reload");
+    // The old generation is still usable by whoever holds it, and new calls see the new one.
+    assert_eq!(old.funcs.len(), 1);
+    assert!(host.current().id > old.id);
+    assert_eq!(s.call("gen", &[]).field("v"), Some("b"));
+}
+
+#[test]
+fn a_broken_set_at_start_runs_without_scripts_and_says_why() {
+    let s = scripted(&[("bad.lua", "this is not lua")]);
+    let status = s.engine.scripts().status();
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("bad.lua:1:")),
+        "{status:?}"
+    );
+    assert!(status.files.is_empty());
+    assert!(!s.call("account", &[]).is_error());
+    // Declaring a built-in func is refused at load.
+    let s = scripted(&[("dup.lua", r#"billing.func("account", {}, function() end)"#)]);
+    assert!(
+        s.engine
+            .scripts()
+            .status()
+            .last_error
+            .is_some_and(|e| e.contains("built-in"))
+    );
+}
