@@ -540,6 +540,16 @@ fn post_bodies_and_query_strings_merge_with_the_body_winning() {
     assert!(r.content_type().starts_with("text/xml"));
     let view = s.get(&format!("func=account.edit&elid={ann}&{}", admin()));
     assert_eq!(view.xml_field("name").as_deref(), Some("Body + Co"));
+    // The peer address reaches the history row.
+    let db = rusqlite::Connection::open(s.db()).expect("open db");
+    let (user, ip): (String, String) = db
+        .query_row(
+            "SELECT user_login, ip FROM history ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("history row");
+    assert_eq!((user.as_str(), ip.as_str()), ("admin", "127.0.0.1"));
     // A charset parameter on the content type is fine.
     let r = post(
         s.addr,
