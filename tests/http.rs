@@ -689,6 +689,16 @@ fn bad_input_is_answered_with_an_error_document_and_changes_nothing() {
             "method",
         ),
     ];
+    let split = &cases
+        .iter()
+        .find(|c| c.0.ends_with("query and body together"))
+        .expect("case")
+        .1;
+    assert!(
+        split.msg().contains("At most 50 parameters"),
+        "{}",
+        split.msg()
+    );
     for (what, reply, kind, object) in &cases {
         assert_eq!(&reply.error(), kind, "{what}: {}", reply.body);
         assert_eq!(

@@ -306,7 +306,14 @@ async fn read_call(app: &App, request: Request, format: &mut Format) -> Result<C
         Method::POST => {
             check_content_type(&parts.headers)?;
             let bytes = read_body(&parts.headers, body, app.config.body_limit).await?;
-            form::decode(&bytes, "body", limit - query.len())?
+            // The limit counts the query's pairs and the body's together.
+            form::decode(&bytes, "body", limit - query.len()).map_err(|e| {
+                if e.object == "params" {
+                    form::too_many(limit)
+                } else {
+                    e
+                }
+            })?
         }
         other => {
             return Err(FuncError::value(
