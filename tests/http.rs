@@ -802,6 +802,77 @@ fn a_request_that_takes_too_long_is_answered_with_a_timeout_document() {
     }
 }
 
+/// Reads one answer off a kept-alive connection (by its Content-Length).
+fn read_one(stream: &mut TcpStream) -> Reply {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        assert_eq!(stream.read(&mut byte).expect("head"), 1, "closed early");
+        raw.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&raw).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("body");
+    raw.extend_from_slice(&body);
+    parse_reply(&raw).expect("answer")
+}
+
+#[test]
+fn keep_alive_works_and_quiet_connections_are_closed() {
+    let config = ServerConfig {
+        request_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(1500),
+        ..ServerConfig::default()
+    };
+    let s = Server::with("http-idle", config);
+
+    // Two requests on one connection, then silence: the server hangs up by itself.
+    let mut stream = connect(s.addr).expect("connect");
+    let request = format!(
+        "GET /billmgr?func=whoami&{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        admin()
+    );
+    for _ in 0..2 {
+        stream.write_all(request.as_bytes()).expect("send");
+        assert_eq!(
+            read_one(&mut stream).xml_field("login").as_deref(),
+            Some("admin")
+        );
+    }
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "closed too soon: {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(10), "never closed: {waited:?}");
+
+    // A client that connects and sends nothing, or half a request line, is dropped too.
+    for sent in [&b""[..], b"GET /billm"] {
+        let mut stream = connect(s.addr).expect("connect");
+        stream.write_all(sent).expect("send");
+        let started = Instant::now();
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1000),
+            "closed too soon: {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(10), "never closed: {waited:?}");
+    }
+    // And the server still answers.
+    assert!(s.get("func=register").body.contains("<doc"));
+}
+
 #[test]
 fn repeated_failed_logins_are_refused_for_a_while() {
     let config = ServerConfig {

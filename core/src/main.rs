@@ -133,6 +133,7 @@ fn serve(engine: Engine, db: &std::path::Path, args: ServeArgs) -> ExitCode {
         body_limit: args.body_limit,
         max_params: args.max_params,
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        idle_timeout: Duration::from_secs(args.request_timeout.max(1) + 30),
         shutdown_grace: Duration::from_secs(args.request_timeout.max(1) + 10),
         throttle: ThrottleConfig {
             max_failures: args.login_failures,

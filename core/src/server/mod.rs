@@ -5,10 +5,12 @@
 //! document with HTTP 200, errors included, as BILLmanager clients expect.
 //!
 //! What keeps it up: a body size limit, a parameter count limit, a deadline per request, strict
-//! decoding ([`form`]), the failed-login [`throttle`], and a graceful stop on SIGTERM/SIGINT
-//! that finishes the requests in flight before the database is closed.
+//! decoding ([`form`]), closing quiet connections ([`idle`]), the failed-login [`throttle`],
+//! and a graceful stop on SIGTERM/SIGINT that finishes the requests in flight before the
+//! database is closed.
 
 pub mod form;
+pub mod idle;
 pub mod throttle;
 
 use crate::auth::Caller;
@@ -22,9 +24,10 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use axum::routing::any;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use idle::{IdleListener, Peer};
 use std::future::Future;
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -44,6 +47,9 @@ pub struct ServerConfig {
     pub max_params: usize,
     /// From the request's arrival to its answer.
     pub request_timeout: Duration,
+    /// A connection on which nothing has moved for this long is closed (a client that sends
+    /// nothing, idle keep-alive). Keep it longer than `request_timeout`.
+    pub idle_timeout: Duration,
     /// After a stop signal, how long requests still open may take before the server exits
     /// anyway (a client that never finishes sending must not hold the stop forever).
     pub shutdown_grace: Duration,
@@ -56,6 +62,7 @@ impl Default for ServerConfig {
             body_limit: 1024 * 1024,
             max_params: 1000,
             request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(40),
             throttle: ThrottleConfig::default(),
         }
@@ -115,6 +122,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let grace = config.shutdown_grace;
+    let listener = IdleListener::new(listener, config.idle_timeout);
     let app = Arc::new(App {
         engine,
         throttle: Mutex::new(Throttle::new(config.throttle)),
@@ -124,7 +132,7 @@ pub async fn serve(
     let notify = stopping.clone();
     let server = axum::serve(
         listener,
-        router(app).into_make_service_with_connect_info::<SocketAddr>(),
+        router(app).into_make_service_with_connect_info::<Peer>(),
     )
     .with_graceful_shutdown(async move {
         shutdown.await;
@@ -191,7 +199,7 @@ async fn not_found() -> Response {
 /// `/billmgr`: GET and POST alike. Whatever happens, the answer is a document.
 async fn billmgr(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     request: Request,
 ) -> Response {
     let deadline = tokio::time::Instant::now() + app.config.request_timeout;
