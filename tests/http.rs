@@ -36,6 +36,11 @@ impl Server {
     }
 
     fn with(tag: &str, config: ServerConfig) -> Server {
+        Server::with_blocking_threads(tag, config, 512)
+    }
+
+    /// `blocking_threads` bounds tokio's blocking pool, where calls run.
+    fn with_blocking_threads(tag: &str, config: ServerConfig, blocking_threads: usize) -> Server {
         let dir = TempDir::new(tag);
         let engine = Engine::open(EngineConfig::new(dir.db())).expect("open engine");
         engine
@@ -47,6 +52,7 @@ impl Server {
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
+                .max_blocking_threads(blocking_threads)
                 .enable_all()
                 .build()
                 .expect("runtime");
@@ -800,6 +806,59 @@ fn a_request_that_takes_too_long_is_answered_with_a_timeout_document() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+fn accounts_with_email(db: &rusqlite::Connection, email: &str) -> i64 {
+    db.query_row(
+        "SELECT count(*) FROM account WHERE email = ?1",
+        [email],
+        |r| r.get(0),
+    )
+    .expect("count")
+}
+
+#[test]
+fn a_func_that_cannot_start_in_time_is_never_run() {
+    let config = ServerConfig {
+        request_timeout: Duration::from_millis(800),
+        ..ServerConfig::default()
+    };
+    // One blocking thread: while one call is held up, the next waits for its turn.
+    let s = Server::with_blocking_threads("http-notrun", config, 1);
+    let addr = s.addr;
+    let db = rusqlite::Connection::open(s.db()).expect("open db");
+    db.execute_batch("BEGIN IMMEDIATE")
+        .expect("hold the write lock");
+    let held = std::thread::spawn(move || {
+        post(
+            addr,
+            "",
+            "func=register&sok=ok&email=held%40example.com&passwd=Secret123&realname=Held",
+            &[],
+        )
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let queued = s.post(
+        "",
+        "func=register&sok=ok&email=queued%40example.com&passwd=Secret123&realname=Queued",
+    );
+    assert_eq!(queued.error(), "internal");
+    assert!(queued.msg().contains("was not run"), "{}", queued.msg());
+    let held = held.join().expect("held request");
+    assert!(held.msg().contains("may complete"), "{}", held.msg());
+
+    db.execute_batch("ROLLBACK").expect("release");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while accounts_with_email(&db, "held@example.com") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the held-up func never completed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The pool is free again: a later call runs, and the abandoned one never did.
+    s.register("later@example.com");
+    assert_eq!(accounts_with_email(&db, "queued@example.com"), 0);
 }
 
 /// Reads one answer off a kept-alive connection (by its Content-Length).
