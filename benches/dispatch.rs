@@ -8,7 +8,7 @@ use billhost::{Engine, EngineConfig, Params};
 use rusqlite::params;
 use std::time::{Duration, Instant};
 
-const CLIENTS: i64 = 10_000;
+const CLIENTS: i64 = 100_000;
 
 fn main() {
     let dir = std::env::temp_dir().join(format!("billhost-bench-dispatch-{}", std::process::id()));
@@ -35,7 +35,11 @@ fn main() {
     // account.edit view by elid vs the same row read directly.
     let view_engine = rate(Duration::from_secs(2), |i| {
         let id = (i as i64 % CLIENTS + 1).to_string();
-        let doc = engine.call(&root, "account.edit", Params::from_pairs([("elid", id.as_str())]));
+        let doc = engine.call(
+            &root,
+            "account.edit",
+            Params::from_pairs([("elid", id.as_str())]),
+        );
         assert!(!doc.is_error());
     });
     let view_raw = rate(Duration::from_secs(2), |i| {
@@ -50,7 +54,9 @@ fn main() {
             .expect("prepare");
         let row: Vec<String> = stmt
             .query_row([id], |r| {
-                (0..20).map(|k| Ok(billhost::list::value_text(r.get_ref(k)?).unwrap_or_default())).collect()
+                (0..20)
+                    .map(|k| Ok(billhost::list::value_text(r.get_ref(k)?).unwrap_or_default()))
+                    .collect()
             })
             .expect("row");
         assert_eq!(row.len(), 20);
@@ -66,7 +72,11 @@ fn main() {
         let doc = engine.call(
             &root,
             "account.edit",
-            Params::from_pairs([("elid", id.as_str()), ("sok", "ok"), ("name", name.as_str())]),
+            Params::from_pairs([
+                ("elid", id.as_str()),
+                ("sok", "ok"),
+                ("name", name.as_str()),
+            ]),
         );
         assert!(!doc.is_error(), "{doc:?}");
     });
@@ -85,6 +95,41 @@ fn main() {
         raw.execute_batch("COMMIT").expect("commit");
     });
     report("account.edit change", change_engine, change_raw);
+
+    // A page of the client list (with its p_elems total), near the start and deep in the list,
+    // against the raw page query and count.
+    for p_num in [1u64, 1_000] {
+        let num = p_num.to_string();
+        let list_engine = rate(Duration::from_secs(2), |_| {
+            let doc = engine.call(
+                &root,
+                "account",
+                Params::from_pairs([("p_num", num.as_str()), ("p_cnt", "50")]),
+            );
+            assert!(!doc.is_error(), "{doc:?}");
+        });
+        let list_raw = rate(Duration::from_secs(2), |_| {
+            raw.execute_batch("BEGIN").expect("begin");
+            let total: i64 = raw
+                .prepare_cached("SELECT count(*) FROM account WHERE status <> 3")
+                .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                .expect("count");
+            let mut stmt = raw
+                .prepare_cached(
+                    "SELECT id, name, email, registration_date, status FROM account WHERE status <> 3
+                     ORDER BY id LIMIT 50 OFFSET ?1",
+                )
+                .expect("page");
+            let rows = stmt
+                .query_map([(p_num as i64 - 1) * 50], |r| r.get::<_, i64>(0))
+                .expect("rows")
+                .count();
+            assert!(total > 0 && rows == 50);
+            drop(stmt);
+            raw.execute_batch("ROLLBACK").expect("end");
+        });
+        report(&format!("account list page {p_num}"), list_engine, list_raw);
+    }
 
     drop(engine);
     drop(raw);

@@ -29,7 +29,15 @@ fn init_register_and_list_like_the_issue_says() {
 
     let reg = billhost(
         &db,
-        &["call", "register", "sok=ok", "email=ann@example.com", "passwd=Secret123", "realname=Ann", "conditions_agree=on"],
+        &[
+            "call",
+            "register",
+            "sok=ok",
+            "email=ann@example.com",
+            "passwd=Secret123",
+            "realname=Ann",
+            "conditions_agree=on",
+        ],
     );
     assert_eq!(reg.status.code(), Some(0));
     assert!(stdout(&reg).contains("<ok/><id>1</id>"), "{}", stdout(&reg));
@@ -42,20 +50,72 @@ fn init_register_and_list_like_the_issue_says() {
     assert_eq!(json["doc"]["p_elems"]["$"], "1");
 
     // The admin created by init logs in with its password.
-    let auth = billhost(&db, &["call", "auth", "username=admin", "password=secret", "--out", "text"]);
+    let auth = billhost(
+        &db,
+        &[
+            "call",
+            "auth",
+            "username=admin",
+            "password=secret",
+            "--out",
+            "text",
+        ],
+    );
     assert!(stdout(&auth).starts_with("auth="), "{}", stdout(&auth));
     assert!(stdout(&auth).contains("level=28"));
 
     // Every bad input: an error document with type, object and message, exit 1, nothing changed.
-    billhost(&db, &["call", "register", "sok=ok", "email=bob@example.com", "passwd=Secret123"]);
+    billhost(
+        &db,
+        &[
+            "call",
+            "register",
+            "sok=ok",
+            "email=bob@example.com",
+            "passwd=Secret123",
+        ],
+    );
     let cases: &[(&[&str], &str)] = &[
-        (&["call", "register", "sok=ok", "email=ANN@EXAMPLE.COM", "passwd=Secret123"], "exists"),
-        (&["call", "register", "sok=ok", "passwd=Secret123"], "missed"),
-        (&["call", "register", "sok=ok", "email=cat@example.com", "passwd=short"], "value"),
+        (
+            &[
+                "call",
+                "register",
+                "sok=ok",
+                "email=ANN@EXAMPLE.COM",
+                "passwd=Secret123",
+            ],
+            "exists",
+        ),
+        (
+            &["call", "register", "sok=ok", "passwd=Secret123"],
+            "missed",
+        ),
+        (
+            &[
+                "call",
+                "register",
+                "sok=ok",
+                "email=cat@example.com",
+                "passwd=short",
+            ],
+            "value",
+        ),
         (&["call", "account.delete", "elid=1, 2, 77"], "missed"),
         (&["call", "account.nonexistent"], "unknown"),
-        (&["call", "account.delete", "elid=2", "--as", "ann@example.com"], "access"),
-        (&["call", "account.edit", "elid=2", "--as", "ann@example.com"], "access"),
+        (
+            &[
+                "call",
+                "account.delete",
+                "elid=2",
+                "--as",
+                "ann@example.com",
+            ],
+            "access",
+        ),
+        (
+            &["call", "account.edit", "elid=2", "--as", "ann@example.com"],
+            "access",
+        ),
         (&["call", "account", "--out", "yaml"], "value"),
     ];
     for (args, kind) in cases {
@@ -63,16 +123,36 @@ fn init_register_and_list_like_the_issue_says() {
         let o = billhost(&db, args);
         let out = stdout(&o);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {out}");
-        assert!(out.contains(&format!("<error type=\"{kind}\" object=\"")), "{args:?}: {out}");
-        assert!(out.contains("<param name=\"object\">") && out.contains("<msg>"), "{args:?}: {out}");
+        assert!(
+            out.contains(&format!("<error type=\"{kind}\" object=\"")),
+            "{args:?}: {out}"
+        );
+        assert!(
+            out.contains("<param name=\"object\">") && out.contains("<msg>"),
+            "{args:?}: {out}"
+        );
         assert_eq!(dump(&db), before, "{args:?} changed data");
     }
     // The same error in JSON.
-    let o = billhost(&db, &["call", "register", "sok=ok", "passwd=Secret123", "--out", "json"]);
+    let o = billhost(
+        &db,
+        &[
+            "call",
+            "register",
+            "sok=ok",
+            "passwd=Secret123",
+            "--out",
+            "json",
+        ],
+    );
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     assert_eq!(json["doc"]["error"]["$type"], "missed");
     assert_eq!(json["doc"]["error"]["$object"], "email");
-    assert!(json["doc"]["error"]["msg"]["$"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(
+        json["doc"]["error"]["msg"]["$"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
 }
 
 #[test]
@@ -83,26 +163,60 @@ fn cli_details() {
     let funcs = billhost(&db, &["funcs"]);
     assert!(funcs.status.success());
     let text = stdout(&funcs);
-    for line in ["register", "account.delete", "account.su", "ticket.write.account"] {
-        assert!(text.lines().any(|l| l.starts_with(line)), "{line} missing from:\n{text}");
+    for line in [
+        "register",
+        "account.delete",
+        "account.su",
+        "ticket.write.account",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(line)),
+            "{line} missing from:\n{text}"
+        );
     }
-    assert!(text.lines().any(|l| l.starts_with("register ") && l.contains("public")));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("register ") && l.contains("public"))
+    );
     let init = billhost(&db, &["init"]);
     let out = stdout(&init);
-    let password = out.lines().find_map(|l| l.strip_prefix("admin password (shown once): ")).expect("generated password");
+    let password = out
+        .lines()
+        .find_map(|l| l.strip_prefix("admin password (shown once): "))
+        .expect("generated password");
     let again = billhost(&db, &["init"]);
     assert!(!stdout(&again).contains("shown once"));
-    let auth = billhost(&db, &["call", "auth", "username=admin", &format!("password={password}")]);
+    let auth = billhost(
+        &db,
+        &[
+            "call",
+            "auth",
+            "username=admin",
+            &format!("password={password}"),
+        ],
+    );
     assert_eq!(auth.status.code(), Some(0), "{}", stdout(&auth));
 
     // Usage errors are not documents: exit 2.
-    assert_eq!(billhost(&db, &["call", "account", "oops"]).status.code(), Some(2));
+    assert_eq!(
+        billhost(&db, &["call", "account", "oops"]).status.code(),
+        Some(2)
+    );
     // out= as a parameter works like --out.
-    let o = billhost(&db, &["call", "country", "out=text", "filter=on", "iso2=FR"]);
+    let o = billhost(
+        &db,
+        &["call", "country", "out=text", "filter=on", "iso2=FR"],
+    );
     assert_eq!(stdout(&o), "id=250 iso2=FR name=France\n");
     // A newer database is refused with a clear message.
-    rusqlite::Connection::open(&db).expect("open").pragma_update(None, "user_version", 99).expect("bump");
+    rusqlite::Connection::open(&db)
+        .expect("open")
+        .pragma_update(None, "user_version", 99)
+        .expect("bump");
     let o = billhost(&db, &["funcs"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("newer"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("newer"),
+        "{o:?}"
+    );
 }

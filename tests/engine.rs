@@ -26,7 +26,10 @@ fn group_operation_is_all_or_nothing() {
     // A failure in the middle (an already deleted client) also undoes the elements before it.
     fx.ok("account.delete", &[("elid", &b.to_string())]);
     let before = fx.dump();
-    assert_eq!(error_type(&fx.call("account.delete", &[("elid", &format!("{a},{b}"))])), "value");
+    assert_eq!(
+        error_type(&fx.call("account.delete", &[("elid", &format!("{a},{b}"))])),
+        "value"
+    );
     assert_eq!(fx.dump(), before);
 
     // Both separators work, and duplicates count once.
@@ -40,33 +43,93 @@ fn a_client_user_sees_and_changes_only_its_own_client() {
     let fx = Fixture::new("access");
     let ann = fx.register("ann@example.com");
     let bob = fx.register("bob@example.com");
-    fx.ok("ticket.write.account", &[("elid", &bob.to_string()), ("sok", "ok"), ("subject", "s"), ("message", "m")]);
-    let as_ann = |func: &str, params: &[(&str, &str)]| fx.call_as(Some("ann@example.com"), func, params);
+    fx.ok(
+        "ticket.write.account",
+        &[
+            ("elid", &bob.to_string()),
+            ("sok", "ok"),
+            ("subject", "s"),
+            ("message", "m"),
+        ],
+    );
+    let as_ann =
+        |func: &str, params: &[(&str, &str)]| fx.call_as(Some("ann@example.com"), func, params);
 
     assert_eq!(column(&as_ann("account", &[]), "id"), vec![ann.to_string()]);
     assert_eq!(list_len(&as_ann("ticket", &[])), 0);
-    assert_eq!(list_len(&as_ann("account", &[("filter", "on"), ("id", &bob.to_string())])), 0);
+    assert_eq!(
+        list_len(&as_ann(
+            "account",
+            &[("filter", "on"), ("id", &bob.to_string())]
+        )),
+        0
+    );
     let before = fx.dump();
-    assert_eq!(error_type(&as_ann("account.edit", &[("elid", &bob.to_string())])), "access");
-    assert_eq!(error_type(&as_ann("account.edit", &[("elid", &bob.to_string()), ("sok", "ok"), ("name", "x")])), "access");
-    assert_eq!(error_type(&as_ann("ticket.message", &[("plid", "1")])), "access");
-    assert_eq!(error_type(&as_ann("account.delete", &[("elid", &ann.to_string())])), "access");
-    assert_eq!(error_type(&as_ann("account.edit", &[("sok", "ok"), ("email", "new@example.com")])), "access");
-    assert_eq!(error_type(&as_ann("account.su", &[("elid", &bob.to_string())])), "access");
+    assert_eq!(
+        error_type(&as_ann("account.edit", &[("elid", &bob.to_string())])),
+        "access"
+    );
+    assert_eq!(
+        error_type(&as_ann(
+            "account.edit",
+            &[("elid", &bob.to_string()), ("sok", "ok"), ("name", "x")]
+        )),
+        "access"
+    );
+    assert_eq!(
+        error_type(&as_ann("ticket.message", &[("plid", "1")])),
+        "access"
+    );
+    assert_eq!(
+        error_type(&as_ann("account.delete", &[("elid", &ann.to_string())])),
+        "access"
+    );
+    assert_eq!(
+        error_type(&as_ann(
+            "account.edit",
+            &[("sok", "ok"), ("email", "new@example.com")]
+        )),
+        "access"
+    );
+    assert_eq!(
+        error_type(&as_ann("account.su", &[("elid", &bob.to_string())])),
+        "access"
+    );
     assert_eq!(error_type(&as_ann("project", &[])), "access");
     // su is for staff only
-    assert_eq!(error_type(&as_ann("account", &[("su", "bob@example.com")])), "access");
+    assert_eq!(
+        error_type(&as_ann("account", &[("su", "bob@example.com")])),
+        "access"
+    );
     assert_eq!(fx.dump(), before);
 
-    fx.ok("account.edit", &[("elid", &ann.to_string()), ("sok", "ok"), ("name", "Ann Own")]);
-    let own = as_ann("account.edit", &[("elid", &ann.to_string()), ("sok", "ok"), ("realname", "Ann R")]);
+    fx.ok(
+        "account.edit",
+        &[
+            ("elid", &ann.to_string()),
+            ("sok", "ok"),
+            ("name", "Ann Own"),
+        ],
+    );
+    let own = as_ann(
+        "account.edit",
+        &[
+            ("elid", &ann.to_string()),
+            ("sok", "ok"),
+            ("realname", "Ann R"),
+        ],
+    );
     assert!(!own.is_error(), "{own:?}");
 
     // Anonymous callers reach only public funcs.
     let anon = Caller::anonymous("127.0.0.1");
     let doc = fx.engine.call(&anon, "account", Params::new());
     assert_eq!(error_type(&doc), "auth");
-    assert!(!fx.engine.call(&anon, "country", Params::from_pairs([("p_cnt", "5")])).is_error());
+    assert!(
+        !fx.engine
+            .call(&anon, "country", Params::from_pairs([("p_cnt", "5")]))
+            .is_error()
+    );
 }
 
 #[test]
@@ -75,15 +138,29 @@ fn stored_filters_are_per_user_and_list() {
     fx.register("ann@example.com");
     fx.register("bob@example.com");
     fx.ok("account.filter", &[("sok", "ok"), ("email", "bob")]);
-    assert_eq!(column(&fx.call("account", &[]), "email"), vec!["bob@example.com"]);
+    assert_eq!(
+        column(&fx.call("account", &[]), "email"),
+        vec!["bob@example.com"]
+    );
     // An inline filter replaces the stored one for that call only.
-    assert_eq!(column(&fx.call("account", &[("filter", "on"), ("email", "ann")]), "email"), vec!["ann@example.com"]);
+    assert_eq!(
+        column(
+            &fx.call("account", &[("filter", "on"), ("email", "ann")]),
+            "email"
+        ),
+        vec!["ann@example.com"]
+    );
     assert_eq!(list_len(&fx.call("account", &[])), 1);
     // Another staff user has its own filters.
-    fx.engine.write(|c| billhost::auth::ensure_staff(c, "clerk", Some("Secret123"))).expect("staff");
+    fx.engine
+        .write(|c| billhost::auth::ensure_staff(c, "clerk", Some("Secret123")))
+        .expect("staff");
     assert_eq!(list_len(&fx.call_as(Some("clerk"), "account", &[])), 2);
     // A bad filter value is refused and the stored filter stays.
-    assert_eq!(error_type(&fx.call("account.filter", &[("sok", "ok"), ("project", "one")])), "value");
+    assert_eq!(
+        error_type(&fx.call("account.filter", &[("sok", "ok"), ("project", "one")])),
+        "value"
+    );
     assert_eq!(list_len(&fx.call("account", &[])), 1);
     fx.ok("account.filter", &[("sok", "ok")]);
     assert_eq!(list_len(&fx.call("account", &[])), 2);
@@ -106,17 +183,36 @@ fn paging_totals_and_order() {
         other => panic!("{other:?}"),
     };
     let p = page("3", "100");
-    assert_eq!((p.p_num, p.p_cnt, p.p_elems, p.elems.len()), (3, 100, 250, 50));
+    assert_eq!(
+        (p.p_num, p.p_cnt, p.p_elems, p.elems.len()),
+        (3, 100, 250, 50)
+    );
     let p = page("4", "100");
     assert_eq!((p.p_elems, p.elems.len()), (250, 0));
-    let Doc::List(p) = fx.call("account", &[("p_num", "2")]) else { panic!() };
+    let Doc::List(p) = fx.call("account", &[("p_num", "2")]) else {
+        panic!()
+    };
     assert_eq!((p.p_cnt, p.elems.len()), (100, 100));
-    let names = column(&fx.call("account", &[("p_sort", "name"), ("p_order", "desc"), ("p_cnt", "2")]), "name");
+    let names = column(
+        &fx.call(
+            "account",
+            &[("p_sort", "name"), ("p_order", "desc"), ("p_cnt", "2")],
+        ),
+        "name",
+    );
     assert_eq!(names, vec!["client 249", "client 248"]);
-    let Doc::List(p) = fx.call("account", &[("filter", "on"), ("name", "client 1"), ("p_cnt", "7")]) else { panic!() };
+    let Doc::List(p) = fx.call(
+        "account",
+        &[("filter", "on"), ("name", "client 1"), ("p_cnt", "7")],
+    ) else {
+        panic!()
+    };
     assert_eq!((p.p_elems, p.elems.len()), (100, 7));
     // LIKE wildcards in a filter value are literal.
-    assert_eq!(list_len(&fx.call("account", &[("filter", "on"), ("name", "client_%")])), 0);
+    assert_eq!(
+        list_len(&fx.call("account", &[("filter", "on"), ("name", "client_%")])),
+        0
+    );
 }
 
 #[test]
@@ -124,51 +220,167 @@ fn sessions_authinfo_and_su() {
     let fx = Fixture::new("sessions");
     fx.register("ann@example.com");
     let ip = "192.0.2.1";
-    let sid = match fx.engine.handle("auth", Params::from_pairs([("username", "ann@example.com"), ("password", "Secret123")]), None, ip) {
+    let sid = match fx.engine.handle(
+        "auth",
+        Params::from_pairs([("username", "ann@example.com"), ("password", "Secret123")]),
+        None,
+        ip,
+    ) {
         Doc::Auth { id, .. } => id,
         other => panic!("{other:?}"),
     };
-    let whoami = |params: Params, cookie: Option<&str>| fx.engine.handle("whoami", params, cookie, ip);
-    assert_eq!(whoami(Params::from_pairs([("auth", sid.as_str())]), None).field("login"), Some("ann@example.com"));
-    assert_eq!(whoami(Params::new(), Some(&sid)).field("login"), Some("ann@example.com"));
-    assert_eq!(whoami(Params::from_pairs([("authinfo", "ann@example.com:Secret123")]), None).field("level"), Some("user"));
-    assert_eq!(error_type(&whoami(Params::from_pairs([("authinfo", "ann@example.com:nope")]), None)), "auth");
-    assert_eq!(error_type(&whoami(Params::from_pairs([("auth", "deadbeef")]), None)), "auth");
+    let whoami =
+        |params: Params, cookie: Option<&str>| fx.engine.handle("whoami", params, cookie, ip);
+    assert_eq!(
+        whoami(Params::from_pairs([("auth", sid.as_str())]), None).field("login"),
+        Some("ann@example.com")
+    );
+    assert_eq!(
+        whoami(Params::new(), Some(&sid)).field("login"),
+        Some("ann@example.com")
+    );
+    assert_eq!(
+        whoami(
+            Params::from_pairs([("authinfo", "ann@example.com:Secret123")]),
+            None
+        )
+        .field("level"),
+        Some("user")
+    );
+    assert_eq!(
+        error_type(&whoami(
+            Params::from_pairs([("authinfo", "ann@example.com:nope")]),
+            None
+        )),
+        "auth"
+    );
+    assert_eq!(
+        error_type(&whoami(Params::from_pairs([("auth", "deadbeef")]), None)),
+        "auth"
+    );
 
     // An hour idle ends the session.
-    fx.engine.write(|c| Ok(c.execute("UPDATE session SET last_seen = last_seen - 3601", [])?)).expect("age");
-    assert_eq!(error_type(&whoami(Params::from_pairs([("auth", sid.as_str())]), None)), "auth");
+    fx.engine
+        .write(|c| Ok(c.execute("UPDATE session SET last_seen = last_seen - 3601", [])?))
+        .expect("age");
+    assert_eq!(
+        error_type(&whoami(Params::from_pairs([("auth", sid.as_str())]), None)),
+        "auth"
+    );
     // A public func still answers with stale credentials.
-    assert!(!fx.engine.handle("country", Params::from_pairs([("auth", sid.as_str()), ("p_cnt", "1")]), None, ip).is_error());
+    assert!(
+        !fx.engine
+            .handle(
+                "country",
+                Params::from_pairs([("auth", sid.as_str()), ("p_cnt", "1")]),
+                None,
+                ip
+            )
+            .is_error()
+    );
 
     // Logout ends a session.
-    let Doc::Auth { id: sid2, .. } = fx.engine.handle("auth", Params::from_pairs([("username", "ann@example.com"), ("password", "Secret123")]), None, ip) else { panic!() };
-    assert!(!fx.engine.handle("logout", Params::from_pairs([("auth", sid2.as_str())]), None, ip).is_error());
-    assert_eq!(error_type(&whoami(Params::from_pairs([("auth", sid2.as_str())]), None)), "auth");
+    let Doc::Auth { id: sid2, .. } = fx.engine.handle(
+        "auth",
+        Params::from_pairs([("username", "ann@example.com"), ("password", "Secret123")]),
+        None,
+        ip,
+    ) else {
+        panic!()
+    };
+    assert!(
+        !fx.engine
+            .handle(
+                "logout",
+                Params::from_pairs([("auth", sid2.as_str())]),
+                None,
+                ip
+            )
+            .is_error()
+    );
+    assert_eq!(
+        error_type(&whoami(Params::from_pairs([("auth", sid2.as_str())]), None)),
+        "auth"
+    );
 
     // Staff acts as a client with su=, and account.su grants a client session recorded in history.
-    fx.engine.write(|c| billhost::auth::ensure_staff(c, "admin", Some("Staff1234"))).expect("admin");
-    let doc = whoami(Params::from_pairs([("authinfo", "admin:Staff1234"), ("su", "ann@example.com")]), None);
-    assert_eq!((doc.field("login"), doc.field("su_from")), (Some("ann@example.com"), Some("admin")));
-    let Doc::Auth { id: su_sid, level } = fx.engine.handle("account.su", Params::from_pairs([("authinfo", "admin:Staff1234"), ("elid", "1")]), None, ip) else { panic!() };
+    fx.engine
+        .write(|c| billhost::auth::ensure_staff(c, "admin", Some("Staff1234")))
+        .expect("admin");
+    let doc = whoami(
+        Params::from_pairs([("authinfo", "admin:Staff1234"), ("su", "ann@example.com")]),
+        None,
+    );
+    assert_eq!(
+        (doc.field("login"), doc.field("su_from")),
+        (Some("ann@example.com"), Some("admin"))
+    );
+    let Doc::Auth { id: su_sid, level } = fx.engine.handle(
+        "account.su",
+        Params::from_pairs([("authinfo", "admin:Staff1234"), ("elid", "1")]),
+        None,
+        ip,
+    ) else {
+        panic!()
+    };
     assert_eq!(level, billhost::Level::User);
     let doc = whoami(Params::from_pairs([("auth", su_sid.as_str())]), None);
-    assert_eq!((doc.field("login"), doc.field("su_from")), (Some("ann@example.com"), Some("admin")));
-    let history: String = fx.engine.read(|c| Ok(c.query_row("SELECT user_login || '|' || action FROM history WHERE action = 'account.su'", [], |r| r.get(0))?)).expect("history");
+    assert_eq!(
+        (doc.field("login"), doc.field("su_from")),
+        (Some("ann@example.com"), Some("admin"))
+    );
+    let history: String = fx
+        .engine
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT user_login || '|' || action FROM history WHERE action = 'account.su'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .expect("history");
     assert_eq!(history, "admin|account.su");
 
     // A password change ends the user's sessions.
-    let Doc::Auth { id: sid3, .. } = fx.engine.handle("auth", Params::from_pairs([("username", "ann@example.com"), ("password", "Secret123")]), None, ip) else { panic!() };
-    fx.ok("account.edit", &[("elid", "1"), ("sok", "ok"), ("passwd", "NewSecret9"), ("confirm", "NewSecret9")]);
-    assert_eq!(error_type(&whoami(Params::from_pairs([("auth", sid3.as_str())]), None)), "auth");
-    assert_eq!(whoami(Params::from_pairs([("authinfo", "ann@example.com:NewSecret9")]), None).field("level"), Some("user"));
+    let Doc::Auth { id: sid3, .. } = fx.engine.handle(
+        "auth",
+        Params::from_pairs([("username", "ann@example.com"), ("password", "Secret123")]),
+        None,
+        ip,
+    ) else {
+        panic!()
+    };
+    fx.ok(
+        "account.edit",
+        &[
+            ("elid", "1"),
+            ("sok", "ok"),
+            ("passwd", "NewSecret9"),
+            ("confirm", "NewSecret9"),
+        ],
+    );
+    assert_eq!(
+        error_type(&whoami(Params::from_pairs([("auth", sid3.as_str())]), None)),
+        "auth"
+    );
+    assert_eq!(
+        whoami(
+            Params::from_pairs([("authinfo", "ann@example.com:NewSecret9")]),
+            None
+        )
+        .field("level"),
+        Some("user")
+    );
 }
 
 #[test]
 fn passwords_are_stored_as_argon2_hashes() {
     let fx = Fixture::new("hash");
     fx.register("ann@example.com");
-    let hash: String = fx.engine.read(|c| Ok(c.query_row("SELECT password_hash FROM users", [], |r| r.get(0))?)).expect("hash");
+    let hash: String = fx
+        .engine
+        .read(|c| Ok(c.query_row("SELECT password_hash FROM users", [], |r| r.get(0))?))
+        .expect("hash");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains("Secret123"));
 }
@@ -177,10 +389,19 @@ fn passwords_are_stored_as_argon2_hashes() {
 fn a_panicking_func_changes_nothing_and_the_engine_keeps_serving() {
     let dir = TempDir::new("panic");
     let mut engine = Engine::open(EngineConfig::new(dir.db())).expect("open");
-    engine.add_func(FuncDecl::action("test.panic", "panics halfway", Access::ADMIN, ActionMode::Write, |ctx, _| {
-        ctx.db.execute("INSERT INTO accountgroup (name, created) VALUES ('half', 'now')", [])?;
-        panic!("boom");
-    }));
+    engine.add_func(FuncDecl::action(
+        "test.panic",
+        "panics halfway",
+        Access::ADMIN,
+        ActionMode::Write,
+        |ctx, _| {
+            ctx.db.execute(
+                "INSERT INTO accountgroup (name, created) VALUES ('half', 'now')",
+                [],
+            )?;
+            panic!("boom");
+        },
+    ));
     let root = Caller::superuser();
     match engine.call(&root, "test.panic", Params::new()) {
         Doc::Error(e) => {
@@ -189,26 +410,56 @@ fn a_panicking_func_changes_nothing_and_the_engine_keeps_serving() {
         }
         other => panic!("{other:?}"),
     }
-    let groups: i64 = engine.read(|c| Ok(c.query_row("SELECT count(*) FROM accountgroup", [], |r| r.get(0))?)).expect("count");
+    let groups: i64 = engine
+        .read(|c| Ok(c.query_row("SELECT count(*) FROM accountgroup", [], |r| r.get(0))?))
+        .expect("count");
     assert_eq!(groups, 0);
-    assert!(!engine.call(&root, "accountgroup.edit", Params::from_pairs([("sok", "ok"), ("name", "after")])).is_error());
+    assert!(
+        !engine
+            .call(
+                &root,
+                "accountgroup.edit",
+                Params::from_pairs([("sok", "ok"), ("name", "after")])
+            )
+            .is_error()
+    );
 }
 
 #[test]
 fn nested_calls_share_the_transaction() {
     let dir = TempDir::new("nested");
     let mut engine = Engine::open(EngineConfig::new(dir.db())).expect("open");
-    engine.add_func(FuncDecl::action("test.two", "two groups, then fail", Access::ADMIN, ActionMode::Write, |ctx, _| {
-        ctx.call("accountgroup.edit", Params::from_pairs([("sok", "ok"), ("name", "one")]))?;
-        // A failing nested call undoes only itself...
-        assert!(ctx.call("accountgroup.edit", Params::from_pairs([("sok", "ok"), ("name", "ONE")])).is_err());
-        ctx.call("accountgroup.edit", Params::from_pairs([("sok", "ok"), ("name", "two")]))?;
-        // ...and a failing outer func undoes everything.
-        Err(billhost::FuncError::value("test", "", "changed my mind"))
-    }));
+    engine.add_func(FuncDecl::action(
+        "test.two",
+        "two groups, then fail",
+        Access::ADMIN,
+        ActionMode::Write,
+        |ctx, _| {
+            ctx.call(
+                "accountgroup.edit",
+                Params::from_pairs([("sok", "ok"), ("name", "one")]),
+            )?;
+            // A failing nested call undoes only itself...
+            assert!(
+                ctx.call(
+                    "accountgroup.edit",
+                    Params::from_pairs([("sok", "ok"), ("name", "ONE")])
+                )
+                .is_err()
+            );
+            ctx.call(
+                "accountgroup.edit",
+                Params::from_pairs([("sok", "ok"), ("name", "two")]),
+            )?;
+            // ...and a failing outer func undoes everything.
+            Err(billhost::FuncError::value("test", "", "changed my mind"))
+        },
+    ));
     let root = Caller::superuser();
     assert!(engine.call(&root, "test.two", Params::new()).is_error());
-    let groups: i64 = engine.read(|c| Ok(c.query_row("SELECT count(*) FROM accountgroup", [], |r| r.get(0))?)).expect("count");
+    let groups: i64 = engine
+        .read(|c| Ok(c.query_row("SELECT count(*) FROM accountgroup", [], |r| r.get(0))?))
+        .expect("count");
     assert_eq!(groups, 0);
 }
 
@@ -226,19 +477,34 @@ fn older_databases_are_upgraded_and_newer_ones_refused() {
             }
         }
         let engine = Engine::open(EngineConfig::new(dir.db())).expect("upgrade");
-        let version = engine.read(|c| Ok(store::schema_version(c)?)).expect("version");
+        let version = engine
+            .read(|c| Ok(store::schema_version(c)?))
+            .expect("version");
         assert_eq!(version, SCHEMA_VERSION);
-        let names = column(&engine.call(&Caller::superuser(), "account", Params::new()), "name");
-        assert_eq!(names, if from >= 1 { vec!["kept".to_string()] } else { vec![] });
+        let names = column(
+            &engine.call(&Caller::superuser(), "account", Params::new()),
+            "name",
+        );
+        assert_eq!(
+            names,
+            if from >= 1 {
+                vec!["kept".to_string()]
+            } else {
+                vec![]
+            }
+        );
     }
 
     let dir = TempDir::new("too-new");
     {
         let conn = store::open(&dir.db(), Durability::Full).expect("open");
-        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).expect("bump");
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .expect("bump");
     }
     match Engine::open(EngineConfig::new(dir.db())) {
-        Err(StoreError::TooNew { found, supported }) => assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION)),
+        Err(StoreError::TooNew { found, supported }) => {
+            assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION))
+        }
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("a newer database was opened"),
     }

@@ -11,6 +11,7 @@ use crate::error::{ErrorType, FuncError, FuncResult};
 use crate::func::{ActionMode, FuncDecl, Handler, ObjectType, Param, Registry, Ty};
 use crate::list::{self, ListQuery, ListSpec};
 use crate::params::{Params, parse_id, parse_id_list, parse_int};
+use crate::script::{self, CallScope, Generation, ScriptConfig, ScriptHost};
 use crate::store::{self, Durability, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -26,6 +27,7 @@ const READER_POOL: usize = 8;
 pub struct EngineConfig {
     pub db_path: PathBuf,
     pub durability: Durability,
+    pub scripts: ScriptConfig,
 }
 
 impl EngineConfig {
@@ -33,13 +35,21 @@ impl EngineConfig {
         EngineConfig {
             db_path: db_path.into(),
             durability: Durability::Full,
+            scripts: ScriptConfig::default(),
         }
+    }
+
+    /// Loads business-rule scripts from `dir`.
+    pub fn with_scripts(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.scripts.dir = Some(dir.into());
+        self
     }
 }
 
 pub struct Engine {
     config: EngineConfig,
     registry: Registry,
+    scripts: Arc<ScriptHost>,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     /// Verified `authinfo` credentials, so that argon2 is not paid on every request.
@@ -48,15 +58,21 @@ pub struct Engine {
 
 /// What a func runs with: the connection inside the func's transaction, the caller, the time
 /// of the call, and the engine for nested calls.
-pub struct Ctx<'a> {
+pub struct Ctx<'a, 'g> {
     pub db: &'a Connection,
     pub caller: &'a Caller,
     pub func: &'a str,
     pub now: String,
     engine: &'a Engine,
+    scope: &'a CallScope<'g>,
 }
 
-impl Ctx<'_> {
+impl<'g> Ctx<'_, 'g> {
+    /// The scripts generation and Lua lock of this call.
+    pub fn scope(&self) -> &CallScope<'g> {
+        self.scope
+    }
+
     pub fn is_admin(&self) -> bool {
         self.caller.level == Level::Admin
     }
@@ -92,9 +108,11 @@ impl Ctx<'_> {
     /// Calls another func inside this func's transaction, as the same caller. Its changes are
     /// undone if it fails, whatever the calling func then does.
     pub fn call(&self, func: &str, params: Params) -> FuncResult<Doc> {
-        let decl = self.engine.decl(func)?;
+        let decl = self.engine.decl(self.scope.generation(), func)?;
         self.db.execute_batch("SAVEPOINT nested_call")?;
-        let result = self.engine.dispatch(self.db, self.caller, &decl, &params);
+        let result = self
+            .engine
+            .dispatch(self.db, self.caller, &decl, &params, self.scope);
         match &result {
             Ok(_) => self.db.execute_batch("RELEASE nested_call")?,
             Err(_) => self
@@ -127,13 +145,56 @@ impl Engine {
         let writer = store::open(&config.db_path, config.durability)?;
         let mut registry = Registry::default();
         crate::funcs::register_builtin(&mut registry);
+        let builtin = registry.iter().map(|d| d.name.clone()).collect();
+        let scripts = Arc::new(ScriptHost::new(config.scripts.clone(), builtin));
         Ok(Engine {
             config,
             registry,
+            scripts,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
             credentials: auth::CredentialCache::default(),
         })
+    }
+
+    pub fn scripts(&self) -> &Arc<ScriptHost> {
+        &self.scripts
+    }
+
+    /// Every func callable now: the built-in ones and those of the live scripts.
+    pub fn funcs(&self) -> Vec<Arc<FuncDecl>> {
+        let generation = self.scripts.current();
+        let mut all: Vec<Arc<FuncDecl>> = self.registry.iter().cloned().collect();
+        all.extend(generation.funcs.iter().cloned());
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Runs the live scripts' jobs that `pick` selects, each in its own write transaction as
+    /// the system; answers each job's name and outcome.
+    pub fn run_jobs(&self, pick: impl Fn(&script::Job) -> bool) -> Vec<(String, FuncResult<()>)> {
+        let generation = self.scripts.current();
+        let system = Caller {
+            login: "system".into(),
+            ..Caller::superuser()
+        };
+        let mut outcomes = Vec::new();
+        for job in generation.jobs.iter().filter(|j| pick(j)) {
+            let scope = CallScope::new(&generation);
+            let result = self.write(|conn| {
+                let ctx = Ctx {
+                    db: conn,
+                    caller: &system,
+                    func: &job.name,
+                    now: clock::now(),
+                    engine: self,
+                    scope: &scope,
+                };
+                script::run_job(&ctx, job)
+            });
+            outcomes.push((job.name.clone(), result));
+        }
+        outcomes
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -149,15 +210,19 @@ impl Engine {
         self.registry.add(decl);
     }
 
-    fn decl(&self, func: &str) -> FuncResult<Arc<FuncDecl>> {
-        self.registry.get(func).cloned().ok_or_else(|| {
-            FuncError::new(
-                ErrorType::Unknown,
-                "func",
-                func,
-                format!("Unknown function '{func}'"),
-            )
-        })
+    fn decl(&self, generation: &Generation, func: &str) -> FuncResult<Arc<FuncDecl>> {
+        self.registry
+            .get(func)
+            .or_else(|| generation.func(func))
+            .cloned()
+            .ok_or_else(|| {
+                FuncError::new(
+                    ErrorType::Unknown,
+                    "func",
+                    func,
+                    format!("Unknown function '{func}'"),
+                )
+            })
     }
 
     /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committed only if `f` succeeds.
@@ -261,7 +326,10 @@ impl Engine {
     }
 
     fn try_call(&self, caller: &Caller, func: &str, params: &Params) -> FuncResult<Doc> {
-        let decl = self.decl(func)?;
+        // The call keeps this generation of scripts even if a reload happens meanwhile.
+        let generation = self.scripts.current();
+        let scope = CallScope::new(&generation);
+        let decl = self.decl(&generation, func)?;
         let switched;
         let caller = match params.get("su") {
             Some(login) => {
@@ -271,9 +339,9 @@ impl Engine {
             None => caller,
         };
         if writes(&decl, params) {
-            self.write(|conn| self.dispatch(conn, caller, &decl, params))
+            self.write(|conn| self.dispatch(conn, caller, &decl, params, &scope))
         } else {
-            self.read(|conn| self.dispatch(conn, caller, &decl, params))
+            self.read(|conn| self.dispatch(conn, caller, &decl, params, &scope))
         }
     }
 
@@ -284,6 +352,7 @@ impl Engine {
         caller: &Caller,
         decl: &FuncDecl,
         params: &Params,
+        scope: &CallScope<'_>,
     ) -> FuncResult<Doc> {
         if !decl.access.allows(caller.level) {
             return Err(if caller.level == Level::Public {
@@ -298,7 +367,20 @@ impl Engine {
             func: &decl.name,
             now: clock::now(),
             engine: self,
+            scope,
         };
+        if !scope.generation().has_hooks(&decl.name) {
+            return self.protocol(&ctx, decl, params);
+        }
+        let mut params = params.clone();
+        script::before(&ctx, &decl.name, &mut params)?;
+        let doc = self.protocol(&ctx, decl, &params)?;
+        script::after(&ctx, &decl.name, &params, doc)
+    }
+
+    /// The BILLmanager protocol of the func's kind.
+    fn protocol(&self, ctx: &Ctx, decl: &FuncDecl, params: &Params) -> FuncResult<Doc> {
+        let (conn, caller) = (ctx.db, ctx.caller);
         let plid = params
             .get("plid")
             .map(|v| parse_id("plid", v))
@@ -326,7 +408,7 @@ impl Engine {
                 if decl.parent_required && parent.is_none() {
                     return Err(FuncError::missed_param("plid"));
                 }
-                self.run_list(&ctx, decl, spec, params, parent)
+                self.run_list(ctx, decl, spec, params, parent)
                     .map(Doc::List)
             }
             Handler::Edit(ops) => {
@@ -337,17 +419,17 @@ impl Engine {
                 match (sok, elid) {
                     (false, Some(id)) => {
                         let mut form = vec![("elid".to_string(), id.to_string())];
-                        form.extend(ops.view(&ctx, id, plid)?);
+                        form.extend(ops.view(ctx, id, plid)?);
                         Ok(Doc::Form(form))
                     }
-                    (false, None) => Ok(Doc::Form(ops.blank(&ctx, plid)?)),
+                    (false, None) => Ok(Doc::Form(ops.blank(ctx, plid)?)),
                     (true, None) => {
                         validate(conn, caller, decl, params, true)?;
-                        ops.create(&ctx, plid, params).map(Doc::created)
+                        ops.create(ctx, plid, params).map(Doc::created)
                     }
                     (true, Some(id)) => {
                         validate(conn, caller, decl, params, false)?;
-                        ops.change(&ctx, id, plid, params).map(|()| Doc::ok())
+                        ops.change(ctx, id, plid, params).map(|()| Doc::ok())
                     }
                 }
             }
@@ -359,7 +441,7 @@ impl Engine {
                         if let Some(object) = decl.object {
                             check_object(conn, caller, object, id)?;
                         }
-                        f(&ctx, id, params)
+                        f(ctx, id, params)
                     };
                     one().map_err(|e| e.in_element(&id.to_string()))?;
                 }
@@ -379,9 +461,9 @@ impl Engine {
                     return Ok(Doc::Form(form));
                 }
                 validate(conn, caller, decl, params, true)?;
-                f(&ctx, params)
+                f(ctx, params)
             }
-            Handler::Filter { list } => self.filter(&ctx, list, params, sok),
+            Handler::Filter { list } => self.filter(ctx, list, params, sok),
         }
     }
 

@@ -20,6 +20,9 @@ pub enum ErrorType {
     Unknown,
     /// The engine failed (database I/O, a broken invariant); the func changed nothing.
     Internal,
+    /// A script failed (an error, the memory limit, the instruction budget); the message names
+    /// the file and line; the func changed nothing.
+    Script,
 }
 
 impl ErrorType {
@@ -32,6 +35,7 @@ impl ErrorType {
             ErrorType::Auth => "auth",
             ErrorType::Unknown => "unknown",
             ErrorType::Internal => "internal",
+            ErrorType::Script => "script",
         }
     }
 
@@ -44,6 +48,7 @@ impl ErrorType {
             "auth" => ErrorType::Auth,
             "unknown" => ErrorType::Unknown,
             "internal" => ErrorType::Internal,
+            "script" => ErrorType::Script,
             _ => return None,
         })
     }

@@ -26,6 +26,30 @@ struct Cli {
         default_value = "billhost.db"
     )]
     db: PathBuf,
+    /// The business-rule scripts folder.
+    #[arg(
+        long,
+        global = true,
+        env = "BILLHOST_SCRIPTS",
+        default_value = "scripts"
+    )]
+    scripts: PathBuf,
+    /// Memory one generation of scripts may use, in MiB.
+    #[arg(
+        long,
+        global = true,
+        env = "BILLHOST_SCRIPT_MEMORY_MB",
+        default_value_t = 64
+    )]
+    script_memory_mb: usize,
+    /// VM instructions one func call's scripts may run.
+    #[arg(
+        long,
+        global = true,
+        env = "BILLHOST_SCRIPT_INSTRUCTIONS",
+        default_value_t = 50_000_000
+    )]
+    script_instructions: i64,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +77,10 @@ enum Command {
     },
     /// List every func with its access level and kind.
     Funcs,
+    /// Show the live scripts generation, its files, funcs and jobs, and the last reload error.
+    Scripts,
+    /// Run every scheduled script job once (for cron), each in its own transaction.
+    RunJobs,
     /// Serve the BILLmanager-compatible HTTP API at /billmgr until SIGTERM or SIGINT.
     Serve(ServeArgs),
 }
@@ -81,7 +109,10 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let engine = match Engine::open(EngineConfig::new(&cli.db)) {
+    let mut config = EngineConfig::new(&cli.db).with_scripts(&cli.scripts);
+    config.scripts.memory_limit = cli.script_memory_mb.saturating_mul(1 << 20);
+    config.scripts.instruction_budget = cli.script_instructions;
+    let engine = match Engine::open(config) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("billhost: {}: {e}", cli.db.display());
@@ -98,7 +129,7 @@ fn main() -> ExitCode {
         } => call(&engine, &func, &params, out, as_login.as_deref()),
         Command::Funcs => {
             let rows: Vec<[String; 4]> = engine
-                .registry()
+                .funcs()
                 .iter()
                 .map(|d| {
                     [
@@ -111,6 +142,41 @@ fn main() -> ExitCode {
                 .collect();
             print_table(&["func", "access", "kind", "title"], &rows);
             ExitCode::SUCCESS
+        }
+        Command::Scripts => {
+            let status = engine.scripts().status();
+            println!("generation: {}", status.generation);
+            println!("folder: {}", cli.scripts.display());
+            println!("files: {}", status.files.join(", "));
+            println!("funcs: {}", status.funcs.join(", "));
+            println!("jobs: {}", status.jobs.join(", "));
+            match &status.last_error {
+                Some(e) => {
+                    println!("last reload error: {e}");
+                    ExitCode::from(1)
+                }
+                None => {
+                    println!("last reload error: none");
+                    ExitCode::SUCCESS
+                }
+            }
+        }
+        Command::RunJobs => {
+            let mut failed = false;
+            for (name, outcome) in engine.run_jobs(|_| true) {
+                match outcome {
+                    Ok(()) => println!("{name}: ok"),
+                    Err(e) => {
+                        failed = true;
+                        println!("{name}: {e}");
+                    }
+                }
+            }
+            if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Command::Serve(args) => serve(engine, &cli.db, args),
     }

@@ -54,7 +54,8 @@ impl Fixture {
             None => Caller::superuser(),
             Some(l) => self.caller(l),
         };
-        self.engine.call(&caller, func, Params::from_pairs(params.iter().copied()))
+        self.engine
+            .call(&caller, func, Params::from_pairs(params.iter().copied()))
     }
 
     pub fn call(&self, func: &str, params: &[(&str, &str)]) -> Doc {
@@ -62,7 +63,9 @@ impl Fixture {
     }
 
     pub fn caller(&self, login: &str) -> Caller {
-        self.engine.read(|c| auth::switch_user(c, &Caller::superuser(), login)).expect("user exists")
+        self.engine
+            .read(|c| auth::switch_user(c, &Caller::superuser(), login))
+            .expect("user exists")
     }
 
     /// Calls and insists on success.
@@ -73,7 +76,15 @@ impl Fixture {
     }
 
     pub fn register(&self, email: &str) -> i64 {
-        let doc = self.ok("register", &[("sok", "ok"), ("email", email), ("passwd", "Secret123"), ("realname", email)]);
+        let doc = self.ok(
+            "register",
+            &[
+                ("sok", "ok"),
+                ("email", email),
+                ("passwd", "Secret123"),
+                ("realname", email),
+            ],
+        );
         doc.field("id").expect("id").parse().expect("numeric id")
     }
 
@@ -86,13 +97,28 @@ impl Fixture {
 pub fn dump(db: &Path) -> String {
     let conn = rusqlite::Connection::open(db).expect("open db");
     let tables = [
-        "project", "account", "users", "account_project", "accountgroup", "accountgroup_member", "subaccount",
-        "paymethod", "payment", "expense", "payment_expense", "refund", "ticket", "ticket_message", "history",
+        "project",
+        "account",
+        "users",
+        "account_project",
+        "accountgroup",
+        "accountgroup_member",
+        "subaccount",
+        "paymethod",
+        "payment",
+        "expense",
+        "payment_expense",
+        "refund",
+        "ticket",
+        "ticket_message",
+        "history",
         "stored_filter",
     ];
     let mut out = String::new();
     for table in tables {
-        let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2")).expect("prepare dump");
+        let mut stmt = conn
+            .prepare(&format!("SELECT * FROM {table} ORDER BY 1, 2"))
+            .expect("prepare dump");
         let cols = stmt.column_count();
         let mut rows = stmt.query([]).expect("query dump");
         while let Some(row) = rows.next().expect("row") {
@@ -117,9 +143,14 @@ pub fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     let is_digit = |k: usize| b.get(k).is_some_and(u8::is_ascii_digit);
-    let is_hex = |k: usize| b.get(k).is_some_and(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c));
+    let is_hex = |k: usize| {
+        b.get(k)
+            .is_some_and(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+    };
     while i < b.len() {
-        let stamp = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18].iter().all(|&k| is_digit(i + k))
+        let stamp = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+            .iter()
+            .all(|&k| is_digit(i + k))
             && b.get(i + 4) == Some(&b'-')
             && b.get(i + 7) == Some(&b'-')
             && b.get(i + 10) == Some(&b' ')
@@ -149,16 +180,22 @@ pub fn golden(path: &Path, actual: &str) -> Result<(), String> {
         std::fs::write(path, actual).expect("write golden");
         return Ok(());
     }
-    let expected = std::fs::read_to_string(path).map_err(|e| format!("{}: {e} (run with BLESS=1 to create)", path.display()))?;
+    let expected = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: {e} (run with BLESS=1 to create)", path.display()))?;
     if expected == actual {
         Ok(())
     } else {
-        Err(format!("{} differs\n--- expected\n{expected}\n--- actual\n{actual}", path.display()))
+        Err(format!(
+            "{} differs\n--- expected\n{expected}\n--- actual\n{actual}",
+            path.display()
+        ))
     }
 }
 
 pub fn id_of(doc: &Doc) -> i64 {
-    doc.field("id").and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no id in {doc:?}"))
+    doc.field("id")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no id in {doc:?}"))
 }
 
 pub fn list_len(doc: &Doc) -> usize {
@@ -174,7 +211,12 @@ pub fn column(doc: &Doc, name: &str) -> Vec<String> {
         Doc::List(l) => l
             .elems
             .iter()
-            .map(|e| e.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default())
+            .map(|e| {
+                e.iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            })
             .collect(),
         other => panic!("not a list: {other:?}"),
     }

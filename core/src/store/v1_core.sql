@@ -63,7 +63,7 @@ CREATE TABLE account (
 CREATE INDEX account_status ON account(status, id);
 CREATE INDEX account_by_project ON account(project_id, id);
 CREATE INDEX account_email ON account(email COLLATE NOCASE);
-CREATE INDEX account_name ON account(name COLLATE NOCASE);
+CREATE INDEX account_name ON account(name);
 
 CREATE TABLE users (
     id            INTEGER PRIMARY KEY,

@@ -1,0 +1,378 @@
+//! Business-rule scripts: Lua 5.4 files from the scripts folder, loaded into one sandboxed
+//! state per *generation*. A generation is built from all files in name order and goes live
+//! only if every file loaded; calls in flight keep the generation they started with. Scripts
+//! hook funcs (`billing.on`), add funcs (`billing.func`), call funcs (`billing.call`), schedule
+//! jobs (`billing.every`) and compute with exact money (`billing.money`).
+//!
+//! The Lua state of a generation is behind a mutex: a func call takes it the first time a hook
+//! or script func needs it and keeps it until the call ends, so that nested calls
+//! (`billing.call` inside a hook) re-enter the same state. Locks are always taken in the order
+//! database connection, then Lua.
+
+mod convert;
+mod money;
+mod sandbox;
+
+pub use money::Money;
+
+use crate::doc::Doc;
+use crate::engine::Ctx;
+use crate::error::{ErrorType, FuncError, FuncResult};
+use crate::func::{Access, ActionMode, FuncDecl};
+use crate::params::Params;
+use mlua::{Function, Lua, Table, Value};
+use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+/// Limits of every script call.
+#[derive(Debug, Clone)]
+pub struct ScriptConfig {
+    /// The scripts folder; `None` runs without scripts.
+    pub dir: Option<PathBuf>,
+    /// Bytes the Lua state of a generation may allocate.
+    pub memory_limit: usize,
+    /// VM instructions one func call (all its hooks and nested calls together) may run.
+    pub instruction_budget: i64,
+}
+
+impl Default for ScriptConfig {
+    fn default() -> Self {
+        ScriptConfig {
+            dir: None,
+            memory_limit: 64 << 20,
+            instruction_budget: 50_000_000,
+        }
+    }
+}
+
+/// The instruction budget, counted down by the VM hook. Once spent it stays spent until the
+/// next call starts, so that `pcall` cannot swallow the stop.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    remaining: AtomicI64,
+    limit: i64,
+}
+
+impl Budget {
+    fn reset(&self) {
+        self.remaining.store(self.limit, Ordering::SeqCst);
+    }
+}
+
+/// A scheduled job from `billing.every`.
+pub struct Job {
+    pub name: String,
+    pub every_secs: u64,
+    pub(crate) func: Function,
+}
+
+/// One loaded set of scripts.
+pub struct Generation {
+    pub id: u64,
+    pub files: Vec<String>,
+    lua: Option<Mutex<Lua>>,
+    before: HashMap<String, Vec<Function>>,
+    after: HashMap<String, Vec<Function>>,
+    pub funcs: Vec<Arc<FuncDecl>>,
+    pub jobs: Vec<Job>,
+    budget: Arc<Budget>,
+}
+
+impl Generation {
+    fn empty(id: u64) -> Generation {
+        Generation {
+            id,
+            files: Vec::new(),
+            lua: None,
+            before: HashMap::new(),
+            after: HashMap::new(),
+            funcs: Vec::new(),
+            jobs: Vec::new(),
+            budget: Arc::new(Budget {
+                remaining: AtomicI64::new(0),
+                limit: 0,
+            }),
+        }
+    }
+
+    pub fn func(&self, name: &str) -> Option<&Arc<FuncDecl>> {
+        self.funcs.iter().find(|d| d.name == name)
+    }
+
+    pub fn has_hooks(&self, func: &str) -> bool {
+        self.before.contains_key(func) || self.after.contains_key(func)
+    }
+}
+
+/// What the scripts folder looks like now: the live generation and the last reload error.
+#[derive(Debug, Clone)]
+pub struct ScriptStatus {
+    pub generation: u64,
+    pub files: Vec<String>,
+    pub funcs: Vec<String>,
+    pub jobs: Vec<String>,
+    pub last_error: Option<String>,
+}
+
+pub struct ScriptHost {
+    config: ScriptConfig,
+    current: RwLock<Arc<Generation>>,
+    last_error: Mutex<Option<String>>,
+    next_id: AtomicU64,
+    builtin: Vec<String>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl ScriptHost {
+    /// Loads the folder once. A folder that fails to load starts with no scripts and the error
+    /// reported (a running server keeps its last good set instead; see [`ScriptHost::reload`]).
+    pub fn new(config: ScriptConfig, builtin: Vec<String>) -> ScriptHost {
+        let host = ScriptHost {
+            config,
+            current: RwLock::new(Arc::new(Generation::empty(0))),
+            last_error: Mutex::new(None),
+            next_id: AtomicU64::new(1),
+            builtin,
+        };
+        // A failure is recorded in `last_error` and reported by `status`.
+        let _ = host.reload();
+        host
+    }
+
+    pub fn config(&self) -> &ScriptConfig {
+        &self.config
+    }
+
+    /// The live generation.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Builds a fresh generation from the folder and swaps it in if every file loaded;
+    /// otherwise keeps the live one and records the error. Returns the live generation id.
+    pub fn reload(&self) -> Result<u64, String> {
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        match sandbox::build(id, &self.config, &self.builtin) {
+            Ok(generation) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(generation);
+                *lock(&self.last_error) = None;
+                Ok(id)
+            }
+            Err(e) => {
+                eprintln!("billhost: scripts not reloaded, the last good set stays live: {e}");
+                *lock(&self.last_error) = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    pub fn status(&self) -> ScriptStatus {
+        let g = self.current();
+        ScriptStatus {
+            generation: g.id,
+            files: g.files.clone(),
+            funcs: g.funcs.iter().map(|d| d.name.clone()).collect(),
+            jobs: g
+                .jobs
+                .iter()
+                .map(|j| format!("{} every {}s", j.name, j.every_secs))
+                .collect(),
+            last_error: lock(&self.last_error).clone(),
+        }
+    }
+
+    /// Watches the folder (the directory, not its files: editors save by renaming over) and
+    /// reloads after changes settle. Keep the returned watcher alive for as long as reloading
+    /// should happen.
+    pub fn watch(self: &Arc<Self>) -> Result<Watcher, String> {
+        use notify_debouncer_mini::{new_debouncer, notify::RecursiveMode};
+        let dir = self
+            .config
+            .dir
+            .clone()
+            .ok_or("no scripts folder configured")?;
+        let host = Arc::downgrade(self);
+        let mut debouncer = new_debouncer(
+            std::time::Duration::from_millis(150),
+            move |res: notify_debouncer_mini::DebounceEventResult| {
+                if res.is_ok()
+                    && let Some(host) = host.upgrade()
+                {
+                    // The events' details are not trusted: any change rescans the whole folder.
+                    let _ = host.reload();
+                }
+            },
+        )
+        .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+        debouncer
+            .watcher()
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+        Ok(Watcher { _inner: debouncer })
+    }
+}
+
+/// Keeps the scripts folder watched while alive.
+pub struct Watcher {
+    _inner: notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
+}
+
+/// The scripts side of one top-level func call: the generation it started with and, once a
+/// script runs, the lock on that generation's Lua state.
+pub struct CallScope<'g> {
+    generation: &'g Generation,
+    lua: OnceCell<MutexGuard<'g, Lua>>,
+}
+
+impl<'g> CallScope<'g> {
+    pub fn new(generation: &'g Generation) -> Self {
+        CallScope {
+            generation,
+            lua: OnceCell::new(),
+        }
+    }
+
+    pub fn generation(&self) -> &'g Generation {
+        self.generation
+    }
+
+    fn lua(&self) -> FuncResult<&Lua> {
+        let mutex = self
+            .generation
+            .lua
+            .as_ref()
+            .ok_or_else(|| FuncError::internal("no scripts are loaded"))?;
+        Ok(self.lua.get_or_init(|| {
+            let guard = lock(mutex);
+            self.generation.budget.reset();
+            guard
+        }))
+    }
+}
+
+/// Runs `f` with the call's Lua state and `billing.call` bound to this func's transaction.
+fn enter<R>(ctx: &Ctx, f: impl FnOnce(&Lua) -> mlua::Result<R>) -> FuncResult<R> {
+    let lua = ctx.scope().lua()?;
+    let billing: Table = lua
+        .globals()
+        .raw_get("billing")
+        .map_err(|e| script_error(&e))?;
+    let previous: Value = billing.raw_get("call").map_err(|e| script_error(&e))?;
+    let result = lua.scope(|scope| {
+        let call = scope.create_function(|lua, (func, params): (String, Option<Table>)| {
+            let params = convert::table_to_params(params)?;
+            match ctx.call(&func, params) {
+                Ok(doc) => convert::doc_to_lua(lua, &doc),
+                Err(e) => Err(mlua::Error::external(e)),
+            }
+        })?;
+        billing.raw_set("call", call)?;
+        f(lua)
+    });
+    let restored = billing.raw_set("call", previous);
+    let value = result.map_err(|e| script_error(&e))?;
+    restored.map_err(|e| script_error(&e))?;
+    Ok(value)
+}
+
+/// Runs the `before` hooks of the func: each sees `req` and may rewrite `req.params` or veto.
+pub fn before(ctx: &Ctx, func: &str, params: &mut Params) -> FuncResult<()> {
+    let Some(hooks) = ctx.scope().generation.before.get(func) else {
+        return Ok(());
+    };
+    *params = enter(ctx, |lua| {
+        let req = convert::request(lua, ctx, func, params)?;
+        for hook in hooks {
+            hook.call::<()>(req.clone())?;
+        }
+        convert::table_to_params(Some(req.raw_get("params")?))
+    })?;
+    Ok(())
+}
+
+/// Runs the `after` hooks: each sees `(req, res)`; fields they add to a form or ok result are
+/// kept.
+pub fn after(ctx: &Ctx, func: &str, params: &Params, doc: Doc) -> FuncResult<Doc> {
+    let Some(hooks) = ctx.scope().generation.after.get(func) else {
+        return Ok(doc);
+    };
+    enter(ctx, |lua| {
+        let req = convert::request(lua, ctx, func, params)?;
+        let res = convert::doc_to_lua(lua, &doc)?;
+        for hook in hooks {
+            hook.call::<()>((req.clone(), res.clone()))?;
+        }
+        convert::merge_result(doc, &res)
+    })
+}
+
+/// Runs a script func and turns what it returned into a document.
+fn run_func(ctx: &Ctx, func: &Function, name: &str, params: &Params) -> FuncResult<Doc> {
+    enter(ctx, |lua| {
+        let req = convert::request(lua, ctx, name, params)?;
+        let ret: Value = func.call(req)?;
+        convert::lua_to_doc(lua, ret)
+    })
+}
+
+/// Runs a scheduled job (as the system, in its own transaction).
+pub fn run_job(ctx: &Ctx, job: &Job) -> FuncResult<()> {
+    enter(ctx, |_| job.func.call::<()>(()))
+}
+
+/// A script func's declaration: the Lua function behind a plain action handler.
+fn script_func(name: &str, access: Access, mode: ActionMode, func: Function) -> FuncDecl {
+    let fname = name.to_string();
+    FuncDecl::action(
+        name,
+        &format!("script func {name}"),
+        access,
+        mode,
+        move |ctx, params| run_func(ctx, &func, &fname, params),
+    )
+}
+
+/// A Lua failure as a func error: a `billing.reject` or a failed `billing.call` keeps its own
+/// type; anything else is a `script` error whose message names the file and line.
+pub fn script_error(e: &mlua::Error) -> FuncError {
+    if let Some(fe) = e.downcast_ref::<FuncError>() {
+        return fe.clone();
+    }
+    let mut msg = innermost(e);
+    if let Some(i) = msg.find("\nstack traceback:") {
+        msg.truncate(i);
+    }
+    FuncError::new(ErrorType::Script, "script", "", msg.trim().to_string())
+}
+
+fn innermost(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::CallbackError { cause, .. } | mlua::Error::WithContext { cause, .. } => {
+            innermost(cause)
+        }
+        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::MemoryError(m) => format!("memory limit reached: {m}"),
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The script files of a folder, in the order they load.
+pub fn script_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "lua"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
