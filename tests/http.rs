@@ -1018,13 +1018,16 @@ struct Spawned {
 
 /// Starts `billhost serve` on a fresh database, as the README's run command does, and reads
 /// the generated admin password and the bound address from its stdout.
-fn spawn_binary(db: &std::path::Path) -> Spawned {
+fn spawn_binary(db: &std::path::Path, scripts: &std::path::Path) -> Spawned {
     let mut child = Command::new(env!("CARGO_BIN_EXE_billhost"))
         .arg("--db")
         .arg(db)
+        .arg("--scripts")
+        .arg(scripts)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_remove("BILLHOST_DB")
         .env_remove("BILLHOST_LISTEN")
+        .env_remove("BILLHOST_SCRIPTS")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -1092,7 +1095,7 @@ fn attempt(addr: SocketAddr, body: &str) -> Result<Outcome, String> {
 #[test]
 fn sigterm_during_a_burst_answers_every_request_and_exits_cleanly() {
     let dir = TempDir::new("http-stop");
-    let mut server = spawn_binary(&dir.db());
+    let mut server = spawn_binary(&dir.db(), &dir.path().join("no-scripts"));
     let addr = server.addr;
     let authinfo = format!("authinfo=admin:{}", enc(&server.admin_password));
     get(addr, &format!("func=whoami&{authinfo}"), &[])
@@ -1218,4 +1221,65 @@ fn sigterm_during_a_burst_answers_every_request_and_exits_cleanly() {
         .query_row("SELECT count(*) FROM account", [], |r| r.get(0))
         .expect("total");
     assert_eq!(total as usize, created.len());
+}
+
+fn stop_binary(server: &mut Spawned) -> (Option<i32>, String) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = server.child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    (status.code(), stderr)
+}
+
+#[cfg(unix)]
+#[test]
+fn scripts_reload_while_serving() {
+    let dir = TempDir::new("http-scripts");
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).expect("scripts dir");
+    let script = |version: &str| {
+        format!(
+            "billing.func('hello', {{access = 'public', kind = 'view'}}, function(req)\n  \
+             return {{greeting = '{version}'}}\nend)\n"
+        )
+    };
+    std::fs::write(scripts.join("hello.lua"), script("v1")).expect("write script");
+    let mut server = spawn_binary(&dir.db(), &scripts);
+    let greeting = |query: &str| get(server.addr, query, &[]).xml_field("greeting");
+
+    assert_eq!(greeting("func=hello").as_deref(), Some("v1"));
+    // A public script func runs anonymously despite a stale session, like a built-in one.
+    assert_eq!(
+        greeting("func=hello&auth=0123456789abcdef").as_deref(),
+        Some("v1")
+    );
+
+    // Saved the way editors save (a new file renamed over the old one).
+    let tmp = scripts.join(".hello.lua.tmp");
+    std::fs::write(&tmp, script("v2")).expect("write new version");
+    std::fs::rename(&tmp, scripts.join("hello.lua")).expect("rename over");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while greeting("func=hello").as_deref() != Some("v2") {
+        assert!(Instant::now() < deadline, "the new script never went live");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (code, stderr) = stop_binary(&mut server);
+    assert_eq!(code, Some(0), "{stderr}");
 }

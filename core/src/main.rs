@@ -206,8 +206,17 @@ fn serve(engine: Engine, db: &std::path::Path, args: ServeArgs) -> ExitCode {
             window: Duration::from_secs(args.login_window),
         },
     };
+    // Scripts reload while the server runs; without a folder to watch it serves the live set.
+    let watcher = match engine.scripts().watch() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            eprintln!("billhost serve: scripts are not reloaded while serving: {e}");
+            None
+        }
+    };
     let engine = Arc::new(engine);
     let result = server::run(engine.clone(), config, &args.listen);
+    drop(watcher);
     // `run` returns once every request and func has finished: this is the last reference, and
     // dropping it closes the database.
     match Arc::try_unwrap(engine) {

@@ -482,13 +482,17 @@ impl App {
                 if authinfo && e.kind == ErrorType::Auth {
                     self.failed_login(authinfo_login, ip, "authinfo");
                 }
-                // A public func with stale or wrong credentials runs anonymously, as in
-                // `Engine::handle`.
-                let public = self
-                    .engine
-                    .registry()
-                    .get(func)
-                    .is_some_and(|d| d.access.public);
+                // A public func (built in or a script's) with stale or wrong credentials runs
+                // anonymously, as in `Engine::handle`.
+                let public = match self.engine.registry().get(func) {
+                    Some(decl) => decl.access.public,
+                    None => self
+                        .engine
+                        .scripts()
+                        .current()
+                        .func(func)
+                        .is_some_and(|d| d.access.public),
+                };
                 if !public {
                     return Answer {
                         doc: Doc::Error(e),
