@@ -522,6 +522,10 @@ impl App {
                     "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
                 ));
             }
+            (_, Doc::Error(e)) if e.kind == ErrorType::Internal => {
+                // Not the caller's fault: the operator needs to see it.
+                eprintln!("billhost serve: {func} from {ip}: {e}");
+            }
             _ => {}
         }
         Answer { doc, cookie }
