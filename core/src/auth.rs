@@ -8,6 +8,9 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub mod cache;
+pub use cache::CredentialCache;
+
 /// Sessions end after this long without a call.
 pub const SESSION_IDLE_SECS: i64 = 3600;
 /// `last_seen` is written at most this often, so that reads stay reads.
@@ -156,6 +159,30 @@ pub fn login(conn: &Connection, login: &str, password: &str, ip: &str) -> FuncRe
     let user = user_by(conn, "u.login = ?1", &login)?.ok_or_else(denied)?;
     if !user.enabled || !verify_password(password, &user.hash) {
         return Err(denied());
+    }
+    Ok(caller_of(user, ip))
+}
+
+/// [`login`] for credentials sent with every request (`authinfo`): the user row is read fresh
+/// each time (so a disabled user or deleted client is refused at once), but argon2 runs only
+/// when `cache` has not verified this login and password against this very stored hash lately.
+pub fn login_cached(
+    conn: &Connection,
+    cache: &CredentialCache,
+    login: &str,
+    password: &str,
+    ip: &str,
+) -> FuncResult<Caller> {
+    let denied = || FuncError::auth("Wrong login or password");
+    let user = user_by(conn, "u.login = ?1", &login)?.ok_or_else(denied)?;
+    if !user.enabled {
+        return Err(denied());
+    }
+    if !cache.verified(user.id, login, password, &user.hash) {
+        if !verify_password(password, &user.hash) {
+            return Err(denied());
+        }
+        cache.remember(user.id, login, password, &user.hash);
     }
     Ok(caller_of(user, ip))
 }

@@ -52,6 +52,8 @@ pub struct Engine {
     scripts: Arc<ScriptHost>,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Verified `authinfo` credentials, so that argon2 is not paid on every request.
+    credentials: auth::CredentialCache,
 }
 
 /// What a func runs with: the connection inside the func's transaction, the caller, the time
@@ -151,6 +153,7 @@ impl Engine {
             scripts,
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            credentials: auth::CredentialCache::default(),
         })
     }
 
@@ -282,7 +285,7 @@ impl Engine {
             let (user, pass) = authinfo
                 .split_once(':')
                 .ok_or_else(|| FuncError::auth("authinfo must be user:password"))?;
-            return self.read(|c| auth::login(c, user, pass, ip));
+            return self.read(|c| auth::login_cached(c, &self.credentials, user, pass, ip));
         }
         let Some(sid) = params.get("auth").or(session.filter(|s| !s.is_empty())) else {
             return Ok(Caller::anonymous(ip));

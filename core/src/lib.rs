@@ -16,6 +16,7 @@ pub mod list;
 pub mod money;
 pub mod params;
 pub mod script;
+pub mod server;
 pub mod store;
 pub mod wire;
 

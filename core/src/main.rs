@@ -1,11 +1,15 @@
-//! The `billhost` command: `init`, `call` (like BILLmanager's mgrctl) and `funcs`.
+//! The `billhost` command: `init`, `call` (like BILLmanager's mgrctl), `funcs` and `serve`.
 
 use billhost::auth::{self, AdminSetup, Caller};
+use billhost::server::throttle::ThrottleConfig;
+use billhost::server::{self, ServerConfig};
 use billhost::wire::{self, Format, Meta};
 use billhost::{Doc, Engine, EngineConfig, Params};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -77,6 +81,30 @@ enum Command {
     Scripts,
     /// Run every scheduled script job once (for cron), each in its own transaction.
     RunJobs,
+    /// Serve the BILLmanager-compatible HTTP API at /billmgr until SIGTERM or SIGINT.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, env = "BILLHOST_LISTEN", default_value = server::DEFAULT_LISTEN)]
+    listen: String,
+    /// Seconds from a request's arrival to its answer.
+    #[arg(long, default_value_t = 30)]
+    request_timeout: u64,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    body_limit: usize,
+    /// Most parameters in one request.
+    #[arg(long, default_value_t = 1000)]
+    max_params: usize,
+    /// Failed logins for one login or one address after which its logins are refused (0: never).
+    #[arg(long, default_value_t = 10)]
+    login_failures: usize,
+    /// The window, in seconds, in which those failures are counted.
+    #[arg(long, default_value_t = 600)]
+    login_window: u64,
 }
 
 fn main() -> ExitCode {
@@ -149,6 +177,60 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::SUCCESS
             }
+        }
+        Command::Serve(args) => serve(engine, &cli.db, args),
+    }
+}
+
+fn serve(engine: Engine, db: &std::path::Path, args: ServeArgs) -> ExitCode {
+    // A fresh machine gets a working server from one command: the staff user is made here.
+    match engine.write(|c| auth::ensure_staff(c, "admin", None)) {
+        Ok(AdminSetup::Created { password, .. }) => {
+            println!("database {}: staff user 'admin' created", db.display());
+            println!("admin password (shown once): {password}");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("billhost serve: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let config = ServerConfig {
+        body_limit: args.body_limit,
+        max_params: args.max_params,
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        idle_timeout: Duration::from_secs(args.request_timeout.max(1) + 30),
+        shutdown_grace: Duration::from_secs(args.request_timeout.max(1) + 10),
+        throttle: ThrottleConfig {
+            max_failures: args.login_failures,
+            window: Duration::from_secs(args.login_window),
+        },
+    };
+    // Scripts reload while the server runs; without a folder to watch it serves the live set.
+    let watcher = match engine.scripts().watch() {
+        Ok(w) => Some(w),
+        Err(e) => {
+            eprintln!("billhost serve: scripts are not reloaded while serving: {e}");
+            None
+        }
+    };
+    let engine = Arc::new(engine);
+    let result = server::run(engine.clone(), config, &args.listen);
+    drop(watcher);
+    // `run` returns once every request and func has finished: this is the last reference, and
+    // dropping it closes the database.
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => drop(engine),
+        Err(_) => eprintln!("billhost serve: the engine is still shared at exit"),
+    }
+    match result {
+        Ok(()) => {
+            eprintln!("billhost serve: stopped; database {} closed", db.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("billhost serve: {}: {e}", args.listen);
+            ExitCode::from(2)
         }
     }
 }

@@ -1,0 +1,551 @@
+//! The HTTP front end: BILLmanager's `/billmgr` endpoint on axum and tokio, an adapter around
+//! the one dispatcher ([`Engine`]). It turns a request into a func name, [`Params`], the
+//! `billmgrses5` cookie and the peer address; runs the call on tokio's blocking pool (SQLite
+//! calls block); and renders the [`Doc`] with [`wire`]. Every answer to `/billmgr` is a
+//! document with HTTP 200, errors included, as BILLmanager clients expect.
+//!
+//! What keeps it up: a body size limit, a parameter count limit, a deadline per request, strict
+//! decoding ([`form`]), closing quiet connections ([`idle`]), the failed-login [`throttle`],
+//! and a graceful stop on SIGTERM/SIGINT that finishes the requests in flight before the
+//! database is closed.
+
+pub mod form;
+pub mod idle;
+pub mod throttle;
+
+use crate::auth::Caller;
+use crate::error::{ErrorType, FuncError};
+use crate::wire::{self, Format, Meta};
+use crate::{Doc, Engine, Params};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use axum::routing::any;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use idle::{IdleListener, Peer};
+use std::future::Future;
+use std::io::{self, Write};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use throttle::{Throttle, ThrottleConfig};
+use tokio::net::TcpListener;
+
+/// The session cookie BILLmanager's panel uses.
+pub const SESSION_COOKIE: &str = "billmgrses5";
+/// Where `billhost serve` listens unless told otherwise (BILLmanager's own port).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1500";
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body read, in bytes.
+    pub body_limit: usize,
+    /// Most parameters (query and body together) in one request.
+    pub max_params: usize,
+    /// From the request's arrival to its answer.
+    pub request_timeout: Duration,
+    /// A connection on which nothing has moved for this long is closed (a client that sends
+    /// nothing, idle keep-alive). Keep it longer than `request_timeout`.
+    pub idle_timeout: Duration,
+    /// After a stop signal, how long requests still open may take before the server exits
+    /// anyway (a client that never finishes sending must not hold the stop forever).
+    pub shutdown_grace: Duration,
+    pub throttle: ThrottleConfig,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            body_limit: 1024 * 1024,
+            max_params: 1000,
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(40),
+            throttle: ThrottleConfig::default(),
+        }
+    }
+}
+
+struct App {
+    engine: Arc<Engine>,
+    config: ServerConfig,
+    throttle: Mutex<Throttle>,
+}
+
+/// One request, read and decoded.
+struct Call {
+    func: String,
+    params: Params,
+    format: Format,
+    lang: String,
+    session: Option<String>,
+}
+
+/// What the engine answered, and what to do with the session cookie.
+struct Answer {
+    doc: Doc,
+    cookie: Option<String>,
+}
+
+/// Runs the server until SIGTERM or SIGINT: binds `listen`, prints the bound address on stdout,
+/// serves, and returns once the requests in flight are answered and every func that started
+/// has finished; the caller then drops the engine, which closes the database.
+pub fn run(engine: Arc<Engine>, config: ServerConfig, listen: &str) -> io::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("billhost-http")
+        .build()?;
+    let result = runtime.block_on(async {
+        // Handlers go in before the address is announced, so that a signal sent as soon as the
+        // server is known to be up stops it gracefully instead of killing it.
+        let signals = stop_signal()?;
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        println!("billhost serve: listening on http://{addr}/billmgr");
+        io::stdout().flush()?;
+        serve(listener, engine, config, signals).await
+    });
+    // Dropping the runtime waits for blocking tasks, so no func is cut off halfway.
+    drop(runtime);
+    result
+}
+
+/// Serves `/billmgr` on `listener` until `shutdown` completes, then stops accepting and waits
+/// (at most `shutdown_grace`) for the requests in flight.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let grace = config.shutdown_grace;
+    let listener = IdleListener::new(listener, config.idle_timeout);
+    let app = Arc::new(App {
+        engine,
+        throttle: Mutex::new(Throttle::new(config.throttle)),
+        config,
+    });
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
+    let server = axum::serve(
+        listener,
+        router(app).into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        notify.notify_one();
+    });
+    tokio::select! {
+        result = server => result,
+        () = async {
+            stopping.notified().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            eprintln!(
+                "billhost serve: requests still open {} s after the stop signal; closing them",
+                grace.as_secs()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/billmgr", any(billmgr))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+/// Completes on the first SIGTERM or SIGINT, and says so on stderr.
+fn stop_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            eprintln!("billhost serve: {name}: no new connections; finishing requests in flight");
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+            eprintln!("billhost serve: interrupted: finishing requests in flight");
+        })
+    }
+}
+
+async fn not_found() -> Response {
+    let doc = Doc::Error(FuncError::new(
+        ErrorType::Missed,
+        "path",
+        "",
+        "The API is at /billmgr",
+    ));
+    let mut response = render(&doc, Format::Xml, "", "en", None);
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}
+
+/// `/billmgr`: GET and POST alike. Whatever happens, the answer is a document.
+async fn billmgr(
+    State(app): State<Arc<App>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    request: Request,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + app.config.request_timeout;
+    let timeout_secs = app.config.request_timeout.as_secs_f64();
+
+    // Until the parameters are read, errors answer in the format the query asked for, if any.
+    let mut format = Format::Xml;
+    let read = tokio::time::timeout_at(deadline, read_call(&app, request, &mut format)).await;
+    let call = match read {
+        Ok(Ok(call)) => call,
+        Ok(Err(e)) => return render(&Doc::Error(e), format, "", "en", None),
+        Err(_) => {
+            let e = FuncError::value(
+                "request",
+                "",
+                format!("The request was not received within {timeout_secs} s"),
+            );
+            return render(&Doc::Error(e), format, "", "en", None);
+        }
+    };
+
+    let ip = peer.ip().to_canonical();
+    // The func starts only if its request is still wanted: a request that timed out (or whose
+    // client left) before its turn on the blocking pool is never run behind its back.
+    let state = Arc::new(AtomicU8::new(WAITING));
+    let abandon = Abandon(state.clone());
+    let task = {
+        let app = app.clone();
+        let (func, params, session) = (call.func.clone(), call.params, call.session);
+        tokio::task::spawn_blocking(move || {
+            if state
+                .compare_exchange(WAITING, STARTED, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return None;
+            }
+            Some(app.call(&func, params, session.as_deref(), ip))
+        })
+    };
+    let answer = match tokio::time::timeout_at(deadline, task).await {
+        Ok(Ok(Some(answer))) => answer,
+        Ok(Ok(None)) | Ok(Err(_)) => Answer {
+            doc: Doc::Error(FuncError::internal(
+                "The func failed unexpectedly; it may not have run",
+            )),
+            cookie: None,
+        },
+        Err(_) => {
+            let ran = !abandon.abandon();
+            let msg = if ran {
+                format!(
+                    "The func did not finish within {timeout_secs} s; it is still running and \
+                     may complete: check its effect before repeating it"
+                )
+            } else {
+                format!(
+                    "The server is busy: the func did not start within {timeout_secs} s and was not run"
+                )
+            };
+            eprintln!("billhost serve: {} from {ip}: {msg}", call.func);
+            Answer {
+                doc: Doc::Error(FuncError::new(ErrorType::Internal, "request", "", msg)),
+                cookie: None,
+            }
+        }
+    };
+    drop(abandon);
+    render(
+        &answer.doc,
+        call.format,
+        &call.func,
+        &call.lang,
+        answer.cookie,
+    )
+}
+
+const WAITING: u8 = 0;
+const STARTED: u8 = 1;
+const ABANDONED: u8 = 2;
+
+/// Marks a request's func as unwanted if it has not started, when the request times out or
+/// its handler is dropped (the client went away).
+struct Abandon(Arc<AtomicU8>);
+
+impl Abandon {
+    /// Whether the func was stopped from starting.
+    fn abandon(&self) -> bool {
+        self.0
+            .compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+impl Drop for Abandon {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+/// Reads the query string and, for POST, the form body (body wins), and picks out the func, the
+/// format and the session cookie. `format` is updated as soon as `out` is known.
+async fn read_call(app: &App, request: Request, format: &mut Format) -> Result<Call, FuncError> {
+    let (parts, body) = request.into_parts();
+    let limit = app.config.max_params;
+    let query = form::decode(parts.uri.query().unwrap_or("").as_bytes(), "query", limit)?;
+    if let Some((_, out)) = query.iter().rev().find(|(k, _)| k == "out") {
+        *format = Format::parse(out)?;
+    }
+    let mut params = Params::from_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let body_pairs = match parts.method {
+        Method::GET | Method::HEAD => Vec::new(),
+        Method::POST => {
+            check_content_type(&parts.headers)?;
+            let bytes = read_body(&parts.headers, body, app.config.body_limit).await?;
+            // The limit counts the query's pairs and the body's together.
+            form::decode(&bytes, "body", limit - query.len()).map_err(|e| {
+                if e.object == "params" {
+                    form::too_many(limit)
+                } else {
+                    e
+                }
+            })?
+        }
+        other => {
+            return Err(FuncError::value(
+                "method",
+                other.as_str(),
+                "Call /billmgr with GET or POST",
+            ));
+        }
+    };
+    for (k, v) in body_pairs {
+        params.set(k, v);
+    }
+    *format = Format::parse(params.get("out").unwrap_or(""))?;
+    let lang = params
+        .get("lang")
+        .filter(|l| {
+            l.len() <= 16
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        })
+        .unwrap_or("en")
+        .to_string();
+    let func = params.required("func")?.to_string();
+    Ok(Call {
+        func,
+        params,
+        format: *format,
+        lang,
+        session: session_cookie(&parts.headers),
+    })
+}
+
+fn check_content_type(headers: &HeaderMap) -> Result<(), FuncError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let mime = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim();
+    if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        Ok(())
+    } else {
+        Err(FuncError::value(
+            "content-type",
+            mime,
+            "Send parameters in the query string or as application/x-www-form-urlencoded",
+        ))
+    }
+}
+
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, FuncError> {
+    let too_large = || {
+        FuncError::value(
+            "body",
+            "",
+            format!("The request body is larger than {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
+        Err(_) => Err(FuncError::value(
+            "body",
+            "",
+            "The request body could not be read",
+        )),
+    }
+}
+
+/// The `billmgrses5` cookie, if the request carries one.
+fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn render(doc: &Doc, format: Format, func: &str, lang: &str, cookie: Option<String>) -> Response {
+    let body = wire::render(doc, format, Meta { func, lang });
+    let mut response = Response::new(Body::from(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+impl App {
+    fn throttle(&self) -> MutexGuard<'_, Throttle> {
+        self.throttle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One call, on the blocking pool: the login throttle, authentication, the func, and what
+    /// the outcome means for the throttle and the session cookie.
+    fn call(&self, func: &str, params: Params, session: Option<&str>, ip: IpAddr) -> Answer {
+        let ip_text = ip.to_string();
+        // The logins this request tries: `authinfo`'s user, and `auth`'s username.
+        let authinfo = params.has("authinfo");
+        let authinfo_login = params
+            .get("authinfo")
+            .and_then(|a| a.split_once(':'))
+            .map(|(u, _)| u.to_string());
+        let username = params
+            .get("username")
+            .filter(|_| func == "auth")
+            .map(str::to_string);
+        let (authinfo_login, username) = (authinfo_login.as_deref(), username.as_deref());
+        if authinfo || username.is_some() {
+            let now = Instant::now();
+            let throttle = self.throttle();
+            for login in [authinfo_login, username] {
+                if let Err(refusal) = throttle.check(login, ip, now) {
+                    let secs = refusal.retry_after.as_secs().max(1);
+                    eprintln!(
+                        "billhost serve: login refused for {} from {ip}: throttled for {secs} s more",
+                        refusal.key
+                    );
+                    let msg = format!(
+                        "Too many failed logins for this login or address; try again in {secs} s"
+                    );
+                    return Answer {
+                        doc: Doc::Error(FuncError::auth(msg)),
+                        cookie: None,
+                    };
+                }
+            }
+        }
+
+        let caller = match self.engine.authenticate(&params, session, &ip_text) {
+            Ok(caller) => {
+                if let Some(login) = authinfo_login {
+                    self.throttle().succeed(login);
+                }
+                caller
+            }
+            Err(e) => {
+                if authinfo && e.kind == ErrorType::Auth {
+                    self.failed_login(authinfo_login, ip, "authinfo");
+                }
+                // A public func (built in or a script's) with stale or wrong credentials runs
+                // anonymously, as in `Engine::handle`.
+                let public = match self.engine.registry().get(func) {
+                    Some(decl) => decl.access.public,
+                    None => self
+                        .engine
+                        .scripts()
+                        .current()
+                        .func(func)
+                        .is_some_and(|d| d.access.public),
+                };
+                if !public {
+                    return Answer {
+                        doc: Doc::Error(e),
+                        cookie: None,
+                    };
+                }
+                Caller::anonymous(&ip_text)
+            }
+        };
+
+        let doc = self.engine.call(&caller, func, params);
+        let mut cookie = None;
+        match (func, &doc) {
+            ("auth", Doc::Auth { id, .. }) => {
+                if let Some(login) = username {
+                    self.throttle().succeed(login);
+                }
+                cookie = Some(format!(
+                    "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax"
+                ));
+            }
+            ("auth", Doc::Error(e)) if e.kind == ErrorType::Auth => {
+                self.failed_login(username, ip, "auth");
+            }
+            ("logout", Doc::Ok(_)) => {
+                cookie = Some(format!(
+                    "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
+                ));
+            }
+            (_, Doc::Error(e)) if e.kind == ErrorType::Internal => {
+                // Not the caller's fault: the operator needs to see it.
+                eprintln!("billhost serve: {func} from {ip}: {e}");
+            }
+            _ => {}
+        }
+        Answer { doc, cookie }
+    }
+
+    fn failed_login(&self, login: Option<&str>, ip: IpAddr, how: &str) {
+        let mut throttle = self.throttle();
+        let config = throttle.config();
+        let locked = throttle.fail(login, ip, Instant::now());
+        drop(throttle);
+        let who = login.map_or_else(|| "(no login)".to_string(), |l| format!("'{l}'"));
+        eprintln!("billhost serve: failed login ({how}) for {who} from {ip}");
+        if let Some(refusal) = locked {
+            eprintln!(
+                "billhost serve: {} reached {} failed logins within {} s; refusing its logins for {} s",
+                refusal.key,
+                config.max_failures,
+                config.window.as_secs(),
+                refusal.retry_after.as_secs()
+            );
+        }
+    }
+}
