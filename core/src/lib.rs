@@ -12,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod func;
 pub mod funcs;
+pub mod ledger;
 pub mod list;
 pub mod money;
 pub mod params;

@@ -1,4 +1,4 @@
-//! The `billhost` command: `init`, `call` (like BILLmanager's mgrctl) and `funcs`.
+//! The `billhost` command: `init`, `call` (like BILLmanager's mgrctl), `funcs` and `check`.
 
 use billhost::auth::{self, AdminSetup, Caller};
 use billhost::wire::{self, Format, Meta};
@@ -49,6 +49,9 @@ enum Command {
     },
     /// List every func with its access level and kind.
     Funcs,
+    /// Verify the ledger's invariants over the whole database; prints each violation and
+    /// exits 1 when there is any.
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
             out,
             as_login,
         } => call(&engine, &func, &params, out, as_login.as_deref()),
+        Command::Check => check(&engine),
         Command::Funcs => {
             let rows: Vec<[String; 4]> = engine
                 .registry()
@@ -166,6 +170,26 @@ fn call(
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn check(engine: &Engine) -> ExitCode {
+    match engine.read(billhost::ledger::check) {
+        Ok(violations) if violations.is_empty() => {
+            println!("ledger consistent");
+            ExitCode::SUCCESS
+        }
+        Ok(violations) => {
+            for v in &violations {
+                println!("{v}");
+            }
+            eprintln!("billhost check: {} violation(s)", violations.len());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("billhost check: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
