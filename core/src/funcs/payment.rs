@@ -563,7 +563,13 @@ fn add(ctx: &Ctx, p: &Params) -> FuncResult<Doc> {
     let paymethod = parse_id("paymethod", p.required("paymethod")?)?;
     if !ctx.is_admin() {
         let pm = ledger::paymethod(ctx.db, paymethod)?;
-        if !pm.active {
+        let assigned: bool = ctx
+            .db
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM account_project WHERE account_id = ?1 AND project_id = ?2 AND status = 1)",
+            )?
+            .query_row(params![account, pm.project], |r| r.get(0))?;
+        if !pm.active || !assigned {
             return Err(FuncError::value(
                 "paymethod",
                 paymethod.to_string(),
