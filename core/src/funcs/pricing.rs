@@ -38,7 +38,8 @@ pub fn register(reg: &mut Registry) {
             ("todate", "d.todate"),
         ],
     );
-    discounts.base_where = Some("(?1 IS NULL OR d.account_id IS NULL OR d.account_id = ?1)");
+    discounts.base_where =
+        Some("d.deleted = 0 AND (?1 IS NULL OR d.account_id IS NULL OR d.account_id = ?1)");
     discounts.filters = vec![
         FilterField::new("name", "d.name", FilterOp::Like),
         FilterField::new("project", "d.project_id", FilterOp::EqInt),
@@ -78,27 +79,24 @@ pub fn register(reg: &mut Registry) {
         Access::ADMIN,
         DISCOUNT,
         |ctx, id, _| {
-            // Expenses keep naming the discount they got: it is closed, not destroyed, when used.
+            // Expenses keep naming the discount they got: a used one is marked deleted.
             let used: i64 = ctx
                 .db
                 .prepare_cached("SELECT count(*) FROM expense WHERE discount_id = ?1")?
                 .query_row([id], |r| r.get(0))?;
             if used > 0 {
-                let n = ctx
-                    .db
-                    .prepare_cached(
-                        "UPDATE discount SET todate = substr(?2, 1, 10) WHERE id = ?1
-                         AND (todate IS NULL OR todate > substr(?2, 1, 10))",
-                    )?
-                    .execute(params![id, ctx.now])?;
-                if n == 0 {
+                if !set_column(ctx, "discount", "deleted", id, &1)? {
                     return Err(FuncError::value(
                         "elid",
                         id.to_string(),
-                        "The discount was applied and has already ended; it is kept for its expenses",
+                        format!("The discount {id} is already deleted"),
                     ));
                 }
-                return ctx.history("discount", id, "ended today (applied to expenses, kept)");
+                return ctx.history(
+                    "discount",
+                    id,
+                    "deleted (kept for the expenses it applied to)",
+                );
             }
             ctx.db
                 .prepare_cached("DELETE FROM discount WHERE id = ?1")?
@@ -430,6 +428,17 @@ impl EditOps for DiscountEdit {
     }
 
     fn change(&self, ctx: &Ctx, elid: i64, _plid: Option<i64>, p: &Params) -> FuncResult<()> {
+        let deleted: bool = ctx
+            .db
+            .prepare_cached("SELECT deleted FROM discount WHERE id = ?1")?
+            .query_row([elid], |r| r.get(0))?;
+        if deleted {
+            return Err(FuncError::value(
+                "elid",
+                elid.to_string(),
+                format!("The discount {elid} is deleted"),
+            ));
+        }
         let changed = apply_discount(ctx, elid, p)?;
         if !changed.is_empty() {
             ctx.history("discount", elid, format!("changed: {}", changed.join(", ")))?;

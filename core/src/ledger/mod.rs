@@ -266,7 +266,7 @@ pub fn choose_discount(
     let day: String = date.chars().take(10).collect();
     let mut stmt = conn.prepare_cached(
         "SELECT id, percentage, priority, account_id IS NULL FROM discount
-         WHERE project_id = ?1 AND (account_id IS NULL OR account_id = ?2)
+         WHERE project_id = ?1 AND (account_id IS NULL OR account_id = ?2) AND deleted = 0
            AND (fromdate IS NULL OR substr(fromdate, 1, 10) <= ?3)
            AND (todate IS NULL OR substr(todate, 1, 10) >= ?3)
            AND (actiontype = 'any' OR actiontype = ?4)

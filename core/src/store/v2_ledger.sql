@@ -93,6 +93,8 @@ CREATE TABLE discount (
     period     TEXT NOT NULL DEFAULT '',
     itemtype   TEXT NOT NULL DEFAULT '',
     note       TEXT NOT NULL DEFAULT '',
+    -- a discount applied to expenses is never destroyed: deleting it marks it deleted
+    deleted    INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
     created    TEXT NOT NULL
 );
 CREATE INDEX discount_project ON discount(project_id, account_id);
