@@ -2,7 +2,8 @@
 //!
 //! - per subaccount: `balance = credited payments - refunds - expenses (not deleted)`;
 //! - per payment: `usedamount` = its live allocations, `refundedamount` = its refunds,
-//!   `usedamount + refundedamount <= subaccountamount`, only credited payments pay expenses;
+//!   `usedamount + refundedamount <= subaccountamount`, refunds in the method's currency within
+//!   `paymethodamount`, only credited payments pay expenses;
 //! - per expense: `notpayd = amount - live allocations >= 0`, a deleted expense has none;
 //! - per allocation: payment and expense belong to the same subaccount.
 
@@ -87,6 +88,13 @@ const CHECKS: &[(&str, &str)] = &[
         "SELECT pe.id, 'payment ' || p.id || ' and expense ' || e.id || ' belong to different subaccounts'
          FROM payment_expense pe JOIN payment p ON p.id = pe.payment_id JOIN expense e ON e.id = pe.expense_id
          WHERE p.subaccount_id <> e.subaccount_id",
+    ),
+    (
+        "payment",
+        "SELECT p.id, 'refunds of ' || r.total || ' exceed paymethodamount ' || p.paymethodamount || ' (method currency)'
+         FROM payment p JOIN (SELECT payment_id, sum(paymethodamount) AS total FROM refund
+                               WHERE status IN (5, 6) GROUP BY payment_id) r ON r.payment_id = p.id
+         WHERE r.total > p.paymethodamount",
     ),
     (
         "refund",

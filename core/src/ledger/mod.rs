@@ -1218,3 +1218,55 @@ pub fn refund_subaccount(
     )?;
     Ok(refunds)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        money::parse_decimal(s, "x").expect("decimal")
+    }
+
+    #[test]
+    fn included_tax_rounds_half_away_from_zero_per_line() {
+        assert_eq!(included_tax(12_000, 2, d("20")), Ok(2_000));
+        assert_eq!(included_tax(1_200, 2, d("7")), Ok(79)); // 0.78504..
+        assert_eq!(included_tax(1_070, 2, d("7")), Ok(70));
+        assert_eq!(included_tax(105, 2, d("5")), Ok(5)); // 0.05
+        assert_eq!(included_tax(999, 0, d("19")), Ok(160)); // 159.504.. -> 160
+        assert_eq!(included_tax(1_000, 2, d("0")), Ok(0));
+    }
+
+    #[test]
+    fn conversions_round_once_to_the_target_scale() {
+        // 10.00 EUR at 1.0837 USD = 10.837 -> 10.84
+        assert_eq!(
+            scale_amount(1_000, 2, d("1.0837"), d("1"), 2, "a"),
+            Ok(1_084)
+        );
+        // 1001 JPY at 0.67 USD per 100 JPY = 6.7067 -> 6.71
+        assert_eq!(scale_amount(1_001, 0, d("0.67"), d("100"), 2, "a"), Ok(671));
+        // 0.005 -> 0.01 (half away from zero)
+        assert_eq!(scale_amount(1, 2, d("0.5"), d("1"), 2, "a"), Ok(1));
+        assert!(scale_amount(1, 2, d("1"), d("0"), 2, "a").is_err());
+        assert!(scale_amount(i64::MAX, 2, d("1000000"), d("1"), 2, "a").is_err());
+    }
+
+    #[test]
+    fn proportional_shares_round_half_away_from_zero() {
+        assert_eq!(proportional(500, 671, 1_001), Ok(335));
+        assert_eq!(proportional(1, 1, 2), Ok(1));
+        assert_eq!(proportional(1, 1, 3), Ok(0));
+        assert!(proportional(1, 1, 0).is_err());
+    }
+
+    #[test]
+    fn rates_give_their_factor() {
+        let r = Rate {
+            num: d("95"),
+            den: d("100"),
+        };
+        assert_eq!(r.factor_text(), "0.95");
+        assert_eq!(Rate::ONE.factor_text(), "1");
+    }
+}
