@@ -647,6 +647,22 @@ fn golden_documents_of_the_ledger_funcs() {
         ],
     );
 
+    // Stored filters of the ledger lists.
+    r.ok("account.payment.filter", &[]);
+    r.ok(
+        "account.payment.filter",
+        &[("sok", "ok"), ("status", "9"), ("account", "2")],
+    );
+    r.ok("account.payment", &[]);
+    r.ok("account.payment.filter", &[("sok", "ok")]);
+    r.ok(
+        "subaccount.expense.filter",
+        &[("sok", "ok"), ("locale_name", "vps")],
+    );
+    r.ok("subaccount.expense", &[]);
+    r.ok("subaccount.expense.filter", &[]);
+    r.ok("subaccount.expense.filter", &[("sok", "ok")]);
+
     // A client user.
     let ann = user(&engine, "ann@example.com");
     r.call_as(&ann, "payment.add", &[]);
