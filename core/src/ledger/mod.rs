@@ -1,7 +1,7 @@
 //! The ledger's money rules, independent of the func protocol: payments and their statuses,
 //! crediting (`set_paid`), expenses and their payment from free funds (`allocate`), expense
 //! deletion, refunds, currency conversion, included tax and discounts. The funcs in
-//! `funcs::payment`, `funcs::subaccount` and `funcs::pricing` call these; [`check`] verifies the
+//! `funcs::payment`, `funcs::subaccount` and `funcs::pricing` call these; [`check()`] verifies the
 //! invariants they keep over a whole database.
 //!
 //! # Amounts and rounding
