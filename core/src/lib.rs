@@ -3,7 +3,9 @@
 //! The crate is layered: [`store`] owns SQLite (schema, migrations, pragmas); [`engine`] is the
 //! one dispatcher every caller goes through; [`funcs`] are the built-in funcs, declared with
 //! [`func`]'s types; [`doc`] is the typed result and [`wire`] the only module that renders it
-//! as XML, JSON or text. [`money`] and [`clock`] hold the exact arithmetic and the dates.
+//! as XML, JSON or text. [`money`] and [`clock`] hold the exact arithmetic and the dates;
+//! [`ledger`] holds the money rules (payments, expenses, refunds, rates, tax, discounts) and
+//! the invariant check behind `billhost check`.
 
 pub mod auth;
 pub mod clock;
@@ -12,6 +14,7 @@ pub mod engine;
 pub mod error;
 pub mod func;
 pub mod funcs;
+pub mod ledger;
 pub mod list;
 pub mod money;
 pub mod params;

@@ -1,4 +1,5 @@
-//! The `billhost` command: `init`, `call` (like BILLmanager's mgrctl), `funcs` and `serve`.
+//! The `billhost` command: `init`, `call` (like BILLmanager's mgrctl), `funcs`, `check`,
+//! `scripts`, `run-jobs` and `serve`.
 
 use billhost::auth::{self, AdminSetup, Caller};
 use billhost::server::throttle::ThrottleConfig;
@@ -77,6 +78,9 @@ enum Command {
     },
     /// List every func with its access level and kind.
     Funcs,
+    /// Verify the ledger's invariants over the whole database; prints each violation and
+    /// exits 1 when there is any.
+    Check,
     /// Show the live scripts generation, its files, funcs and jobs, and the last reload error.
     Scripts,
     /// Run every scheduled script job once (for cron), each in its own transaction.
@@ -127,6 +131,7 @@ fn main() -> ExitCode {
             out,
             as_login,
         } => call(&engine, &func, &params, out, as_login.as_deref()),
+        Command::Check => check(&engine),
         Command::Funcs => {
             let rows: Vec<[String; 4]> = engine
                 .funcs()
@@ -314,6 +319,26 @@ fn call(
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn check(engine: &Engine) -> ExitCode {
+    match engine.read(billhost::ledger::check) {
+        Ok(violations) if violations.is_empty() => {
+            println!("ledger consistent");
+            ExitCode::SUCCESS
+        }
+        Ok(violations) => {
+            for v in &violations {
+                println!("{v}");
+            }
+            eprintln!("billhost check: {} violation(s)", violations.len());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("billhost check: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

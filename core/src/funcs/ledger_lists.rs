@@ -143,7 +143,8 @@ pub fn register(reg: &mut Registry) {
             ("discountamount", expense_money!("discountamount")),
             (
                 "payments",
-                "(SELECT group_concat(pe.payment_id, ', ') FROM payment_expense pe WHERE pe.expense_id = e.id)",
+                "(SELECT group_concat(payment_id, ', ') FROM (SELECT DISTINCT payment_id FROM payment_expense
+                  WHERE expense_id = e.id AND released = 0 ORDER BY payment_id))",
             ),
             ("discount", "e.discount_id"),
             ("taxamount", expense_money!("taxamount")),

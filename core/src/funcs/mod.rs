@@ -5,8 +5,12 @@ mod account;
 mod directory;
 mod group;
 mod ledger_lists;
+mod payment;
+mod paymethod;
+mod pricing;
 mod project;
 mod session;
+mod subaccount;
 mod ticket;
 
 use crate::func::{ObjectType, Registry};
@@ -57,6 +61,66 @@ pub const SUBACCOUNT: ObjectType = ObjectType {
     owner: Some("account_id"),
 };
 
+pub const EXPENSE: ObjectType = ObjectType {
+    name: "expense",
+    table: "expense",
+    owner: Some("account_id"),
+};
+pub const PAYMETHOD: ObjectType = ObjectType {
+    name: "paymethod",
+    table: "paymethod",
+    owner: None,
+};
+pub const ORDERINFO: ObjectType = ObjectType {
+    name: "orderinfo",
+    table: "orderinfo",
+    owner: Some("(SELECT account_id FROM payment WHERE payment.id = orderinfo.payment_id)"),
+};
+pub const DISCOUNT: ObjectType = ObjectType {
+    name: "discount",
+    table: "discount",
+    owner: None,
+};
+pub const CURRENCYRATE: ObjectType = ObjectType {
+    name: "currencyrate",
+    table: "currencyrate",
+    owner: None,
+};
+pub const TAXRULE: ObjectType = ObjectType {
+    name: "taxrule",
+    table: "taxrule",
+    owner: None,
+};
+
+/// `on`/`off` as forms show checkboxes.
+pub fn on_off(b: bool) -> String {
+    if b { "on" } else { "off" }.to_string()
+}
+
+/// Sets `column` of row `id` in `table` when the value differs; answers whether it changed.
+/// `table` and `column` are always literals of the caller, never input.
+pub fn set_column(
+    ctx: &crate::engine::Ctx,
+    table: &str,
+    column: &str,
+    id: i64,
+    value: &dyn rusqlite::ToSql,
+) -> crate::error::FuncResult<bool> {
+    let sql = format!("UPDATE {table} SET {column} = ?2 WHERE id = ?1 AND {column} IS NOT ?2");
+    Ok(ctx
+        .db
+        .prepare_cached(&sql)?
+        .execute(rusqlite::params![id, value])?
+        > 0)
+}
+
+/// An optional id parameter.
+pub fn opt_id(p: &crate::params::Params, name: &str) -> crate::error::FuncResult<Option<i64>> {
+    p.get(name)
+        .map(|v| crate::params::parse_id(name, v))
+        .transpose()
+}
+
 /// The shortest password `register` and `account.edit` accept.
 pub const MIN_PASSWORD_LEN: usize = 8;
 
@@ -65,6 +129,10 @@ pub fn register_builtin(reg: &mut Registry) {
     directory::register(reg);
     group::register(reg);
     ledger_lists::register(reg);
+    paymethod::register(reg);
+    payment::register(reg);
+    pricing::register(reg);
+    subaccount::register(reg);
     project::register(reg);
     session::register(reg);
     ticket::register(reg);

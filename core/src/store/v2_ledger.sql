@@ -65,6 +65,7 @@ CREATE TABLE payment (
 CREATE INDEX payment_account ON payment(account_id, id);
 CREATE INDEX payment_subaccount ON payment(subaccount_id, status, id);
 CREATE INDEX payment_status ON payment(status, id);
+CREATE INDEX payment_free ON payment(subaccount_id, paydate, id) WHERE status IN (4, 5);
 CREATE UNIQUE INDEX payment_number ON payment(project_id, number) WHERE number <> '';
 CREATE UNIQUE INDEX payment_external ON payment(paymethod_id, external_id) WHERE external_id IS NOT NULL;
 
@@ -92,6 +93,8 @@ CREATE TABLE discount (
     period     TEXT NOT NULL DEFAULT '',
     itemtype   TEXT NOT NULL DEFAULT '',
     note       TEXT NOT NULL DEFAULT '',
+    -- a discount applied to expenses is never destroyed: deleting it marks it deleted
+    deleted    INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
     created    TEXT NOT NULL
 );
 CREATE INDEX discount_project ON discount(project_id, account_id);
@@ -115,22 +118,26 @@ CREATE TABLE expense (
     cdate          TEXT,
     postpaid       INTEGER NOT NULL DEFAULT 0 CHECK (postpaid IN (0, 1)),
     deleted        INTEGER NOT NULL DEFAULT 0 CHECK (deleted IN (0, 1)),
+    deleted_at     TEXT,
     created        TEXT NOT NULL
 );
 CREATE INDEX expense_subaccount ON expense(subaccount_id, id);
 CREATE INDEX expense_account ON expense(account_id, id);
 CREATE INDEX expense_unpaid ON expense(subaccount_id, id) WHERE notpayd > 0 AND deleted = 0;
 
--- What paid what (payment.expense)
+-- What paid what (payment.expense). Allocations are never deleted or edited: freeing one marks
+-- it released (and a partial release adds a live row for the part that stays).
 CREATE TABLE payment_expense (
-    id         INTEGER PRIMARY KEY,
-    payment_id INTEGER NOT NULL REFERENCES payment(id),
-    expense_id INTEGER NOT NULL REFERENCES expense(id),
-    amount     INTEGER NOT NULL CHECK (amount > 0),
-    created    TEXT NOT NULL
+    id          INTEGER PRIMARY KEY,
+    payment_id  INTEGER NOT NULL REFERENCES payment(id),
+    expense_id  INTEGER NOT NULL REFERENCES expense(id),
+    amount      INTEGER NOT NULL CHECK (amount > 0),
+    released    INTEGER NOT NULL DEFAULT 0 CHECK (released IN (0, 1)),
+    released_at TEXT,
+    created     TEXT NOT NULL
 );
-CREATE INDEX payment_expense_payment ON payment_expense(payment_id, id);
-CREATE INDEX payment_expense_expense ON payment_expense(expense_id, id);
+CREATE INDEX payment_expense_payment ON payment_expense(payment_id, id) WHERE released = 0;
+CREATE INDEX payment_expense_expense ON payment_expense(expense_id, id) WHERE released = 0;
 
 -- status: 5 pending at the gateway, 6 done, 8 failed (retried)
 CREATE TABLE refund (

@@ -1,0 +1,141 @@
+//! `payment.setpaid` throughput through the engine (access check, validation, the ledger rules,
+//! history, one `BEGIN IMMEDIATE` transaction per call, `synchronous=FULL`) against raw
+//! rusqlite doing the same writes with the same durability, one transaction each, in the same
+//! run. Rounds alternate between the two so that disk noise hits both alike.
+//!
+//! `cargo bench --bench ledger` (`BENCH_N` sets the payments per side, default 400).
+
+use billhost::auth::Caller;
+use billhost::store::{self, Durability};
+use billhost::{Engine, EngineConfig, Params};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const ROUNDS: usize = 4;
+
+fn must(engine: &Engine, func: &str, params: &[(&str, &str)]) {
+    let doc = engine.call(
+        &Caller::superuser(),
+        func,
+        Params::from_pairs(params.iter().copied()),
+    );
+    assert!(!doc.is_error(), "{func}: {doc:?}");
+}
+
+/// A database with one client and `n` new payments of 10.00 USD.
+fn prepare(path: &Path, n: usize) -> Engine {
+    let engine = Engine::open(EngineConfig::new(path)).expect("engine");
+    must(
+        &engine,
+        "project.edit",
+        &[("elid", "1"), ("sok", "ok"), ("currency", "840")],
+    );
+    must(
+        &engine,
+        "paymethod.edit",
+        &[("sok", "ok"), ("name", "Bank"), ("currency", "840")],
+    );
+    must(
+        &engine,
+        "account.edit",
+        &[("sok", "ok"), ("email", "bench@example.com")],
+    );
+    engine
+        .write(|c| {
+            let mut stmt = c.prepare(
+                "INSERT INTO payment (number, project_id, account_id, subaccount_id, paymethod_id, currency_id, status,
+                                      createdate, subaccountamount, paymethodamount)
+                 VALUES (?1, 1, 1, 1, 1, 840, 1, '2026-01-01 00:00:00', 1000, 1000)",
+            )?;
+            for i in 0..n {
+                stmt.execute([format!("B{i}")])?;
+            }
+            Ok(())
+        })
+        .expect("payments");
+    engine
+}
+
+/// What `payment.setpaid` writes, by hand: read the payment, credit it, look for unpaid
+/// expenses, write the history row; one transaction.
+fn raw_setpaid(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let (status, subaccount, amount): (i64, i64, i64) = conn
+        .prepare_cached(
+            "SELECT status, subaccount_id, subaccountamount FROM payment WHERE id = ?1",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    assert!(status == 1 || status == 2);
+    conn.prepare_cached("UPDATE payment SET status = 4, paydate = ?2 WHERE id = ?1")?
+        .execute(params![id, now])?;
+    conn.prepare_cached("UPDATE subaccount SET balance = balance + ?2 WHERE id = ?1")?
+        .execute(params![subaccount, amount])?;
+    let unpaid: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM expense WHERE subaccount_id = ?1 AND notpayd > 0 AND deleted = 0 ORDER BY id LIMIT 1",
+        )?
+        .query_row([subaccount], |r| r.get(0))
+        .optional()?;
+    assert!(unpaid.is_none());
+    conn.prepare_cached(
+        "INSERT INTO history (changedate, object_type, object_id, description, user_login, ip, action)
+         VALUES (?1, 'payment', ?2, ?3, 'root', 'local', 'payment.setpaid')",
+    )?
+    .execute(params![
+        now,
+        id,
+        format!("paid: {} USD credited to subaccount {subaccount}", amount / 100)
+    ])?;
+    conn.execute_batch("COMMIT")
+}
+
+fn main() {
+    let n: usize = std::env::var("BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400);
+    let dir = std::env::temp_dir().join(format!("billhost-bench-ledger-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+
+    let engine = prepare(&dir.join("engine.db"), n);
+    let raw_path = dir.join("raw.db");
+    drop(prepare(&raw_path, n));
+    let raw = store::open(&raw_path, Durability::Full).expect("raw connection");
+    let now = billhost::clock::now();
+
+    let per_round = n.div_ceil(ROUNDS);
+    let (mut t_engine, mut t_raw) = (Duration::ZERO, Duration::ZERO);
+    let root = Caller::superuser();
+    for round in 0..ROUNDS {
+        let ids = (round * per_round + 1)..=((round + 1) * per_round).min(n);
+        let start = Instant::now();
+        for id in ids.clone() {
+            let doc = engine.call(
+                &root,
+                "payment.setpaid",
+                Params::from_pairs([("elid", id.to_string())]),
+            );
+            assert!(!doc.is_error(), "{doc:?}");
+        }
+        t_engine += start.elapsed();
+        let start = Instant::now();
+        for id in ids {
+            raw_setpaid(&raw, id as i64, &now).expect("raw setpaid");
+        }
+        t_raw += start.elapsed();
+    }
+    let violations = engine.read(billhost::ledger::check).expect("check");
+    assert!(violations.is_empty(), "{violations:?}");
+
+    let rate = |t: Duration| n as f64 / t.as_secs_f64();
+    let (e, r) = (rate(t_engine), rate(t_raw));
+    println!("payment.setpaid, {n} payments, one transaction each, synchronous=FULL");
+    println!("  engine (history, rules): {e:>9.0} /s");
+    println!("  raw rusqlite:            {r:>9.0} /s");
+    println!("  ratio engine/raw:        {:>9.2} (target >= 0.70)", e / r);
+    drop(engine);
+    drop(raw);
+    let _ = std::fs::remove_dir_all(&dir);
+}
