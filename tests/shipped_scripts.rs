@@ -1,0 +1,232 @@
+//! The scripts shipped in `scripts/`, loaded from the repository as the server loads them.
+
+mod common;
+
+use billhost::auth::Caller;
+use billhost::{Doc, Engine, EngineConfig, Params};
+use common::{TempDir, column, error_type};
+use std::path::PathBuf;
+
+struct Shipped {
+    _dir: TempDir,
+    engine: Engine,
+}
+
+impl Shipped {
+    fn new() -> Shipped {
+        let dir = TempDir::new("shipped");
+        let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts");
+        let engine =
+            Engine::open(EngineConfig::new(dir.db()).with_scripts(scripts)).expect("engine");
+        let status = engine.scripts().status();
+        assert!(
+            status.last_error.is_none(),
+            "shipped scripts do not load: {status:?}"
+        );
+        assert_eq!(status.files.len(), 4, "{status:?}");
+        Shipped { _dir: dir, engine }
+    }
+
+    fn call(&self, func: &str, params: &[(&str, &str)]) -> Doc {
+        self.engine.call(
+            &Caller::superuser(),
+            func,
+            Params::from_pairs(params.iter().copied()),
+        )
+    }
+
+    fn ok(&self, func: &str, params: &[(&str, &str)]) -> Doc {
+        let doc = self.call(func, params);
+        assert!(!doc.is_error(), "{func} {params:?}: {doc:?}");
+        doc
+    }
+
+    /// A provider in USD with a bank method (1) and a bonus method (2), and one client (1).
+    fn setup(&self) {
+        self.ok(
+            "project.edit",
+            &[("elid", "1"), ("sok", "ok"), ("currency", "840")],
+        );
+        self.ok(
+            "paymethod.edit",
+            &[("sok", "ok"), ("name", "Bank"), ("currency", "840")],
+        );
+        self.ok(
+            "paymethod.edit",
+            &[("sok", "ok"), ("name", "Bonus"), ("currency", "840")],
+        );
+        self.ok(
+            "register",
+            &[
+                ("sok", "ok"),
+                ("email", "ann@example.com"),
+                ("passwd", "Secret123"),
+            ],
+        );
+    }
+
+    fn pay(&self, amount: &str) -> String {
+        let doc = self.ok(
+            "payment.edit",
+            &[
+                ("plid", "1"),
+                ("sok", "ok"),
+                ("paymethod", "1"),
+                ("paymethodamount", amount),
+            ],
+        );
+        let id = doc.field("id").expect("id").to_string();
+        self.ok("payment.setpaid", &[("elid", &id)]);
+        id
+    }
+
+    fn balance(&self) -> String {
+        column(&self.call("subaccount", &[("plid", "1")]), "balance").remove(0)
+    }
+}
+
+#[test]
+fn registration_guard_refuses_disposable_domains() {
+    let s = Shipped::new();
+    let doc = s.call(
+        "register",
+        &[
+            ("sok", "ok"),
+            ("email", "Someone@Mailinator.com"),
+            ("passwd", "Secret123"),
+        ],
+    );
+    assert_eq!(error_type(&doc), "value");
+    assert_eq!(column(&s.call("account", &[]), "id").len(), 0);
+    s.ok(
+        "register",
+        &[
+            ("sok", "ok"),
+            ("email", "someone@example.com"),
+            ("passwd", "Secret123"),
+        ],
+    );
+}
+
+#[test]
+fn large_payments_earn_a_bonus_in_the_same_transaction() {
+    let s = Shipped::new();
+    s.setup();
+    s.pay("100.00");
+    assert_eq!(s.balance(), "100.00", "below the threshold: no bonus");
+    s.pay("600.00");
+    assert_eq!(s.balance(), "730.00", "600.00 earns 30.00");
+    let payments = s.call("account.payment", &[("plid", "1")]);
+    assert_eq!(
+        column(&payments, "paymethod_name")
+            .iter()
+            .filter(|m| *m == "Bonus")
+            .count(),
+        1
+    );
+    // Without a bonus method nothing is credited and the payment still goes through.
+    s.ok(
+        "paymethod.edit",
+        &[("elid", "2"), ("sok", "ok"), ("active", "off")],
+    );
+    s.pay("1000.00");
+    assert_eq!(s.balance(), "1730.00");
+    assert_eq!(
+        billhost::ledger::check(
+            &rusqlite::Connection::open(s.engine.config().db_path.clone()).expect("db")
+        )
+        .expect("check"),
+        vec![]
+    );
+}
+
+#[test]
+fn the_hourly_job_suspends_clients_below_their_credit_limit() {
+    let s = Shipped::new();
+    s.setup();
+    s.ok(
+        "register",
+        &[
+            ("sok", "ok"),
+            ("email", "bob@example.com"),
+            ("passwd", "Secret123"),
+        ],
+    );
+    s.ok(
+        "subaccount.edit",
+        &[("elid", "1"), ("sok", "ok"), ("creditlimit", "50.00")],
+    );
+    s.ok(
+        "subaccount.expense.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("amount", "40.00"),
+            ("name", "within the limit"),
+        ],
+    );
+    s.ok(
+        "subaccount.expense.edit",
+        &[
+            ("plid", "2"),
+            ("sok", "ok"),
+            ("amount", "10.00"),
+            ("postpaid", "on"),
+            ("name", "on credit"),
+        ],
+    );
+    let outcomes = s.engine.run_jobs(|j| j.name == "suspend-debtors");
+    assert_eq!(outcomes.len(), 1);
+    assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
+    assert_eq!(
+        column(&s.call("subaccount", &[]), "status"),
+        vec!["active", "suspended"]
+    );
+    // Running it again changes nothing.
+    assert!(
+        s.engine.run_jobs(|j| j.name == "suspend-debtors")[0]
+            .1
+            .is_ok()
+    );
+}
+
+#[test]
+fn the_revenue_report_sums_credited_payments_per_provider_and_month() {
+    let s = Shipped::new();
+    s.setup();
+    s.pay("100.00");
+    s.pay("0.10");
+    s.pay("0.20");
+    let unpaid = s.ok(
+        "payment.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("paymethod", "1"),
+            ("paymethodamount", "999.00"),
+        ],
+    );
+    assert!(unpaid.field("id").is_some());
+    let report = s.call("report.revenue", &[]);
+    assert_eq!(column(&report, "total"), vec!["100.30"]);
+    assert_eq!(column(&report, "payments"), vec!["3"]);
+    assert_eq!(column(&report, "currency"), vec!["USD"]);
+    assert_eq!(column(&report, "month")[0].len(), 7);
+    // Staff only.
+    s.ok(
+        "register",
+        &[
+            ("sok", "ok"),
+            ("email", "bob@example.com"),
+            ("passwd", "Secret123"),
+        ],
+    );
+    let bob = s
+        .engine
+        .read(|c| billhost::auth::switch_user(c, &Caller::superuser(), "bob@example.com"))
+        .expect("bob");
+    assert_eq!(
+        error_type(&s.engine.call(&bob, "report.revenue", Params::new())),
+        "access"
+    );
+}
