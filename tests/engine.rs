@@ -509,3 +509,58 @@ fn older_databases_are_upgraded_and_newer_ones_refused() {
         Ok(_) => panic!("a newer database was opened"),
     }
 }
+
+#[test]
+fn concurrent_writes_commit_together_and_fail_alone() {
+    let fx = std::sync::Arc::new(Fixture::new("group-commit"));
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let fx = fx.clone();
+            std::thread::spawn(move || {
+                let mut ok = Vec::new();
+                for i in 0..25 {
+                    // Every fifth name is shared by all threads: only one of them may create it.
+                    let name = if i % 5 == 0 {
+                        format!("shared {i}")
+                    } else {
+                        format!("t{t} g{i}")
+                    };
+                    let doc = fx.call("accountgroup.edit", &[("sok", "ok"), ("name", &name)]);
+                    match &doc {
+                        Doc::Ok(_) => ok.push(name),
+                        Doc::Error(e) => assert_eq!(e.kind.as_str(), "exists", "{name}: {e:?}"),
+                        other => panic!("{other:?}"),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let mut created: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("thread"))
+        .collect();
+    created.sort();
+    assert_eq!(
+        created.len(),
+        16 * 20 + 5,
+        "each thread's own names plus one of each shared name"
+    );
+    let mut listed = column(&fx.call("accountgroup", &[]), "name");
+    listed.sort();
+    assert_eq!(
+        listed, created,
+        "every answered create is there, and nothing else"
+    );
+    let history: i64 = fx
+        .engine
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM history WHERE object_type = 'accountgroup'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .expect("history");
+    assert_eq!(history as usize, created.len());
+}

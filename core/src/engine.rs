@@ -14,9 +14,11 @@ use crate::params::{Params, parse_id, parse_id_list, parse_int};
 use crate::script::{self, CallScope, Generation, ScriptConfig, ScriptHost};
 use crate::store::{self, Durability, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// Page size when `p_num` is given without `p_cnt`.
 pub const DEFAULT_PAGE_SIZE: u64 = 100;
@@ -50,10 +52,34 @@ pub struct Engine {
     config: EngineConfig,
     registry: Registry,
     scripts: Arc<ScriptHost>,
-    writer: Mutex<Connection>,
+    writer: Writer,
     readers: Mutex<Vec<Connection>>,
     /// Verified `authinfo` credentials, so that argon2 is not paid on every request.
     credentials: auth::CredentialCache,
+}
+
+/// Most writes committed together.
+const MAX_BATCH: usize = 64;
+
+/// The single writer connection and the state of its group commit.
+struct Writer {
+    inner: Mutex<WriterInner>,
+    /// Signalled whenever a batch is committed (or failed to).
+    committed: Condvar,
+    /// Writers waiting for `inner`: while there are any, a finished writer leaves the
+    /// transaction open for them instead of committing.
+    waiting: AtomicUsize,
+}
+
+struct WriterInner {
+    conn: Connection,
+    open_batch: Option<u64>,
+    members: usize,
+    next_batch: u64,
+    committed_through: u64,
+    /// Batches whose commit failed, with the reason (the most recent ones).
+    failed: VecDeque<(u64, String)>,
+    poisoned: bool,
 }
 
 /// What a func runs with: the connection inside the func's transaction, the caller, the time
@@ -151,7 +177,19 @@ impl Engine {
             config,
             registry,
             scripts,
-            writer: Mutex::new(writer),
+            writer: Writer {
+                inner: Mutex::new(WriterInner {
+                    conn: writer,
+                    open_batch: None,
+                    members: 0,
+                    next_batch: 0,
+                    committed_through: 0,
+                    failed: VecDeque::new(),
+                    poisoned: false,
+                }),
+                committed: Condvar::new(),
+                waiting: AtomicUsize::new(0),
+            },
             readers: Mutex::new(Vec::new()),
             credentials: auth::CredentialCache::default(),
         })
@@ -225,25 +263,90 @@ impl Engine {
             })
     }
 
-    /// Runs `f` in a write transaction (`BEGIN IMMEDIATE`), committed only if `f` succeeds.
+    /// Runs `f` as one write on the single writer connection and answers once its changes are
+    /// durable (or undone).
+    ///
+    /// Group commit: `f` runs inside a savepoint of a transaction (`BEGIN IMMEDIATE`) that other
+    /// writers waiting at the same moment share. When `f` fails, only its savepoint is rolled
+    /// back. The last writer of a batch (the one that finds nobody else waiting, or the one
+    /// that fills the batch) commits for everyone, and every writer of the batch answers only
+    /// after that commit; if the commit fails, every writer of the batch gets the error and
+    /// nothing of the batch is kept.
     pub fn write<T>(&self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
-        let conn = lock(&self.writer);
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        let result =
-            catch_unwind(AssertUnwindSafe(|| f(&conn))).unwrap_or_else(|p| Err(panic_message(p)));
-        match result {
-            Ok(v) => match conn.execute_batch("COMMIT") {
-                Ok(()) => Ok(v),
-                Err(e) => {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    Err(e.into())
-                }
-            },
-            Err(e) => {
-                conn.execute_batch("ROLLBACK")?;
-                Err(e)
+        self.writer.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut w = lock(&self.writer.inner);
+        self.writer.waiting.fetch_sub(1, Ordering::SeqCst);
+        let batch = match w.open_batch {
+            Some(b) => b,
+            None => {
+                w.conn.execute_batch("BEGIN IMMEDIATE")?;
+                w.next_batch += 1;
+                let b = w.next_batch;
+                w.open_batch = Some(b);
+                w.members = 0;
+                b
             }
+        };
+        w.members += 1;
+        let result = match w.conn.execute_batch("SAVEPOINT func") {
+            Ok(()) => {
+                let conn = &w.conn;
+                let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
+                    .unwrap_or_else(|p| Err(panic_message(p)));
+                let end = match result {
+                    Ok(_) => conn.execute_batch("RELEASE func"),
+                    Err(_) => conn.execute_batch("ROLLBACK TO func; RELEASE func"),
+                };
+                match end {
+                    Ok(()) => result,
+                    // The transaction is in an unknown state: the batch must not commit.
+                    Err(e) => {
+                        w.poisoned = true;
+                        Err(e.into())
+                    }
+                }
+            }
+            Err(e) => {
+                w.poisoned = true;
+                Err(e.into())
+            }
+        };
+        let others_waiting = self.writer.waiting.load(Ordering::SeqCst) > 0;
+        if others_waiting && w.members < MAX_BATCH && !w.poisoned {
+            // Someone else will commit this batch; wait for it.
+            while w.committed_through < batch {
+                w = self
+                    .writer
+                    .committed
+                    .wait(w)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+        } else {
+            let outcome = if w.poisoned {
+                Err("a savepoint could not be closed".to_string())
+            } else {
+                w.conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+            };
+            if outcome.is_err() {
+                let _ = w.conn.execute_batch("ROLLBACK");
+            }
+            w.poisoned = false;
+            w.open_batch = None;
+            w.committed_through = batch;
+            if let Err(e) = outcome {
+                w.failed.push_back((batch, e));
+                if w.failed.len() > 64 {
+                    w.failed.pop_front();
+                }
+            }
+            self.writer.committed.notify_all();
         }
+        if let Some((_, e)) = w.failed.iter().find(|(b, _)| *b == batch) {
+            return Err(FuncError::internal(format!(
+                "the commit failed ({e}); nothing was changed"
+            )));
+        }
+        result
     }
 
     /// Runs `f` in a read transaction on a pooled read-only connection (one snapshot for the
