@@ -452,3 +452,35 @@ fn a_broken_set_at_start_runs_without_scripts_and_says_why() {
             .is_some_and(|e| e.contains("built-in"))
     );
 }
+
+#[test]
+fn the_scheduler_runs_jobs_every_period_while_it_lives() {
+    let s = scripted(&[(
+        "tick.lua",
+        r#"
+        local n = 0
+        billing.every(1, "tick", function()
+          n = n + 1
+          billing.call("accountgroup.edit", { sok = "ok", name = "tick " .. n })
+        end)
+        "#,
+    )]);
+    let engine = std::sync::Arc::new(s.engine);
+    let scheduler = billhost::script::Scheduler::spawn(engine.clone());
+    let groups = || {
+        column(
+            &engine.call(&Caller::superuser(), "accountgroup", Params::new()),
+            "name",
+        )
+        .len()
+    };
+    wait_for("two ticks", || groups() >= 2);
+    drop(scheduler);
+    let after_stop = groups();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        groups(),
+        after_stop,
+        "no job runs once the scheduler is dropped"
+    );
+}

@@ -220,7 +220,10 @@ fn serve(engine: Engine, db: &std::path::Path, args: ServeArgs) -> ExitCode {
         }
     };
     let engine = Arc::new(engine);
+    // Scripts' scheduled jobs run while the server does.
+    let scheduler = billhost::script::Scheduler::spawn(engine.clone());
     let result = server::run(engine.clone(), config, &args.listen);
+    drop(scheduler);
     drop(watcher);
     // `run` returns once every request and func has finished: this is the last reference, and
     // dropping it closes the database.

@@ -12,6 +12,9 @@
 mod convert;
 mod money;
 mod sandbox;
+mod scheduler;
+
+pub use scheduler::Scheduler;
 
 pub use money::Money;
 
