@@ -407,17 +407,38 @@ impl Engine {
     /// Authenticates and calls: what a network front end does with one request. A request to a
     /// public func with stale credentials runs anonymously.
     pub fn handle(&self, func: &str, params: Params, session: Option<&str>, ip: &str) -> Doc {
-        let caller = match self.authenticate(&params, session, ip) {
-            Ok(c) => c,
-            Err(e) => {
-                let public = self.registry.get(func).is_some_and(|d| d.access.public);
-                if !public {
-                    return Doc::Error(e);
-                }
-                Caller::anonymous(ip)
-            }
-        };
-        self.call(&caller, func, params)
+        let authenticated = self.authenticate(&params, session, ip);
+        match self.caller_for(func, authenticated, ip) {
+            Ok(caller) => self.call(&caller, func, params),
+            Err(e) => Doc::Error(e),
+        }
+    }
+
+    /// The caller a network request runs as: the one its credentials name, or, when they
+    /// failed and the func is public (built in or a script's), the anonymous caller.
+    pub fn caller_for(
+        &self,
+        func: &str,
+        authenticated: FuncResult<Caller>,
+        ip: &str,
+    ) -> FuncResult<Caller> {
+        match authenticated {
+            Ok(caller) => Ok(caller),
+            Err(_) if self.is_public(func) => Ok(Caller::anonymous(ip)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether anyone, logged in or not, may call `func`.
+    pub fn is_public(&self, func: &str) -> bool {
+        match self.registry.get(func) {
+            Some(decl) => decl.access.public,
+            None => self
+                .scripts
+                .current()
+                .func(func)
+                .is_some_and(|d| d.access.public),
+        }
     }
 
     /// Runs one func as `caller` and answers its document. Never panics.

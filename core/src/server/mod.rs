@@ -13,7 +13,6 @@ pub mod form;
 pub mod idle;
 pub mod throttle;
 
-use crate::auth::Caller;
 use crate::error::{ErrorType, FuncError};
 use crate::wire::{self, Format, Meta};
 use crate::{Doc, Engine, Params};
@@ -482,24 +481,16 @@ impl App {
                 if authinfo && e.kind == ErrorType::Auth {
                     self.failed_login(authinfo_login, ip, "authinfo");
                 }
-                // A public func (built in or a script's) with stale or wrong credentials runs
-                // anonymously, as in `Engine::handle`.
-                let public = match self.engine.registry().get(func) {
-                    Some(decl) => decl.access.public,
-                    None => self
-                        .engine
-                        .scripts()
-                        .current()
-                        .func(func)
-                        .is_some_and(|d| d.access.public),
-                };
-                if !public {
-                    return Answer {
-                        doc: Doc::Error(e),
-                        cookie: None,
-                    };
+                // A public func with stale or wrong credentials runs anonymously.
+                match self.engine.caller_for(func, Err(e), &ip_text) {
+                    Ok(caller) => caller,
+                    Err(e) => {
+                        return Answer {
+                            doc: Doc::Error(e),
+                            cookie: None,
+                        };
+                    }
                 }
-                Caller::anonymous(&ip_text)
             }
         };
 
