@@ -1104,10 +1104,12 @@ fn sigterm_during_a_burst_answers_every_request_and_exits_cleanly() {
         .expect("the generated admin password works");
 
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     type Burst = (Vec<(String, Instant, Instant)>, Vec<String>);
     let workers: Vec<JoinHandle<Result<Burst, String>>> = (0..8)
         .map(|w| {
             let stop = stop.clone();
+            let answered = answered.clone();
             std::thread::spawn(move || {
                 let (mut created, mut refused) = (Vec::new(), Vec::new());
                 let deadline = Instant::now() + Duration::from_secs(60);
@@ -1124,6 +1126,7 @@ fn sigterm_during_a_burst_answers_every_request_and_exits_cleanly() {
                                 return Err(format!("{email}: {reply:?}"));
                             }
                             created.push((email, sent, Instant::now()));
+                            answered.fetch_add(1, Ordering::Relaxed);
                         }
                         Outcome::Refused => {
                             refused.push(email);
@@ -1142,7 +1145,11 @@ fn sigterm_during_a_burst_answers_every_request_and_exits_cleanly() {
         })
         .collect();
 
-    std::thread::sleep(Duration::from_millis(700));
+    // Signal once the burst is well under way, however fast this machine is.
+    let started = Instant::now();
+    while answered.load(Ordering::Relaxed) < 24 && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     stop.store(true, Ordering::Relaxed);
     let killed = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
