@@ -1,7 +1,10 @@
 //! Clients: `register`, the `account` list, `account.edit`, `account.delete`, `account.su`,
 //! `account.filter` and `account.setfilter`.
 
-use super::{ACCOUNT, ACCOUNT_STATUS_SQL, COUNTRY, MIN_PASSWORD_LEN, PROJECT, USER};
+use super::{
+    ACCOUNT, ACCOUNT_STATUS_SQL, COUNTRY, MIN_PASSWORD_LEN, PROJECT, USER, on_off, opt_id,
+    row_fields, set_column,
+};
 use crate::auth;
 use crate::doc::{Doc, Fields, Level};
 use crate::engine::Ctx;
@@ -187,12 +190,6 @@ const TEXT_COLUMNS: &[&str] = &[
     "note",
 ];
 
-fn id_param(p: &Params, name: &str) -> FuncResult<Option<i64>> {
-    p.get(name)
-        .map(|v| crate::params::parse_id(name, v))
-        .transpose()
-}
-
 fn flag_int(p: &Params, name: &str) -> Option<i64> {
     p.flag(name).map(i64::from)
 }
@@ -295,7 +292,7 @@ fn create_client(ctx: &Ctx, c: &NewClient) -> FuncResult<i64> {
 }
 
 fn register_client(ctx: &Ctx, p: &Params) -> FuncResult<Doc> {
-    let project = id_param(p, "project")?.unwrap_or(1);
+    let project = opt_id(p, "project")?.unwrap_or(1);
     let conditions_required: bool = ctx
         .db
         .prepare_cached("SELECT conditions_required FROM project WHERE id = ?1")?
@@ -328,7 +325,7 @@ fn register_client(ctx: &Ctx, p: &Params) -> FuncResult<Doc> {
         name: "",
         realname: p.get("realname").unwrap_or(""),
         project,
-        country: id_param(p, "country")?,
+        country: opt_id(p, "country")?,
         state: p.get("state").unwrap_or(""),
         phone: p.get("phone").unwrap_or(""),
         partner,
@@ -343,12 +340,6 @@ struct AccountEdit;
 
 impl EditOps for AccountEdit {
     fn view(&self, ctx: &Ctx, elid: i64, _plid: Option<i64>) -> FuncResult<Fields> {
-        let mut stmt = ctx.db.prepare_cached(
-            "SELECT email, verify_email, project_id, country_id, state, realname, name, settingurl, valid_phone,
-                    try_phone, label, selfview, products_page, registration_date, registration_ip, attitude,
-                    employee_id, nocalcstat, note, status
-             FROM account WHERE id = ?1",
-        )?;
         let admin_only = [
             "label",
             "attitude",
@@ -380,21 +371,18 @@ impl EditOps for AccountEdit {
             "account_status",
         ];
         let admin = ctx.is_admin();
-        let fields = stmt.query_row([elid], |row| {
-            let mut f = Fields::new();
-            for (i, name) in names.iter().enumerate() {
-                if !admin && admin_only.contains(name) {
-                    continue;
-                }
-                let mut v = crate::list::value_text(row.get_ref(i)?).unwrap_or_default();
-                if matches!(*name, "verify_email" | "nocalcstat") {
-                    v = if v == "1" { "on".into() } else { "off".into() };
-                }
-                f.push((name.to_string(), v));
-            }
-            Ok(f)
-        })?;
-        Ok(fields)
+        let fields = row_fields(ctx, "SELECT email, verify_email, project_id, country_id, state, realname, name, settingurl, valid_phone,
+                    try_phone, label, selfview, products_page, registration_date, registration_ip, attitude,
+                    employee_id, nocalcstat, note, status
+             FROM account WHERE id = ?1", elid, &names)?;
+        Ok(fields
+            .into_iter()
+            .filter(|(name, _)| admin || !admin_only.contains(&name.as_str()))
+            .map(|(name, v)| match name.as_str() {
+                "verify_email" | "nocalcstat" => (name, on_off(v == "1")),
+                _ => (name, v),
+            })
+            .collect())
     }
 
     fn blank(&self, _ctx: &Ctx, _plid: Option<i64>) -> FuncResult<Fields> {
@@ -421,8 +409,8 @@ impl EditOps for AccountEdit {
             password: p.get("passwd"),
             name: p.get("name").unwrap_or(""),
             realname: p.get("realname").unwrap_or(""),
-            project: id_param(p, "project")?.unwrap_or(1),
-            country: id_param(p, "country")?,
+            project: opt_id(p, "project")?.unwrap_or(1),
+            country: opt_id(p, "country")?,
             state: p.get("state").unwrap_or(""),
             phone: p.get("try_phone").unwrap_or(""),
             partner: None,
@@ -470,20 +458,19 @@ fn check_confirm(p: &Params) -> FuncResult<()> {
 fn change_fields(ctx: &Ctx, account: i64, p: &Params, creating: bool) -> FuncResult<()> {
     let mut changed: Vec<&str> = Vec::new();
     for &col in TEXT_COLUMNS {
-        if let Some(v) = p.raw(col) {
-            let sql = format!("UPDATE account SET {col} = ?2 WHERE id = ?1 AND {col} IS NOT ?2");
-            if ctx.db.prepare_cached(&sql)?.execute(params![account, v])? > 0 {
-                changed.push(col);
-            }
+        if let Some(v) = p.raw(col)
+            && set_column(ctx, "account", col, account, &v)?
+        {
+            changed.push(col);
         }
     }
     let ints: [(&str, &str, Option<i64>); 6] = [
-        ("country", "country_id", id_param(p, "country")?),
+        ("country", "country_id", opt_id(p, "country")?),
         ("attitude", "attitude", p.int("attitude")?),
-        ("employee", "employee_id", id_param(p, "employee")?),
+        ("employee", "employee_id", opt_id(p, "employee")?),
         ("verify_email", "verify_email", flag_int(p, "verify_email")),
         ("nocalcstat", "nocalcstat", flag_int(p, "nocalcstat")),
-        ("project", "project_id", id_param(p, "project")?),
+        ("project", "project_id", opt_id(p, "project")?),
     ];
     for (param, col, value) in ints {
         let Some(v) = value else { continue };
@@ -503,8 +490,7 @@ fn change_fields(ctx: &Ctx, account: i64, p: &Params, creating: bool) -> FuncRes
                 ));
             }
         }
-        let sql = format!("UPDATE account SET {col} = ?2 WHERE id = ?1 AND {col} IS NOT ?2");
-        if ctx.db.prepare_cached(&sql)?.execute(params![account, v])? > 0 {
+        if set_column(ctx, "account", col, account, &v)? {
             changed.push(param);
             if param == "project" {
                 ctx.db

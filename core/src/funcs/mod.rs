@@ -121,6 +121,28 @@ pub fn opt_id(p: &crate::params::Params, name: &str) -> crate::error::FuncResult
         .transpose()
 }
 
+/// The columns of one row as a form: `names[i]` is the i-th column of `sql`, which selects by
+/// `id = ?1`; NULL shows as an empty field.
+pub fn row_fields(
+    ctx: &crate::engine::Ctx,
+    sql: &str,
+    id: i64,
+    names: &[&str],
+) -> crate::error::FuncResult<crate::doc::Fields> {
+    Ok(ctx.db.prepare_cached(sql)?.query_row([id], |r| {
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                Ok((
+                    n.to_string(),
+                    crate::list::value_text(r.get_ref(i)?).unwrap_or_default(),
+                ))
+            })
+            .collect()
+    })?)
+}
+
 /// The shortest password `register` and `account.edit` accept.
 pub const MIN_PASSWORD_LEN: usize = 8;
 

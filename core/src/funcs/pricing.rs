@@ -4,7 +4,9 @@
 //! that client's own; without, they are provider-wide (promotions, provider rates). Tax rules are
 //! always provider-wide. The rules that use them are in `ledger`.
 
-use super::{ACCOUNT, COUNTRY, CURRENCY, CURRENCYRATE, DISCOUNT, PROJECT, TAXRULE, set_column};
+use super::{
+    ACCOUNT, COUNTRY, CURRENCY, CURRENCYRATE, DISCOUNT, PROJECT, TAXRULE, row_fields, set_column,
+};
 use crate::doc::{Doc, Fields};
 use crate::engine::Ctx;
 use crate::error::{FuncError, FuncResult};
@@ -346,11 +348,6 @@ fn apply_discount(ctx: &Ctx, id: i64, p: &Params) -> FuncResult<Vec<&'static str
 
 impl EditOps for DiscountEdit {
     fn view(&self, ctx: &Ctx, elid: i64, _plid: Option<i64>) -> FuncResult<Fields> {
-        let mut stmt = ctx.db.prepare_cached(
-            "SELECT name, project_id, account_id, fromdate, todate, type, percentage, priority, actiontype, period,
-                    itemtype, note
-             FROM discount WHERE id = ?1",
-        )?;
         let names = [
             "name",
             "project",
@@ -365,16 +362,9 @@ impl EditOps for DiscountEdit {
             "itemtype",
             "note",
         ];
-        Ok(stmt.query_row([elid], |r| {
-            let mut f = Fields::new();
-            for (i, n) in names.iter().enumerate() {
-                f.push((
-                    n.to_string(),
-                    crate::list::value_text(r.get_ref(i)?).unwrap_or_default(),
-                ));
-            }
-            Ok(f)
-        })?)
+        row_fields(ctx, "SELECT name, project_id, account_id, fromdate, todate, type, percentage, priority, actiontype, period,
+                    itemtype, note
+             FROM discount WHERE id = ?1", elid, &names)
     }
 
     fn blank(&self, _ctx: &Ctx, plid: Option<i64>) -> FuncResult<Fields> {
@@ -451,9 +441,6 @@ struct RateEdit;
 
 impl EditOps for RateEdit {
     fn view(&self, ctx: &Ctx, elid: i64, _plid: Option<i64>) -> FuncResult<Fields> {
-        let mut stmt = ctx.db.prepare_cached(
-            "SELECT currency_base, currency_relate, rate, amount, ratedate, account_id FROM currencyrate WHERE id = ?1",
-        )?;
         let names = [
             "currency_base",
             "currency_relate",
@@ -462,16 +449,12 @@ impl EditOps for RateEdit {
             "ratedate",
             "account",
         ];
-        Ok(stmt.query_row([elid], |r| {
-            let mut f = Fields::new();
-            for (i, n) in names.iter().enumerate() {
-                f.push((
-                    n.to_string(),
-                    crate::list::value_text(r.get_ref(i)?).unwrap_or_default(),
-                ));
-            }
-            Ok(f)
-        })?)
+        row_fields(
+            ctx,
+            "SELECT currency_base, currency_relate, rate, amount, ratedate, account_id FROM currencyrate WHERE id = ?1",
+            elid,
+            &names,
+        )
     }
 
     fn blank(&self, ctx: &Ctx, plid: Option<i64>) -> FuncResult<Fields> {
@@ -612,11 +595,6 @@ fn apply_taxrule(ctx: &Ctx, id: i64, p: &Params) -> FuncResult<Vec<&'static str>
 
 impl EditOps for TaxruleEdit {
     fn view(&self, ctx: &Ctx, elid: i64, _plid: Option<i64>) -> FuncResult<Fields> {
-        let mut stmt = ctx.db.prepare_cached(
-            "SELECT project_id, taxrate, country_id, company, type,
-                    CASE specialitemtype WHEN 1 THEN 'on' ELSE 'off' END, itemtype
-             FROM taxrule WHERE id = ?1",
-        )?;
         let names = [
             "project",
             "taxrate",
@@ -626,16 +604,14 @@ impl EditOps for TaxruleEdit {
             "specialitemtype",
             "itemtype",
         ];
-        Ok(stmt.query_row([elid], |r| {
-            let mut f = Fields::new();
-            for (i, n) in names.iter().enumerate() {
-                f.push((
-                    n.to_string(),
-                    crate::list::value_text(r.get_ref(i)?).unwrap_or_default(),
-                ));
-            }
-            Ok(f)
-        })?)
+        row_fields(
+            ctx,
+            "SELECT project_id, taxrate, country_id, company, type,
+                    CASE specialitemtype WHEN 1 THEN 'on' ELSE 'off' END, itemtype
+             FROM taxrule WHERE id = ?1",
+            elid,
+            &names,
+        )
     }
 
     fn blank(&self, _ctx: &Ctx, _plid: Option<i64>) -> FuncResult<Fields> {

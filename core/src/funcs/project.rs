@@ -1,7 +1,7 @@
 //! Providers (`project`, `project.edit`) and a client's providers (`account.project`, with
 //! `.resume` and `.suspend`).
 
-use super::{ACCOUNT, CURRENCY, PROJECT};
+use super::{ACCOUNT, CURRENCY, PROJECT, opt_id, set_column};
 use crate::doc::Fields;
 use crate::engine::Ctx;
 use crate::error::{FuncError, FuncResult};
@@ -206,25 +206,21 @@ impl EditOps for ProjectEdit {
 fn apply(ctx: &Ctx, id: i64, p: &Params) -> FuncResult<Vec<&'static str>> {
     let mut changed = Vec::new();
     for &col in TEXT_COLUMNS {
-        if let Some(v) = p.get(col) {
-            let sql = format!("UPDATE project SET {col} = ?2 WHERE id = ?1 AND {col} IS NOT ?2");
-            if ctx.db.prepare_cached(&sql)?.execute(params![id, v])? > 0 {
-                changed.push(col);
-            }
+        if let Some(v) = p.get(col)
+            && set_column(ctx, "project", col, id, &v)?
+        {
+            changed.push(col);
         }
     }
-    if let Some(currency) = p.get("currency") {
-        let currency = crate::params::parse_id("currency", currency)?;
-        let sql = "UPDATE project SET currency_id = ?2 WHERE id = ?1 AND currency_id IS NOT ?2";
-        if ctx.db.prepare_cached(sql)?.execute(params![id, currency])? > 0 {
-            changed.push("currency");
-        }
+    if let Some(currency) = opt_id(p, "currency")?
+        && set_column(ctx, "project", "currency_id", id, &currency)?
+    {
+        changed.push("currency");
     }
-    if let Some(flag) = p.flag("conditions_required") {
-        let sql = "UPDATE project SET conditions_required = ?2 WHERE id = ?1 AND conditions_required IS NOT ?2";
-        if ctx.db.prepare_cached(sql)?.execute(params![id, flag])? > 0 {
-            changed.push("conditions_required");
-        }
+    if let Some(flag) = p.flag("conditions_required")
+        && set_column(ctx, "project", "conditions_required", id, &flag)?
+    {
+        changed.push("conditions_required");
     }
     Ok(changed)
 }
