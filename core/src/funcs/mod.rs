@@ -4,6 +4,7 @@
 mod account;
 mod directory;
 mod group;
+mod invoice;
 mod ledger_lists;
 mod payment;
 mod paymethod;
@@ -76,6 +77,11 @@ pub const ORDERINFO: ObjectType = ObjectType {
     table: "orderinfo",
     owner: Some("(SELECT account_id FROM payment WHERE payment.id = orderinfo.payment_id)"),
 };
+pub const OUTBOX: ObjectType = ObjectType {
+    name: "outbox",
+    table: "outbox",
+    owner: Some("account_id"),
+};
 pub const DISCOUNT: ObjectType = ObjectType {
     name: "discount",
     table: "discount",
@@ -128,6 +134,7 @@ pub fn register_builtin(reg: &mut Registry) {
     account::register(reg);
     directory::register(reg);
     group::register(reg);
+    invoice::register(reg);
     ledger_lists::register(reg);
     paymethod::register(reg);
     payment::register(reg);
