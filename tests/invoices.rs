@@ -308,6 +308,36 @@ fn the_pdf_invoice_prints_a_cyrillic_name_every_line_and_the_total() {
 }
 
 #[test]
+fn a_long_invoice_goes_on_to_more_pages() {
+    let fx = fixture("inv-pages", Config::default());
+    invoice_setup(&fx);
+    for i in 4..=90 {
+        let name = format!(
+            "Услуга номер {i} with a description long enough to wrap onto a second line of the table"
+        );
+        fx.ok(
+            "payment.orderinfo.edit",
+            &[
+                ("plid", "1"),
+                ("sok", "ok"),
+                ("name", &name),
+                ("cost", "1.00"),
+            ],
+        );
+    }
+    let pdf = file(fx.ok("payment.print.pdf", &[("elid", "1")]));
+    let pages = pdf
+        .bytes
+        .windows(11)
+        .filter(|w| *w == b"/Type /Page")
+        .count();
+    assert!(pages >= 3, "{pages} pages");
+    let text = pdf_text(fx.dir.path(), &pdf.bytes);
+    assert!(text.contains("Услуга номер 90"), "{text}");
+    assert!(text.contains("1500.00 RUB"));
+}
+
+#[test]
 fn the_html_invoice_shows_the_same_and_escapes_what_it_shows() {
     let fx = fixture("inv-html", Config::default());
     invoice_setup(&fx);

@@ -112,7 +112,7 @@ fn build(smtp: &SmtpConfig, m: &Claimed) -> Result<Message, (String, bool)> {
         None => builder.singlepart(text),
         Some((name, mime, bytes)) => {
             let content_type = ContentType::parse(mime)
-                .unwrap_or_else(|_| ContentType::parse("application/octet-stream").expect("valid"));
+                .map_err(|e| (format!("attachment type '{mime}': {e}"), true))?;
             builder.multipart(
                 MultiPart::mixed()
                     .singlepart(text)

@@ -77,7 +77,8 @@ impl Layout<'_> {
         if self.pages.is_empty() {
             self.pages.push(Content::new());
         }
-        self.pages.last_mut().expect("a page")
+        let last = self.pages.len() - 1;
+        &mut self.pages[last]
     }
 
     fn new_page(&mut self) {
