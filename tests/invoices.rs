@@ -590,6 +590,27 @@ fn with_the_server_down_the_message_waits_and_goes_once_it_is_back() {
 }
 
 #[test]
+fn a_run_stops_at_the_first_temporary_failure() {
+    let addr = free_port();
+    let fx = fixture("inv-stop-run", smtp_settings(addr));
+    invoice_setup(&fx);
+    for _ in 0..3 {
+        fx.ok("payment.send", &[("elid", "1")]);
+    }
+    let now = billhost::clock::unix_now();
+    let report = mail::deliver_due(&fx.engine, &smtp_of(&fx), now);
+    assert_eq!(report.deferred.len(), 1, "{report:?}");
+    let list = fx.ok("outbox", &[]);
+    // Newest first: the oldest was tried, the others wait untouched.
+    assert_eq!(column(&list, "attempts"), ["0", "0", "1"]);
+    assert_eq!(column(&list, "status"), ["queued", "queued", "queued"]);
+    let server = SmtpServer::on(addr);
+    let report = mail::deliver_due(&fx.engine, &smtp_of(&fx), now + 61);
+    assert_eq!(report.sent, [1, 2, 3], "{report:?}");
+    assert_eq!(server.received().len(), 3);
+}
+
+#[test]
 fn a_message_is_given_up_after_the_last_attempt_and_can_be_retried() {
     let addr = free_port();
     let fx = fixture("inv-give-up", smtp_settings(addr));

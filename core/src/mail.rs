@@ -34,11 +34,18 @@ pub struct Report {
     pub errors: Vec<String>,
 }
 
-/// Sends every message due at `now` (unix seconds), oldest first.
+/// Sends every message due at `now` (unix seconds), oldest first. A run stops at the first
+/// temporary failure (the server is down or busy: the next messages would only wait for their
+/// timeouts); they stay due for the next run.
 pub fn deliver_due(engine: &Engine, smtp: &SmtpConfig, now: i64) -> Report {
+    deliver_some(engine, smtp, now, MAX_PER_RUN)
+}
+
+/// Like [`deliver_due`], at most `max` messages (what the CLI does after a call).
+pub fn deliver_some(engine: &Engine, smtp: &SmtpConfig, now: i64, max: usize) -> Report {
     let mut report = Report::default();
     let transport = transport(smtp);
-    for _ in 0..MAX_PER_RUN {
+    for _ in 0..max.min(MAX_PER_RUN) {
         let claimed = match engine.write(|c| outbox::claim_next(c, now)) {
             Ok(Some(m)) => m,
             Ok(None) => break,
@@ -65,7 +72,10 @@ pub fn deliver_due(engine: &Engine, smtp: &SmtpConfig, now: i64) -> Report {
         match (recorded, outcome) {
             (Ok("sent"), _) => report.sent.push(claimed.id),
             (Ok("failed"), Err((e, _))) => report.failed.push((claimed.id, e)),
-            (Ok(_), Err((e, _))) => report.deferred.push((claimed.id, e)),
+            (Ok(_), Err((e, _))) => {
+                report.deferred.push((claimed.id, e));
+                break;
+            }
             (Ok(_), Ok(())) => report.sent.push(claimed.id),
             (Err(e), _) => {
                 // The lease will give the message back; it may then be sent again.

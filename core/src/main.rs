@@ -392,10 +392,12 @@ fn call(
     }
     // Mail the func queued goes out now that it is committed (best effort: what cannot be sent
     // stays queued for `billhost deliver` or the server).
-    if engine.mail_signal().count() > queued_before
+    let queued = engine.mail_signal().count().saturating_sub(queued_before);
+    if queued > 0
         && let Ok(smtp) = engine.config().settings.smtp()
     {
-        mail::log(&mail::deliver_due(engine, &smtp, clock::unix_now()));
+        let report = mail::deliver_some(engine, &smtp, clock::unix_now(), queued as usize);
+        mail::log(&report);
     }
     ExitCode::SUCCESS
 }
