@@ -461,6 +461,43 @@ fn fifty_concurrent_payments_get_fifty_consecutive_numbers() {
     assert_eq!(seqs, (2..=51).collect::<Vec<i64>>());
 }
 
+#[test]
+fn a_payment_rolled_back_after_its_number_leaves_no_gap() {
+    let dir = TempDir::new("inv-gap");
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).expect("scripts dir");
+    // Vetoes a payment after it was created and numbered: the whole func is undone.
+    std::fs::write(
+        scripts.join("veto.lua"),
+        r#"billing.on("payment.add", "after", function(req, res)
+             if req.params.amount == "13.00" then billing.reject("value", "amount", "unlucky") end
+           end)"#,
+    )
+    .expect("script");
+    let engine = Engine::open(EngineConfig::new(dir.db()).with_scripts(&scripts)).expect("engine");
+    let fx = Fixture { dir, engine };
+    invoice_setup(&fx);
+    let add = |amount: &str| {
+        fx.call(
+            "payment.add",
+            &[
+                ("plid", "1"),
+                ("sok", "ok"),
+                ("paymethod", "1"),
+                ("amount", amount),
+            ],
+        )
+    };
+    assert_eq!(error_type(&add("13.00")), "value");
+    let id = id_of(&add("14.00")).to_string();
+    let year = &billhost::clock::now()[..4];
+    let view = fx.ok("payment.edit", &[("elid", &id)]);
+    assert_eq!(
+        view.field("number"),
+        Some(format!("INV-{year}-000002").as_str())
+    );
+}
+
 // ------------------------------------------------------------------ email
 
 /// The PDF attached to a multipart message: the part whose headers say `application/pdf`.
