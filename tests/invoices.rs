@@ -887,6 +887,30 @@ fn tickets_notify_the_client_and_stay_with_their_client() {
 // ------------------------------------------------------------------ front ends
 
 #[test]
+fn file_documents_in_the_document_formats() {
+    use billhost::wire::Format;
+    let doc = Doc::File(billhost::doc::FileDoc {
+        name: "invoice-7.pdf".into(),
+        mime: "application/pdf".into(),
+        bytes: b"%PDF-1.7".to_vec(),
+        attachment: true,
+    });
+    assert_eq!(
+        common::render(&doc, Format::Xml, "payment.print.pdf"),
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<doc func=\"payment.print.pdf\" lang=\"en\">\
+         <file name=\"invoice-7.pdf\" mime=\"application/pdf\" size=\"8\">JVBERi0xLjc=</file></doc>\n"
+    );
+    assert_eq!(
+        common::render(&doc, Format::Sjson, "payment.print.pdf"),
+        "{\"doc\":{\"file\":{\"$name\":\"invoice-7.pdf\",\"$mime\":\"application/pdf\",\"$size\":\"8\",\"$\":\"JVBERi0xLjc=\"}}}\n"
+    );
+    assert_eq!(
+        common::render(&doc, Format::Text, "payment.print.pdf"),
+        "file=invoice-7.pdf mime=application/pdf size=8\n"
+    );
+}
+
+#[test]
 fn over_http_the_pdf_is_a_download() {
     let fx = fixture("inv-http", Config::default());
     invoice_setup(&fx);
