@@ -1,5 +1,6 @@
 //! The typed result of a func, independent of any wire format: a list, a form, an ok (with
-//! optional fields such as the new `id`), a session grant, or an error.
+//! optional fields such as the new `id`), a session grant, a file (binary content such as a PDF
+//! invoice), or an error.
 
 use crate::error::FuncError;
 
@@ -65,7 +66,33 @@ pub enum Doc {
         id: String,
         level: Level,
     },
+    /// Binary content (a PDF, a printable page): HTTP answers it as it is, the CLI writes it to
+    /// `--output`, the document formats describe it (see `wire`).
+    File(FileDoc),
     Error(FuncError),
+}
+
+/// A file a func produced.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FileDoc {
+    /// The file name offered to whoever saves it (`invoice-2026-000001.pdf`).
+    pub name: String,
+    /// The media type (`application/pdf`, `text/html; charset=UTF-8`).
+    pub mime: String,
+    pub bytes: Vec<u8>,
+    /// Offered as a download (`Content-Disposition: attachment`) rather than shown inline.
+    pub attachment: bool,
+}
+
+impl std::fmt::Debug for FileDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileDoc")
+            .field("name", &self.name)
+            .field("mime", &self.mime)
+            .field("size", &self.bytes.len())
+            .field("attachment", &self.attachment)
+            .finish()
+    }
 }
 
 impl Doc {

@@ -6,10 +6,13 @@
 
 use crate::auth::{self, Caller};
 use crate::clock;
+use crate::config::Config;
 use crate::doc::{Doc, Fields, Level};
 use crate::error::{ErrorType, FuncError, FuncResult};
 use crate::func::{ActionMode, FuncDecl, Handler, ObjectType, Param, Registry, Ty};
+use crate::invoice::Templates;
 use crate::list::{self, ListQuery, ListSpec};
+use crate::outbox::MailSignal;
 use crate::params::{Params, parse_id, parse_id_list, parse_int};
 use crate::script::{self, CallScope, Generation, ScriptConfig, ScriptHost};
 use crate::store::{self, Durability, StoreError};
@@ -30,6 +33,8 @@ pub struct EngineConfig {
     pub db_path: PathBuf,
     pub durability: Durability,
     pub scripts: ScriptConfig,
+    /// The configuration file's settings (SMTP, templates).
+    pub settings: Config,
 }
 
 impl EngineConfig {
@@ -38,6 +43,14 @@ impl EngineConfig {
             db_path: db_path.into(),
             durability: Durability::Full,
             scripts: ScriptConfig::default(),
+            settings: Config::default(),
+        }
+    }
+
+    /// The operator's templates folder, as invoices look for it.
+    pub fn templates(&self) -> Templates {
+        Templates {
+            dir: self.settings.templates.clone(),
         }
     }
 
@@ -56,6 +69,8 @@ pub struct Engine {
     readers: Mutex<Vec<Connection>>,
     /// Verified `authinfo` credentials, so that argon2 is not paid on every request.
     credentials: auth::CredentialCache,
+    /// Rung when a func queues mail, for the deliverers of this process.
+    mail_signal: MailSignal,
 }
 
 /// Most writes committed together.
@@ -192,7 +207,12 @@ impl Engine {
             },
             readers: Mutex::new(Vec::new()),
             credentials: auth::CredentialCache::default(),
+            mail_signal: MailSignal::default(),
         })
+    }
+
+    pub fn mail_signal(&self) -> &MailSignal {
+        &self.mail_signal
     }
 
     pub fn scripts(&self) -> &Arc<ScriptHost> {

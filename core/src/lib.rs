@@ -5,18 +5,24 @@
 //! [`func`]'s types; [`doc`] is the typed result and [`wire`] the only module that renders it
 //! as XML, JSON or text. [`money`] and [`clock`] hold the exact arithmetic and the dates;
 //! [`ledger`] holds the money rules (payments, expenses, refunds, rates, tax, discounts) and
-//! the invariant check behind `billhost check`.
+//! the invariant check behind `billhost check`. [`invoice`] numbers and renders invoices (HTML
+//! template, PDF); [`outbox`] queues email in a func's transaction and [`mail`] delivers it
+//! through SMTP after the commit; [`config`] reads `billhost.toml`.
 
 pub mod auth;
 pub mod clock;
+pub mod config;
 pub mod doc;
 pub mod engine;
 pub mod error;
 pub mod func;
 pub mod funcs;
+pub mod invoice;
 pub mod ledger;
 pub mod list;
+pub mod mail;
 pub mod money;
+pub mod outbox;
 pub mod params;
 pub mod script;
 pub mod server;

@@ -1,13 +1,14 @@
 //! The `billhost` command: `init`, `call` (like BILLmanager's mgrctl), `funcs`, `check`,
-//! `scripts`, `run-jobs` and `serve`.
+//! `scripts`, `run-jobs`, `deliver` and `serve`.
 
 use billhost::auth::{self, AdminSetup, Caller};
+use billhost::config::Config;
 use billhost::server::throttle::ThrottleConfig;
 use billhost::server::{self, ServerConfig};
 use billhost::wire::{self, Format, Meta};
-use billhost::{Doc, Engine, EngineConfig, Params};
+use billhost::{Doc, Engine, EngineConfig, Params, clock, mail};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,14 @@ struct Cli {
         default_value_t = 50_000_000
     )]
     script_instructions: i64,
+    /// The configuration file (SMTP, templates); default: billhost.toml beside the database,
+    /// when it exists.
+    #[arg(long, global = true, env = "BILLHOST_CONFIG")]
+    config: Option<PathBuf>,
+    /// The operator's templates folder (`invoice.html`, `invoice-font.ttf`); overrides the
+    /// configuration file's `templates`.
+    #[arg(long, global = true)]
+    templates: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -75,6 +84,9 @@ enum Command {
         /// Run as this user instead of the local superuser.
         #[arg(long = "as", value_name = "LOGIN")]
         as_login: Option<String>,
+        /// Write a file document (e.g. `payment.print.pdf`) to this file instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// List every func with its access level and kind.
     Funcs,
@@ -85,6 +97,9 @@ enum Command {
     Scripts,
     /// Run every scheduled script job once (for cron), each in its own transaction.
     RunJobs,
+    /// Send the outbox's due email through the configured SMTP server (for cron); exits 1 when
+    /// a message could not be sent.
+    Deliver,
     /// Serve the BILLmanager-compatible HTTP API at /billmgr until SIGTERM or SIGINT.
     Serve(ServeArgs),
 }
@@ -114,6 +129,16 @@ struct ServeArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut config = EngineConfig::new(&cli.db).with_scripts(&cli.scripts);
+    config.settings = match Config::load(cli.config.as_deref(), &cli.db) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("billhost: configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(dir) = &cli.templates {
+        config.settings.templates = Some(dir.clone());
+    }
     config.scripts.memory_limit = cli.script_memory_mb.saturating_mul(1 << 20);
     config.scripts.instruction_budget = cli.script_instructions;
     let engine = match Engine::open(config) {
@@ -130,7 +155,16 @@ fn main() -> ExitCode {
             params,
             out,
             as_login,
-        } => call(&engine, &func, &params, out, as_login.as_deref()),
+            output,
+        } => call(
+            &engine,
+            &func,
+            &params,
+            out,
+            as_login.as_deref(),
+            output.as_deref(),
+        ),
+        Command::Deliver => deliver(&engine),
         Command::Check => check(&engine),
         Command::Funcs => {
             let rows: Vec<[String; 4]> = engine
@@ -222,7 +256,21 @@ fn serve(engine: Engine, db: &std::path::Path, args: ServeArgs) -> ExitCode {
     let engine = Arc::new(engine);
     // Scripts' scheduled jobs run while the server does.
     let scheduler = billhost::script::Scheduler::spawn(engine.clone());
+    // The outbox is delivered while the server runs: at once when a func queues mail, and
+    // every minute for retries.
+    let deliverer = match engine.config().settings.smtp() {
+        Ok(smtp) => Some(mail::Deliverer::spawn(
+            engine.clone(),
+            smtp,
+            Duration::from_secs(60),
+        )),
+        Err(e) => {
+            eprintln!("billhost serve: email stays in the outbox: {e}");
+            None
+        }
+    };
     let result = server::run(engine.clone(), config, &args.listen);
+    drop(deliverer);
     drop(scheduler);
     drop(watcher);
     // `run` returns once every request and func has finished: this is the last reference, and
@@ -282,7 +330,9 @@ fn call(
     args: &[String],
     out: Option<String>,
     as_login: Option<&str>,
+    output: Option<&Path>,
 ) -> ExitCode {
+    let queued_before = engine.mail_signal().count();
     let mut params = Params::new();
     for arg in args {
         match arg.split_once('=') {
@@ -317,11 +367,66 @@ fn call(
             (doc, format)
         }
     };
-    print!("{}", wire::render(&doc, format, Meta { func, lang: "en" }));
+    match (&doc, output) {
+        (Doc::File(file), Some(path)) => {
+            if let Err(e) = std::fs::write(path, &file.bytes) {
+                eprintln!("billhost call: {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            eprintln!(
+                "billhost call: {} ({}, {} bytes) written to {}",
+                file.name,
+                file.mime,
+                file.bytes.len(),
+                path.display()
+            );
+        }
+        (_, Some(_)) if !doc.is_error() => {
+            eprintln!("billhost call: {func} answered a document, not a file; --output is unused");
+            print!("{}", wire::render(&doc, format, Meta { func, lang: "en" }));
+        }
+        _ => print!("{}", wire::render(&doc, format, Meta { func, lang: "en" })),
+    }
     if doc.is_error() {
-        ExitCode::from(1)
-    } else {
+        return ExitCode::from(1);
+    }
+    // Mail the func queued goes out now that it is committed (best effort: what cannot be sent
+    // stays queued for `billhost deliver` or the server).
+    let queued = engine.mail_signal().count().saturating_sub(queued_before);
+    if queued > 0
+        && let Ok(smtp) = engine.config().settings.smtp()
+    {
+        let report = mail::deliver_some(engine, &smtp, clock::unix_now(), queued as usize);
+        mail::log(&report);
+    }
+    ExitCode::SUCCESS
+}
+
+fn deliver(engine: &Engine) -> ExitCode {
+    let smtp = match engine.config().settings.smtp() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("billhost deliver: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = mail::deliver_due(engine, &smtp, clock::unix_now());
+    for id in &report.sent {
+        println!("outbox {id}: sent");
+    }
+    for (id, e) in &report.deferred {
+        println!("outbox {id}: not sent, will retry: {e}");
+    }
+    for (id, e) in &report.failed {
+        println!("outbox {id}: given up: {e}");
+    }
+    for e in &report.errors {
+        eprintln!("billhost deliver: {e}");
+    }
+    if report.deferred.is_empty() && report.failed.is_empty() && report.errors.is_empty() {
         ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -1,8 +1,14 @@
 //! The wire formats: the only module that knows XML, BILLmanager-style JSON, `sjson` and the
 //! mgrctl-like text format. Everything else works on [`Doc`].
+//!
+//! A file document ([`Doc::File`]) is binary: HTTP serves its bytes as they are and the CLI
+//! writes them to `--output`. When a file is asked for as a document anyway, XML and JSON carry
+//! it as `<file name=".." mime=".." size="N">BASE64</file>` (JSON: `"file": {"$name", "$mime",
+//! "$size", "$": BASE64}`), and `text` describes it in one line without the content.
 
-use crate::doc::{Doc, Fields, ListDoc};
+use crate::doc::{Doc, Fields, FileDoc, ListDoc};
 use crate::error::FuncError;
+use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +91,15 @@ fn render_xml(doc: &Doc, meta: Meta<'_>) -> String {
             escape_into(&mut out, id);
             out.push_str("</auth>");
         }
+        Doc::File(file) => {
+            out.push_str("<file");
+            attr(&mut out, "name", &file.name);
+            attr(&mut out, "mime", &file.mime);
+            attr(&mut out, "size", &file.bytes.len().to_string());
+            out.push('>');
+            out.push_str(&base64_of(file));
+            out.push_str("</file>");
+        }
         Doc::Error(e) => {
             out.push_str("<error");
             attr(&mut out, "type", e.kind.as_str());
@@ -158,6 +173,10 @@ fn xml_name(name: &str) -> String {
     s
 }
 
+fn base64_of(file: &FileDoc) -> String {
+    base64::engine::general_purpose::STANDARD.encode(&file.bytes)
+}
+
 fn paging(list: &ListDoc) -> Fields {
     vec![
         ("p_num".into(), list.p_num.to_string()),
@@ -211,6 +230,17 @@ fn render_json(doc: &Doc, meta: Option<Meta<'_>>) -> String {
                 json!({ "$id": id, "$level": level.number().to_string(), "$": id }),
             );
         }
+        Doc::File(file) => {
+            body.insert(
+                "file".into(),
+                json!({
+                    "$name": file.name,
+                    "$mime": file.mime,
+                    "$size": file.bytes.len().to_string(),
+                    "$": base64_of(file),
+                }),
+            );
+        }
         Doc::Error(e) => {
             body.insert(
                 "error".into(),
@@ -262,6 +292,13 @@ fn render_text(doc: &Doc) -> String {
                 text_value(id),
                 level.number()
             ));
+        }
+        Doc::File(file) => {
+            out.push_str("file=");
+            out.push_str(&text_value(&file.name));
+            out.push_str(" mime=");
+            out.push_str(&text_value(&file.mime));
+            out.push_str(&format!(" size={}\n", file.bytes.len()));
         }
         Doc::Error(e) => {
             out.push_str(&format!(

@@ -4,6 +4,7 @@
 mod account;
 mod directory;
 mod group;
+mod invoice;
 mod ledger_lists;
 mod payment;
 mod paymethod;
@@ -75,6 +76,11 @@ pub const ORDERINFO: ObjectType = ObjectType {
     name: "orderinfo",
     table: "orderinfo",
     owner: Some("(SELECT account_id FROM payment WHERE payment.id = orderinfo.payment_id)"),
+};
+pub const OUTBOX: ObjectType = ObjectType {
+    name: "outbox",
+    table: "outbox",
+    owner: Some("account_id"),
 };
 pub const DISCOUNT: ObjectType = ObjectType {
     name: "discount",
@@ -150,6 +156,7 @@ pub fn register_builtin(reg: &mut Registry) {
     account::register(reg);
     directory::register(reg);
     group::register(reg);
+    invoice::register(reg);
     ledger_lists::register(reg);
     paymethod::register(reg);
     payment::register(reg);

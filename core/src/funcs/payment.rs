@@ -14,6 +14,7 @@ use crate::doc::{Doc, Fields};
 use crate::engine::Ctx;
 use crate::error::{FuncError, FuncResult};
 use crate::func::{Access, ActionMode, EditOps, FuncDecl, Param, Registry, Ty};
+use crate::invoice;
 use crate::ledger::{self, GivenAmount, status};
 use crate::list::{FilterField, FilterOp, ListSpec};
 use crate::money;
@@ -252,19 +253,29 @@ fn ensure_number_free(ctx: &Ctx, project: i64, number: &str, except: i64) -> Fun
     }
 }
 
-/// The provider's next invoice number (`invoice_format` with `{seq}` replaced).
+/// The provider's next invoice number: its `invoice_format` (see `invoice::format_number`)
+/// with the next value of `invoice_seq`, taken in the payment's own transaction, so that
+/// concurrent payments get distinct consecutive numbers and a rolled-back payment leaves no
+/// gap. A number already given by hand is skipped.
 fn next_number(ctx: &Ctx, project: i64) -> FuncResult<String> {
-    let (seq, format): (i64, String) = ctx
-        .db
-        .prepare_cached(
-            "UPDATE project SET invoice_seq = invoice_seq + 1 WHERE id = ?1 RETURNING invoice_seq, invoice_format",
-        )?
-        .query_row([project], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    Ok(if format.contains("{seq}") {
-        format.replace("{seq}", &seq.to_string())
-    } else {
-        format!("{format}{seq}")
-    })
+    loop {
+        let (seq, format): (i64, String) = ctx
+            .db
+            .prepare_cached(
+                "UPDATE project SET invoice_seq = invoice_seq + 1 WHERE id = ?1 RETURNING invoice_seq, invoice_format",
+            )?
+            .query_row([project], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let number = invoice::format_number(&format, seq, &ctx.now)?;
+        let taken: bool = ctx
+            .db
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM payment WHERE project_id = ?1 AND number = ?2)",
+            )?
+            .query_row(params![project, number], |r| r.get(0))?;
+        if !taken {
+            return Ok(number);
+        }
+    }
 }
 
 /// Creates a new payment (status 1) of the client through the method, priced by the ledger.

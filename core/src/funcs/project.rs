@@ -204,6 +204,9 @@ impl EditOps for ProjectEdit {
 }
 
 fn apply(ctx: &Ctx, id: i64, p: &Params) -> FuncResult<Vec<&'static str>> {
+    if let Some(format) = p.get("invoice_format") {
+        crate::invoice::check_format(format)?;
+    }
     let mut changed = Vec::new();
     for &col in TEXT_COLUMNS {
         if let Some(v) = p.get(col)

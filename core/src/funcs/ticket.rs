@@ -1,5 +1,6 @@
-//! Tickets to clients: `ticket.write.account` stores one with its first message; `ticket`
-//! lists them (a client user sees its own) and `ticket.message` lists a ticket's messages.
+//! Tickets to clients: `ticket.write.account` stores one with its first message and emails the
+//! client about it through the outbox; `ticket` lists them (a client user sees its own) and
+//! `ticket.message` lists a ticket's messages (a client user only those of its own tickets).
 
 use super::{ACCOUNT, TICKET};
 use crate::doc::Doc;
@@ -95,7 +96,9 @@ pub fn ticket_params() -> Vec<Param> {
     ]
 }
 
-/// Stores a ticket with its first message, written by the caller, and its history.
+/// Stores a ticket with its first message, written by the caller, and its history; queues an
+/// email to the client (when it has an email address) in the same transaction. The email waits
+/// in the outbox until an SMTP server is configured.
 pub fn write_ticket(
     ctx: &crate::engine::Ctx,
     account: i64,
@@ -124,6 +127,27 @@ pub fn write_ticket(
             "payment",
             payment,
             format!("ticket {id} '{subject}' sent to the client"),
+        )?;
+    }
+    let email: String = ctx
+        .db
+        .prepare_cached("SELECT email FROM account WHERE id = ?1")?
+        .query_row([account], |r| r.get(0))?;
+    if crate::engine::valid_email(&email) {
+        let body = format!(
+            "{message}\n\n-- \nTicket #{id}. Log in to your account to read and answer it.\n"
+        );
+        crate::outbox::queue(
+            ctx,
+            &crate::outbox::NewMessage {
+                account: Some(account),
+                payment,
+                ticket: Some(id),
+                recipient: &email,
+                subject: &format!("[Ticket #{id}] {subject}"),
+                body: &body,
+                attachment: None,
+            },
         )?;
     }
     Ok(id)

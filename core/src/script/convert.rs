@@ -85,7 +85,8 @@ pub fn request(lua: &Lua, ctx: &Ctx, func: &str, params: &Params) -> mlua::Resul
 }
 
 /// A document as a Lua table: a list is `{ elem = {...}, p_elems = N, ... }`, a form its fields,
-/// an ok `{ ok = true, ... }`, a session `{ auth = SID, level = L }`.
+/// an ok `{ ok = true, ... }`, a session `{ auth = SID, level = L }`, a file
+/// `{ name = .., mime = .., size = N }` (its bytes stay out of Lua).
 pub fn doc_to_lua(lua: &Lua, doc: &Doc) -> mlua::Result<Table> {
     match doc {
         Doc::List(list) => {
@@ -110,6 +111,13 @@ pub fn doc_to_lua(lua: &Lua, doc: &Doc) -> mlua::Result<Table> {
             let t = lua.create_table()?;
             t.raw_set("auth", id.as_str())?;
             t.raw_set("level", level.as_str())?;
+            Ok(t)
+        }
+        Doc::File(file) => {
+            let t = lua.create_table()?;
+            t.raw_set("name", file.name.as_str())?;
+            t.raw_set("mime", file.mime.as_str())?;
+            t.raw_set("size", file.bytes.len())?;
             Ok(t)
         }
         Doc::Error(e) => Err(mlua::Error::external(e.clone())),

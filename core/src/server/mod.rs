@@ -2,7 +2,9 @@
 //! the one dispatcher ([`Engine`]). It turns a request into a func name, [`Params`], the
 //! `billmgrses5` cookie and the peer address; runs the call on tokio's blocking pool (SQLite
 //! calls block); and renders the [`Doc`] with [`wire`]. Every answer to `/billmgr` is a
-//! document with HTTP 200, errors included, as BILLmanager clients expect.
+//! document with HTTP 200, errors included, as BILLmanager clients expect. A file document (a
+//! PDF invoice, a printable page) is answered as its bytes with its media type and a
+//! `Content-Disposition` naming the file, whatever `out` says.
 //!
 //! What keeps it up: a body size limit, a parameter count limit, a deadline per request, strict
 //! decoding ([`form`]), closing quiet connections ([`idle`]), the failed-login [`throttle`],
@@ -13,6 +15,7 @@ pub mod form;
 pub mod idle;
 pub mod throttle;
 
+use crate::doc::FileDoc;
 use crate::error::{ErrorType, FuncError};
 use crate::wire::{self, Format, Meta};
 use crate::{Doc, Engine, Params};
@@ -415,6 +418,9 @@ fn session_cookie(headers: &HeaderMap) -> Option<String> {
 }
 
 fn render(doc: &Doc, format: Format, func: &str, lang: &str, cookie: Option<String>) -> Response {
+    if let Doc::File(file) = doc {
+        return file_response(file);
+    }
     let body = wire::render(doc, format, Meta { func, lang });
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
@@ -426,6 +432,50 @@ fn render(doc: &Doc, format: Format, func: &str, lang: &str, cookie: Option<Stri
     if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.insert(header::SET_COOKIE, value);
     }
+    response
+}
+
+/// A file as itself: its media type, and a disposition with the file name (ASCII fallback and
+/// the UTF-8 name of RFC 6266).
+fn file_response(file: &FileDoc) -> Response {
+    let mut response = Response::new(Body::from(file.bytes.clone()));
+    let headers = response.headers_mut();
+    let mime = HeaderValue::from_str(&file.mime)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    headers.insert(header::CONTENT_TYPE, mime);
+    let ascii: String = file
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = file
+        .name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    let kind = if file.attachment {
+        "attachment"
+    } else {
+        "inline"
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{kind}; filename=\"{ascii}\"; filename*=UTF-8''{encoded}"
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

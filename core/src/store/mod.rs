@@ -12,6 +12,7 @@ use std::time::Duration;
 pub const MIGRATIONS: &[&str] = &[
     concat!(include_str!("v1_core.sql"), include_str!("v1_seed.sql")),
     include_str!("v2_ledger.sql"),
+    include_str!("v3_outbox.sql"),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
