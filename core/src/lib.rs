@@ -5,7 +5,8 @@
 //! [`func`]'s types; [`doc`] is the typed result and [`wire`] the only module that renders it
 //! as XML, JSON or text. [`money`] and [`clock`] hold the exact arithmetic and the dates;
 //! [`ledger`] holds the money rules (payments, expenses, refunds, rates, tax, discounts) and
-//! the invariant check behind `billhost check`.
+//! the invariant check behind `billhost check`; [`plugin`] loads shared-library plugins and
+//! adds the funcs that use them (payment gateways, notifiers, func handlers).
 
 pub mod auth;
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod ledger;
 pub mod list;
 pub mod money;
 pub mod params;
+pub mod plugin;
 pub mod script;
 pub mod server;
 pub mod store;
