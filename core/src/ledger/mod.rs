@@ -38,7 +38,9 @@
 //!   holds, and the expenses they paid become unpaid and are paid again from other payments'
 //!   free funds if there are any. A partial refund leaves the payment in status 4 with
 //!   `refundedamount` showing what went back; status 6 is set when `refundedamount` reaches
-//!   `subaccountamount`. Manual refunds are done at once (refund row status 6).
+//!   `subaccountamount`. Manual refunds are done at once (refund row status 6). Gateway refunds
+//!   ([`start_gateway_refund`]) debit at once too but stay pending (refund and payment status 5)
+//!   until [`complete_refund`] confirms them, once.
 //! - A deleted expense keeps its row (`deleted = 1`), gives its amount back to the balance, has
 //!   its allocations released and `notpayd = amount` (nothing of it is paid).
 

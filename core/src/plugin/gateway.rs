@@ -54,7 +54,16 @@ impl GatewayPayment {
 }
 
 fn gateway_payment(conn: &Connection, id: i64) -> FuncResult<GatewayPayment> {
-    type Row = (Option<i64>, String, i64, i64, i64, i64, Option<String>, String);
+    type Row = (
+        Option<i64>,
+        String,
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<String>,
+        String,
+    );
     let row: Option<Row> = conn
         .prepare_cached(
             "SELECT paymethod_id, number, status, account_id, paymethodamount, currency_id, external_id, description
