@@ -668,32 +668,8 @@ fn faults_inside_a_serving_process_leave_it_answering() {
         "plugins-serve",
         vec![faulty().to_path_buf(), shipped().to_path_buf()],
     );
-    let mut child = host
-        .command(&["serve", "--listen", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("serve");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
-    let addr = loop {
-        let line = lines.next().expect("serve announces its address").unwrap();
-        if let Some(rest) = line.strip_prefix("billhost serve: listening on http://") {
-            break rest.trim_end_matches("/billmgr").to_string();
-        }
-    };
-    let get = |query: &str| -> String {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(
-            s,
-            "GET /billmgr?{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let server = Server::start(&host);
+    let get = |query: &str| server.request(&format!("GET /billmgr?{query} HTTP/1.1"), "");
     for _ in 0..3 {
         let r = get("func=test.panic&authinfo=admin:secret");
         assert!(r.contains("panicked in func.call"), "{r}");
@@ -702,8 +678,86 @@ fn faults_inside_a_serving_process_leave_it_answering() {
         let r = get("func=plugin.sha256&text=abc");
         assert!(r.contains("ba7816bf"), "{r}");
     }
-    unsafe_kill(child.id());
-    let _ = child.wait();
+}
+
+/// A running `billhost serve`, stopped when dropped.
+struct Server {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(host: &Host) -> Server {
+        let mut child = host
+            .command(&["serve", "--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        let addr = loop {
+            let line = lines.next().expect("serve announces its address").unwrap();
+            if let Some(rest) = line.strip_prefix("billhost serve: listening on http://") {
+                break rest.trim_end_matches("/billmgr").to_string();
+            }
+        };
+        Server { child, addr }
+    }
+
+    /// Sends a raw HTTP/1.1 request; answers the whole response text.
+    fn request(&self, head: &str, body: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.addr).unwrap();
+        write!(
+            s,
+            "{head}\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        unsafe_kill(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn gateways_post_raw_callbacks_over_http() {
+    let host = Host::new("plugins-http", vec![shipped().to_path_buf()]);
+    let state = TempDir::new("testpay-state");
+    let (pm, account) = testpay_setup(&host, state.path());
+    let (payment, external) = add_payment(&host, account, pm, "10.00");
+    let server = Server::start(&host);
+    let body = callback_body(payment, &external, "10.00", "paid");
+    let post = |body: &str, signature: &str| {
+        server.request(
+            &format!(
+                "POST /billmgr/callback/testpay?paymethod={pm} HTTP/1.1\r\nContent-Type: application/json\r\nX-Testpay-Signature: {signature}"
+            ),
+            body,
+        )
+    };
+    let tampered = body.replace("10.00", "11.00");
+    let r = post(&tampered, &sign(&body));
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(r.contains("signature"), "{r}");
+    assert_eq!(host.payment_status(payment), 2);
+    for _ in 0..3 {
+        let r = post(&body, &sign(&body));
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.ends_with("OK"), "{r}");
+    }
+    assert_eq!(host.payment_status(payment), 4);
+    assert_eq!(host.balance(account), 1000);
+    drop(server);
+    host.check_clean();
 }
 
 fn unsafe_kill(pid: u32) {
