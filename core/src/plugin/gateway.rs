@@ -123,8 +123,16 @@ fn original(engine: &crate::Engine, name: &str) -> Arc<FuncDecl> {
 
 pub fn install(engine: &mut crate::Engine, host: &Arc<PluginHost>) {
     install_paymethod_edit(engine, host);
-    install_payment_add(engine, host);
-    install_payment_refund(engine, host);
+    // Without a gateway the built-in payment.add and payment.refund stay as they are (one write
+    // transaction each, script hooks included).
+    if host
+        .plugins()
+        .iter()
+        .any(|p| p.manifest.kind == sdk::Kind::Gateway)
+    {
+        install_payment_add(engine, host);
+        install_payment_refund(engine, host);
+    }
 
     let h = host.clone();
     engine.add_func(

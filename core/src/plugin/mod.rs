@@ -543,3 +543,97 @@ pub fn outcome_text(r: &FuncResult<Doc>) -> String {
         Err(e) => e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folders_follow_the_documented_rule() {
+        let given = PluginConfig::resolve(vec![PathBuf::from("a")], Some("b:c".into()));
+        assert_eq!(given.dirs, vec![PathBuf::from("a")]);
+        assert!(given.explicit);
+        let env = PluginConfig::resolve(Vec::new(), Some("b:c".into()));
+        assert_eq!(env.dirs, vec![PathBuf::from("b"), PathBuf::from("c")]);
+        let default = PluginConfig::resolve(Vec::new(), None);
+        assert!(!default.explicit);
+        assert!(
+            default
+                .dirs
+                .iter()
+                .all(|d| d.ends_with("target/release") || d.ends_with("target/debug"))
+        );
+    }
+
+    #[test]
+    fn a_missing_explicit_folder_is_reported_and_a_missing_default_is_not() {
+        let mut config = PluginConfig::resolve(vec![PathBuf::from("/nonexistent/x")], None);
+        let host = PluginHost::load(&config);
+        assert_eq!(host.errors().len(), 1);
+        assert!(
+            host.errors()[0]
+                .message
+                .contains("cannot read the plugin folder")
+        );
+        config.explicit = false;
+        assert!(PluginHost::load(&config).errors().is_empty());
+    }
+
+    #[test]
+    fn a_file_that_is_no_library_is_a_load_error() {
+        let dir = std::env::temp_dir().join(format!("billhost-notalib-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(format!("libfake.{}", std::env::consts::DLL_EXTENSION));
+        std::fs::write(&file, b"not an ELF").unwrap();
+        let host = PluginHost::load(&PluginConfig::resolve(vec![dir.clone()], None));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(host.plugins().is_empty());
+        assert_eq!(host.errors().len(), 1);
+        assert!(
+            host.errors()[0].message.contains("cannot load the library"),
+            "{:?}",
+            host.errors()
+        );
+    }
+
+    #[test]
+    fn answers_are_decoded_or_named_broken() {
+        let ok: Result<sdk::CheckReport, _> = decode(
+            "p",
+            "gateway.check",
+            sdk::STATUS_OK,
+            br#"{"outcome":"paid"}"#,
+        );
+        assert_eq!(ok.unwrap().outcome, sdk::Outcome::Paid);
+        let garbage: Result<sdk::CheckReport, _> =
+            decode("p", "gateway.check", sdk::STATUS_OK, b"{nope");
+        assert!(matches!(garbage, Err(CallError::Broken(m)) if m.contains("invalid JSON")));
+        let wrong_shape: Result<sdk::CheckReport, _> =
+            decode("p", "gateway.check", sdk::STATUS_OK, b"[1,2]");
+        assert!(matches!(wrong_shape, Err(CallError::Broken(_))));
+        let own: Result<Value, _> = decode(
+            "p",
+            "x",
+            sdk::STATUS_ERROR,
+            br#"{"type":"missed","object":"secret","message":"no secret"}"#,
+        );
+        let e = own.unwrap_err().into_func_error("p");
+        assert_eq!((e.kind, e.object.as_str()), (ErrorType::Missed, "secret"));
+        let panic: Result<Value, _> = decode("p", "x", sdk::STATUS_PANIC, b"boom");
+        assert_eq!(
+            panic.unwrap_err().into_func_error("p").msg,
+            "plugin 'p' panicked in x: boom"
+        );
+        let odd: Result<Value, _> = decode("p", "x", 7, b"");
+        assert!(matches!(odd, Err(CallError::Broken(m)) if m.contains("unknown status 7")));
+    }
+
+    #[test]
+    fn module_names() {
+        assert!(valid_name("testpay"));
+        assert!(valid_name("my-gw.v2"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("a b"));
+        assert!(!valid_name("x;drop"));
+    }
+}
