@@ -474,6 +474,53 @@ fn checkpay_resolves_payments_stuck_in_progress() {
 }
 
 #[test]
+fn asynchronous_confirmations_of_payments_and_refunds() {
+    let host = Host::new("plugins-async", vec![shipped().to_path_buf()]);
+    let state = TempDir::new("testpay-state");
+    let (pm, account) = testpay_setup(&host, state.path());
+    let (payment, external) = add_payment(&host, account, pm, "20.00");
+    // The gateway first says pending, then paid.
+    let pending = callback_body(payment, &external, "20.00", "pending");
+    let doc = host.ok(
+        "payment.callback",
+        &refs(&callback_args(pm, &pending, &sign(&pending))),
+    );
+    assert_eq!(text(&doc["status"]), "2", "{doc}");
+    assert_eq!(host.balance(account), 0);
+    let paid = callback_body(payment, &external, "20.00", "paid");
+    host.ok(
+        "payment.callback",
+        &refs(&callback_args(pm, &paid, &sign(&paid))),
+    );
+    assert_eq!(host.balance(account), 2000);
+    // A paid payment told "failed" later: nothing changes, staff see it in history.
+    let failed = callback_body(payment, &external, "20.00", "failed");
+    let e = host.error(
+        "payment.callback",
+        &refs(&callback_args(pm, &failed, &sign(&failed))),
+    );
+    assert_eq!(e["$object"], "status", "{e}");
+    assert_eq!(host.balance(account), 2000);
+
+    // The gateway accepts the refund but confirms it only when asked again.
+    std::fs::write(state.path().join("pending-refunds"), "").unwrap();
+    let doc = host.ok(
+        "payment.refund",
+        &[&format!("elid={payment}"), "sok=ok", "amount=20.00"],
+    );
+    assert_eq!(text(&doc["status"]), "5", "{doc}");
+    assert!(doc.get("refund_error").is_none(), "{doc}");
+    assert_eq!(host.payment_status(payment), 5);
+    assert_eq!(host.balance(account), 0);
+    host.check_clean();
+    let doc = host.ok("payment.refund.retry", &[]);
+    assert_eq!(text(&doc["done"]), "1", "{doc}");
+    assert_eq!(host.payment_status(payment), 6);
+    assert_eq!(host.balance(account), 0);
+    host.check_clean();
+}
+
+#[test]
 fn manual_gives_instructions_and_staff_confirm() {
     let host = Host::new("plugins-manual", vec![shipped().to_path_buf()]);
     host.ok("project.edit", &["elid=1", "sok=ok", "currency=840"]);
