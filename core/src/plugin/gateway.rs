@@ -626,11 +626,6 @@ fn apply_callback(
             &report.amount,
         );
     }
-    if gp.external_id.is_none() {
-        ctx.db
-            .prepare_cached("UPDATE payment SET external_id = ?2 WHERE id = ?1")?
-            .execute(params![id, report.external_id])?;
-    }
     let now = match (report.outcome, gp.status) {
         (sdk::Outcome::Paid, status::NEW | status::IN_PROGRESS) => {
             ledger::set_paid(ctx, id)?;
@@ -675,6 +670,12 @@ fn apply_callback(
             );
         }
     };
+    // Recorded only for a callback that was applied: a rejected one leaves the payment as it was.
+    if gp.external_id.is_none() {
+        ctx.db
+            .prepare_cached("UPDATE payment SET external_id = ?2 WHERE id = ?1")?
+            .execute(params![id, report.external_id])?;
+    }
     let mut fields = vec![
         ("payment".to_string(), id.to_string()),
         ("status".to_string(), now.to_string()),

@@ -394,7 +394,11 @@ fn load_one(path: &Path, config: &PluginConfig) -> Result<Plugin, String> {
     // SAFETY: version and size match this build's declaration; the library stays loaded.
     let decl: &'static sdk::PluginDecl = unsafe { &*decl };
     let (status, out) = raw_call(decl, "manifest", b"");
-    let manifest: Manifest = decode("?", "manifest", status, &out).map_err(|e| e.message())?;
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let manifest: Manifest = decode(&file, "manifest", status, &out).map_err(|e| e.message())?;
     if manifest.abi_version != sdk::ABI_VERSION {
         return Err(format!(
             "the manifest says ABI version {}, the declaration {abi}",
