@@ -656,6 +656,42 @@ fn func_plugins_add_funcs_like_built_in_ones() {
         listing.contains("callback,checkpay,refund,partial_refund"),
         "{listing}"
     );
+
+    // The same plugins in a second folder: the first wins, the rest are skipped, no error.
+    let twice = Host::new(
+        "plugins-twice",
+        vec![shipped().to_path_buf(), shipped().to_path_buf()],
+    );
+    let list = twice.run(&["plugins"]);
+    let listing = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{listing}");
+    assert_eq!(listing.matches("skipped ").count(), 4, "{listing}");
+
+    // Settings from the plugin configuration are the plugin's to validate, at load.
+    std::fs::write(
+        twice.dir.path().join("plugins.json"),
+        r#"{"smsfile": {"path": 5}}"#,
+    )
+    .unwrap();
+    let list = twice.run(&["plugins"]);
+    let listing = String::from_utf8_lossy(&list.stdout);
+    assert_eq!(list.status.code(), Some(1), "{listing}");
+    assert!(
+        listing.contains("module 'smsfile': bad settings: path is a non-empty file name"),
+        "{listing}"
+    );
+    // Without its notifier, account.sms says so; everything else goes on.
+    let account = id_of(&twice.ok("account.edit", &["sok=ok", "email=zed@example.com"]));
+    let e = twice.error(
+        "account.sms",
+        &[
+            &format!("elid={account}"),
+            "sok=ok",
+            "phone=+1 555 0100",
+            "message=x",
+        ],
+    );
+    assert_eq!(e["$object"], "notifier", "{e}");
 }
 
 #[test]
