@@ -521,6 +521,36 @@ fn asynchronous_confirmations_of_payments_and_refunds() {
 }
 
 #[test]
+fn a_manual_refund_while_a_gateway_refund_is_pending_keeps_the_ledger_consistent() {
+    let host = Host::new("plugins-mixed", vec![shipped().to_path_buf()]);
+    let state = TempDir::new("testpay-state");
+    let (pm, account) = testpay_setup(&host, state.path());
+    let (payment, external) = add_payment(&host, account, pm, "10.00");
+    let body = callback_body(payment, &external, "10.00", "paid");
+    host.ok(
+        "payment.callback",
+        &refs(&callback_args(pm, &body, &sign(&body))),
+    );
+    std::fs::write(state.path().join("pending-refunds"), "").unwrap();
+    host.ok(
+        "payment.refund",
+        &[&format!("elid={payment}"), "sok=ok", "amount=4.00"],
+    );
+    assert_eq!(host.payment_status(payment), 5);
+    // The rest of the balance goes back by hand (subaccount.refund refunds at once).
+    let sub = host.query_i64(&format!(
+        "SELECT id FROM subaccount WHERE account_id = {account}"
+    ));
+    host.ok("subaccount.refund", &[&format!("elid={sub}"), "sok=ok"]);
+    assert_eq!(host.balance(account), 0);
+    assert_eq!(host.payment_status(payment), 5);
+    host.check_clean();
+    host.ok("payment.refund.retry", &[]);
+    assert_eq!(host.payment_status(payment), 6);
+    host.check_clean();
+}
+
+#[test]
 fn manual_gives_instructions_and_staff_confirm() {
     let host = Host::new("plugins-manual", vec![shipped().to_path_buf()]);
     host.ok("project.edit", &["elid=1", "sok=ok", "currency=840"]);

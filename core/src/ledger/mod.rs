@@ -1178,9 +1178,10 @@ fn refund_exact(
     ctx.db
         .prepare_cached(
             "UPDATE payment SET refundedamount = refundedamount + ?2,
-                    status = CASE WHEN ?3 THEN 5 WHEN refundedamount + ?2 >= subaccountamount THEN 6 ELSE status END
+                    status = CASE WHEN ?3 OR status = 5 THEN 5 WHEN refundedamount + ?2 >= subaccountamount THEN 6 ELSE status END
              WHERE id = ?1",
         )?
+        // A payment with a refund pending stays in status 5 until that one completes.
         .execute(params![p.id, sub_amount, pending])?;
     ctx.db
         .prepare_cached("UPDATE subaccount SET balance = balance - ?2 WHERE id = ?1")?
