@@ -951,3 +951,101 @@ fn code_blocks(md: &str) -> Vec<(String, String)> {
     }
     blocks
 }
+
+/// The in-process path (as `billhost serve` runs it): one engine, 8 threads delivering the same
+/// callback at the same moment, 3 rounds.
+#[test]
+fn concurrent_callbacks_from_threads_in_one_process_credit_once() {
+    use billhost::auth::Caller;
+    use billhost::plugin::{self, PluginConfig, PluginHost};
+    use billhost::{Engine, EngineConfig, Params};
+    use std::sync::{Arc, Barrier};
+
+    let dir = TempDir::new("plugins-threads");
+    let state = TempDir::new("testpay-state");
+    let mut engine = Engine::open(EngineConfig::new(dir.db())).expect("open");
+    let host = PluginHost::load(&PluginConfig {
+        dirs: vec![shipped().to_path_buf()],
+        explicit: true,
+        settings: Default::default(),
+    });
+    assert!(host.errors().is_empty(), "{:?}", host.errors());
+    let _plugins = plugin::install(&mut engine, host);
+    let engine = Arc::new(engine);
+    let root = Caller::superuser();
+    let call = |func: &str, params: &[(&str, &str)]| {
+        let doc = engine.call(&root, func, Params::from_pairs(params.iter().copied()));
+        assert!(!doc.is_error(), "{func}: {doc:?}");
+        doc
+    };
+    call(
+        "project.edit",
+        &[("elid", "1"), ("sok", "ok"), ("currency", "840")],
+    );
+    let settings =
+        serde_json::json!({"secret": SECRET, "state_dir": state.path().to_str().unwrap()})
+            .to_string();
+    let pm = call(
+        "paymethod.edit",
+        &[
+            ("sok", "ok"),
+            ("name", "TestPay"),
+            ("currency", "840"),
+            ("module", "testpay"),
+            ("settings", &settings),
+        ],
+    );
+    let pm: i64 = pm.field("id").unwrap().parse().unwrap();
+    let account = call(
+        "account.edit",
+        &[("sok", "ok"), ("email", "tia@example.com")],
+    );
+    let account: i64 = account.field("id").unwrap().parse().unwrap();
+    let conn = rusqlite::Connection::open(dir.db()).unwrap();
+    for round in 1..=3 {
+        let doc = call(
+            "payment.add",
+            &[
+                ("plid", &account.to_string()),
+                ("sok", "ok"),
+                ("paymethod", &pm.to_string()),
+                ("amount", "5.00"),
+            ],
+        );
+        let payment: i64 = doc.field("id").unwrap().parse().unwrap();
+        let external = doc.field("external_id").unwrap().to_string();
+        let body = callback_body(payment, &external, "5.00", "paid");
+        let signature = sign(&body);
+        let barrier = Arc::new(Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (engine, barrier) = (engine.clone(), barrier.clone());
+                let (body, signature) = (body.clone(), signature.clone());
+                std::thread::spawn(move || {
+                    let params = Params::from_pairs([
+                        ("module", "testpay".to_string()),
+                        ("paymethod", pm.to_string()),
+                        ("body", body),
+                        ("signature", signature),
+                    ]);
+                    barrier.wait();
+                    engine.call(&Caller::anonymous("192.0.2.1"), "payment.callback", params)
+                })
+            })
+            .collect();
+        for t in threads {
+            let doc = t.join().expect("thread");
+            assert_eq!(doc.field("status"), Some("4"), "{doc:?}");
+        }
+        let balance: i64 = conn
+            .query_row(
+                "SELECT balance FROM subaccount WHERE account_id = ?1",
+                [account],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(balance, 500 * round);
+    }
+    let violations = engine.read(billhost::ledger::check).expect("check");
+    assert!(violations.is_empty(), "{violations:?}");
+}
