@@ -23,6 +23,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+thread_local! {
+    /// Whether this thread is inside `Engine::write` (the writer mutex is not reentrant).
+    static IN_WRITE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Page size when `p_num` is given without `p_cnt`.
 pub const DEFAULT_PAGE_SIZE: u64 = 100;
 /// Read connections kept open for reuse.
@@ -144,6 +149,24 @@ impl<'g> Ctx<'_, 'g> {
                 self.func
             ])?;
         Ok(())
+    }
+
+    /// Runs `f` in a write transaction of its own, committed when `f` succeeds, as the same
+    /// caller and func: how a func declared `ActionMode::CallOut` records an intent, calls a
+    /// plugin outside any transaction, then records the outcome. Refused (instead of waiting
+    /// forever) when this thread already holds the writer.
+    pub fn write<T>(&self, f: impl FnOnce(&Ctx) -> FuncResult<T>) -> FuncResult<T> {
+        self.engine.write(|conn| {
+            let ctx = Ctx {
+                db: conn,
+                caller: self.caller,
+                func: self.func,
+                now: clock::now(),
+                engine: self.engine,
+                scope: self.scope,
+            };
+            f(&ctx)
+        })
     }
 
     /// Calls another func inside this func's transaction, as the same caller. Its changes are
@@ -292,7 +315,14 @@ impl Engine {
     /// that fills the batch) commits for everyone, and every writer of the batch answers only
     /// after that commit; if the commit fails, every writer of the batch gets the error and
     /// nothing of the batch is kept.
+    ///
+    /// A nested call on the same thread is an error, not a deadlock.
     pub fn write<T>(&self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
+        if IN_WRITE.with(|w| w.get()) {
+            return Err(FuncError::internal(
+                "a write transaction was asked for inside another one on the same thread",
+            ));
+        }
         self.writer.waiting.fetch_add(1, Ordering::SeqCst);
         let mut w = lock(&self.writer.inner);
         self.writer.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -311,8 +341,10 @@ impl Engine {
         let result = match w.conn.execute_batch("SAVEPOINT func") {
             Ok(()) => {
                 let conn = &w.conn;
+                IN_WRITE.with(|w| w.set(true));
                 let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
                     .unwrap_or_else(|p| Err(panic_message(p)));
+                IN_WRITE.with(|w| w.set(false));
                 let end = match result {
                     Ok(_) => conn.execute_batch("RELEASE func"),
                     Err(_) => conn.execute_batch("ROLLBACK TO func; RELEASE func"),
@@ -604,7 +636,8 @@ impl Engine {
                     form.extend(blank_fields(&decl.params));
                     return Ok(Doc::Form(form));
                 }
-                validate(conn, caller, decl, params, true)?;
+                let creating = decl.action_mode != ActionMode::CallOut || sok;
+                validate(conn, caller, decl, params, creating)?;
                 f(ctx, params)
             }
             Handler::Filter { list } => self.filter(ctx, list, params, sok),
@@ -757,6 +790,7 @@ fn writes(decl: &FuncDecl, params: &Params) -> bool {
             ActionMode::Write => true,
             ActionMode::Read => false,
             ActionMode::FormThenWrite => params.has("sok"),
+            ActionMode::CallOut => false,
         },
     }
 }

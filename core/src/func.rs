@@ -172,6 +172,10 @@ pub enum ActionMode {
     Read,
     /// Without `sok` answers the blank form of its parameters; with `sok` runs, writing.
     FormThenWrite,
+    /// Runs on every call on a read connection (required parameters are enforced only with
+    /// `sok`) and writes in transactions of its own through `Ctx::write`, so that it can call
+    /// out (a plugin, the network) between them without holding the writer.
+    CallOut,
 }
 
 pub struct FuncDecl {

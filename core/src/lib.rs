@@ -7,7 +7,9 @@
 //! [`ledger`] holds the money rules (payments, expenses, refunds, rates, tax, discounts) and
 //! the invariant check behind `billhost check`. [`invoice`] numbers and renders invoices (HTML
 //! template, PDF); [`outbox`] queues email in a func's transaction and [`mail`] delivers it
-//! through SMTP after the commit; [`config`] reads `billhost.toml`.
+//! through SMTP after the commit; [`config`] reads `billhost.toml`. [`plugin`] loads
+//! shared-library plugins and adds the funcs that use them (payment gateways, notifiers, func
+//! handlers).
 
 pub mod auth;
 pub mod clock;
@@ -24,6 +26,7 @@ pub mod mail;
 pub mod money;
 pub mod outbox;
 pub mod params;
+pub mod plugin;
 pub mod script;
 pub mod server;
 pub mod store;

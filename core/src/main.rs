@@ -1,8 +1,9 @@
 //! The `billhost` command: `init`, `call` (like BILLmanager's mgrctl), `funcs`, `check`,
-//! `scripts`, `run-jobs`, `deliver` and `serve`.
+//! `scripts`, `plugins`, `run-jobs`, `deliver` and `serve`.
 
 use billhost::auth::{self, AdminSetup, Caller};
 use billhost::config::Config;
+use billhost::plugin::{self, PluginConfig, PluginHost};
 use billhost::server::throttle::ThrottleConfig;
 use billhost::server::{self, ServerConfig};
 use billhost::wire::{self, Format, Meta};
@@ -60,6 +61,14 @@ struct Cli {
     /// configuration file's `templates`.
     #[arg(long, global = true)]
     templates: Option<PathBuf>,
+    /// A plugin folder (repeatable); default: BILLHOST_PLUGINS (a path list), else
+    /// target/release and target/debug under the working directory.
+    #[arg(long = "plugins", global = true, value_name = "DIR")]
+    plugins: Vec<PathBuf>,
+    /// A JSON file of settings by plugin name (notifiers, func handlers); default
+    /// plugins.json in the working directory when it exists.
+    #[arg(long, global = true, env = "BILLHOST_PLUGIN_CONFIG")]
+    plugin_config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -95,7 +104,11 @@ enum Command {
     Check,
     /// Show the live scripts generation, its files, funcs and jobs, and the last reload error.
     Scripts,
-    /// Run every scheduled script job once (for cron), each in its own transaction.
+    /// List the loaded plugins (name, version, kind, ABI version, features) and the libraries
+    /// that could not be loaded; exits 1 when there is any load error.
+    Plugins,
+    /// Run every scheduled script job once (for cron), each in its own transaction, then the
+    /// plugin jobs: `payment.checkpay` and `payment.refund.retry`.
     RunJobs,
     /// Send the outbox's due email through the configured SMTP server (for cron); exits 1 when
     /// a message could not be sent.
@@ -141,13 +154,21 @@ fn main() -> ExitCode {
     }
     config.scripts.memory_limit = cli.script_memory_mb.saturating_mul(1 << 20);
     config.scripts.instruction_budget = cli.script_instructions;
-    let engine = match Engine::open(config) {
+    let mut engine = match Engine::open(config) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("billhost: {}: {e}", cli.db.display());
             return ExitCode::from(2);
         }
     };
+    let plugins = load_plugins(&cli);
+    let listing = matches!(cli.command, Command::Plugins);
+    if !listing {
+        for e in plugins.errors() {
+            eprintln!("billhost: plugin {e}");
+        }
+    }
+    let plugins = plugin::install(&mut engine, plugins);
     match cli.command {
         Command::Init { admin_password } => init(&engine, &cli.db, admin_password.as_deref()),
         Command::Call {
@@ -200,6 +221,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Plugins => list_plugins(&plugins),
         Command::RunJobs => {
             let mut failed = false;
             for (name, outcome) in engine.run_jobs(|_| true) {
@@ -211,6 +233,20 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            for func in ["payment.checkpay", "payment.refund.retry"] {
+                let system = Caller {
+                    login: "system".into(),
+                    ..Caller::superuser()
+                };
+                let doc = engine.call(&system, func, Params::new());
+                match doc {
+                    Doc::Error(e) => {
+                        failed = true;
+                        println!("{func}: {e}");
+                    }
+                    doc => println!("{func}: {}", plugin::outcome_text(&Ok(doc))),
+                }
+            }
             if failed {
                 ExitCode::from(1)
             } else {
@@ -218,6 +254,75 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve(args) => serve(engine, &cli.db, args),
+    }
+}
+
+fn load_plugins(cli: &Cli) -> PluginHost {
+    let mut config =
+        PluginConfig::resolve(cli.plugins.clone(), std::env::var_os("BILLHOST_PLUGINS"));
+    let settings = cli
+        .plugin_config
+        .clone()
+        .or_else(|| Some(PathBuf::from("plugins.json")).filter(|p| p.is_file()));
+    if let Some(path) = settings
+        && let Err(e) = config.read_settings(&path)
+    {
+        eprintln!("billhost: plugin settings: {e}");
+    }
+    PluginHost::load(&config)
+}
+
+fn list_plugins(host: &PluginHost) -> ExitCode {
+    let dirs: Vec<String> = host
+        .dirs()
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    println!(
+        "plugin folders: {}",
+        if dirs.is_empty() {
+            "none".to_string()
+        } else {
+            dirs.join(", ")
+        }
+    );
+    let rows: Vec<[String; 6]> = host
+        .plugins()
+        .iter()
+        .map(|p| {
+            [
+                p.manifest.name.clone(),
+                p.manifest.version.clone(),
+                p.manifest.kind.as_str().to_string(),
+                p.manifest.abi_version.to_string(),
+                if p.manifest.kind == plugin::Kind::Funcs {
+                    p.manifest
+                        .funcs
+                        .iter()
+                        .map(|f| f.name.clone())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                } else {
+                    p.manifest.features.join(",")
+                },
+                p.path.display().to_string(),
+            ]
+        })
+        .collect();
+    print_table(
+        &["name", "version", "kind", "abi", "features", "file"],
+        &rows,
+    );
+    for s in host.skipped() {
+        println!("skipped {s}");
+    }
+    for e in host.errors() {
+        println!("error {e}");
+    }
+    if host.errors().is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

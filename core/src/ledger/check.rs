@@ -5,7 +5,8 @@
 //!   `usedamount + refundedamount <= subaccountamount`, refunds in the method's currency within
 //!   `paymethodamount`, only credited payments pay expenses;
 //! - per expense: `notpayd = amount - live allocations >= 0`, a deleted expense has none;
-//! - per allocation: payment and expense belong to the same subaccount.
+//! - per allocation: payment and expense belong to the same subaccount;
+//! - a payment is in status 5 exactly while one of its refunds is pending at a gateway.
 
 use crate::error::FuncResult;
 use rusqlite::Connection;
@@ -101,6 +102,18 @@ const CHECKS: &[(&str, &str)] = &[
         "SELECT r.id, 'refund of payment ' || r.payment_id || ' in status ' || p.status
          FROM refund r JOIN payment p ON p.id = r.payment_id
          WHERE r.status IN (5, 6) AND p.status NOT IN (4, 5, 6)",
+    ),
+    (
+        "refund",
+        "SELECT r.id, 'pending at the gateway but its payment ' || r.payment_id || ' is in status ' || p.status
+         FROM refund r JOIN payment p ON p.id = r.payment_id
+         WHERE r.status = 5 AND p.status <> 5",
+    ),
+    (
+        "payment",
+        "SELECT p.id, 'status 5 (refund pending) without a pending refund'
+         FROM payment p WHERE p.status = 5
+           AND NOT EXISTS (SELECT 1 FROM refund r WHERE r.payment_id = p.id AND r.status = 5)",
     ),
 ];
 

@@ -38,7 +38,9 @@
 //!   holds, and the expenses they paid become unpaid and are paid again from other payments'
 //!   free funds if there are any. A partial refund leaves the payment in status 4 with
 //!   `refundedamount` showing what went back; status 6 is set when `refundedamount` reaches
-//!   `subaccountamount`. Manual refunds are done at once (refund row status 6).
+//!   `subaccountamount`. Manual refunds are done at once (refund row status 6). Gateway refunds
+//!   ([`start_gateway_refund`]) debit at once too but stay pending (refund and payment status 5)
+//!   until [`complete_refund`] confirms them, once.
 //! - A deleted expense keeps its row (`deleted = 1`), gives its amount back to the balance, has
 //!   its allocations released and `notpayd = amount` (nothing of it is paid).
 
@@ -1045,6 +1047,56 @@ fn ensure_refundable(p: &Payment) -> FuncResult<()> {
 
 /// Refunds `amount` (minor units of the payment method's currency) of a payment manually.
 pub fn refund_payment(ctx: &Ctx, id: i64, amount: i64, description: &str) -> FuncResult<i64> {
+    refund_payment_as(ctx, id, amount, description, false)
+}
+
+/// Records a refund a gateway has yet to confirm: the refund row in status 5, the payment in
+/// status 5, the balance debited at once (as for a done refund) so that the money cannot be
+/// spent or refunded twice meanwhile. [`complete_refund`] finishes it.
+pub fn start_gateway_refund(ctx: &Ctx, id: i64, amount: i64, description: &str) -> FuncResult<i64> {
+    refund_payment_as(ctx, id, amount, description, true)
+}
+
+/// Marks a pending refund (status 5) done, once: answers false, changing nothing, when it is
+/// not pending. The payment leaves status 5 when no other refund of it is pending: to 6 when
+/// refunded in full, else back to 4.
+pub fn complete_refund(ctx: &Ctx, refund: i64, external_id: Option<&str>) -> FuncResult<bool> {
+    let n = ctx
+        .db
+        .prepare_cached(
+            "UPDATE refund SET status = 6, completed = ?2, error = '', external_id = coalesce(?3, external_id)
+             WHERE id = ?1 AND status = 5",
+        )?
+        .execute(params![refund, ctx.now, external_id])?;
+    if n == 0 {
+        return Ok(false);
+    }
+    let payment: i64 = ctx
+        .db
+        .prepare_cached("SELECT payment_id FROM refund WHERE id = ?1")?
+        .query_row([refund], |r| r.get(0))?;
+    ctx.db
+        .prepare_cached(
+            "UPDATE payment SET status = CASE WHEN refundedamount >= subaccountamount THEN 6 ELSE 4 END
+             WHERE id = ?1 AND status = 5
+               AND NOT EXISTS (SELECT 1 FROM refund WHERE payment_id = ?1 AND status = 5)",
+        )?
+        .execute([payment])?;
+    ctx.history(
+        "payment",
+        payment,
+        format!("refund {refund} confirmed by the gateway"),
+    )?;
+    Ok(true)
+}
+
+fn refund_payment_as(
+    ctx: &Ctx,
+    id: i64,
+    amount: i64,
+    description: &str,
+    pending: bool,
+) -> FuncResult<i64> {
     let p = payment(ctx.db, id)?;
     ensure_refundable(&p)?;
     let pm_cur = currency(ctx.db, p.currency)?;
@@ -1081,7 +1133,7 @@ pub fn refund_payment(ctx: &Ctx, id: i64, amount: i64, description: &str) -> Fun
             format!("The refund is less than one minor unit of {}", sub_cur.iso),
         ));
     }
-    refund_exact(ctx, &p, sub_amount, amount, description)
+    refund_exact(ctx, &p, sub_amount, amount, description, pending)
 }
 
 /// `round(x * num / den)` over integers of minor units (the currencies' scales cancel out when
@@ -1105,33 +1157,45 @@ fn refund_exact(
     sub_amount: i64,
     pm_amount: i64,
     description: &str,
+    pending: bool,
 ) -> FuncResult<i64> {
     let free = p.free();
     if sub_amount > free {
         release(ctx, "payment_id", p.id, None, Some(sub_amount - free))?;
     }
+    let (status, completed) = if pending {
+        (status::REFUND_PENDING, None)
+    } else {
+        (status::REFUNDED, Some(ctx.now.as_str()))
+    };
     ctx.db
         .prepare_cached(
             "INSERT INTO refund (payment_id, amount, paymethodamount, description, status, created, completed)
-             VALUES (?1, ?2, ?3, ?4, 6, ?5, ?5)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
-        .execute(params![p.id, sub_amount, pm_amount, description, ctx.now])?;
+        .execute(params![p.id, sub_amount, pm_amount, description, status, ctx.now, completed])?;
     let refund = ctx.db.last_insert_rowid();
     ctx.db
         .prepare_cached(
             "UPDATE payment SET refundedamount = refundedamount + ?2,
-                    status = CASE WHEN refundedamount + ?2 >= subaccountamount THEN 6 ELSE status END
+                    status = CASE WHEN ?3 OR status = 5 THEN 5 WHEN refundedamount + ?2 >= subaccountamount THEN 6 ELSE status END
              WHERE id = ?1",
         )?
-        .execute(params![p.id, sub_amount])?;
+        // A payment with a refund pending stays in status 5 until that one completes.
+        .execute(params![p.id, sub_amount, pending])?;
     ctx.db
         .prepare_cached("UPDATE subaccount SET balance = balance - ?2 WHERE id = ?1")?
         .execute(params![p.subaccount, sub_amount])?;
     let pm_cur = currency(ctx.db, p.currency)?;
     let mut text = format!(
-        "refund {refund}: {} {} returned",
+        "refund {refund}: {} {} {}",
         money::format_minor(pm_amount, pm_cur.scale),
-        pm_cur.iso
+        pm_cur.iso,
+        if pending {
+            "asked of the gateway (pending)"
+        } else {
+            "returned"
+        }
     );
     if !description.is_empty() {
         text.push_str(&format!(" ({description})"));
@@ -1197,7 +1261,7 @@ pub fn refund_subaccount(
         if pm_part <= 0 {
             continue;
         }
-        refunds.push(refund_exact(ctx, &p, part, pm_part, description)?);
+        refunds.push(refund_exact(ctx, &p, part, pm_part, description, false)?);
         left -= part;
     }
     if left > 0 {

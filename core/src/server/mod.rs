@@ -158,6 +158,10 @@ pub async fn serve(
 fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/billmgr", any(billmgr))
+        .route(
+            "/billmgr/callback/{module}",
+            axum::routing::post(gateway_callback),
+        )
         .fallback(not_found)
         .with_state(app)
 }
@@ -276,6 +280,94 @@ async fn billmgr(
         &call.lang,
         answer.cookie,
     )
+}
+
+/// `POST /billmgr/callback/{module}[?paymethod=N]`: a payment gateway's notification as the
+/// gateway sends it (any content type). The raw body and the headers become `payment.callback`'s
+/// `body` and `headers`, run as an anonymous caller. The answer is the plugin's `reply` as plain
+/// text with 200; a rejected callback is its error document with 400, a failure of ours with 500
+/// (so that the gateway retries).
+async fn gateway_callback(
+    State(app): State<Arc<App>>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
+    axum::extract::Path(module): axum::extract::Path<String>,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = async {
+        let query = form::decode(
+            parts.uri.query().unwrap_or("").as_bytes(),
+            "query",
+            app.config.max_params,
+        )?;
+        let bytes = read_body(&parts.headers, body, app.config.body_limit).await?;
+        let body = String::from_utf8(bytes)
+            .map_err(|_| FuncError::value("body", "", "The callback body is not UTF-8"))?;
+        let headers: String = parts
+            .headers
+            .iter()
+            .filter(|(name, _)| *name != header::COOKIE && *name != header::AUTHORIZATION)
+            .filter_map(|(name, value)| Some(format!("{}: {}\n", name, value.to_str().ok()?)))
+            .collect();
+        let mut params = Params::from_pairs(
+            query
+                .iter()
+                .filter(|(k, _)| k == "paymethod")
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        params.set("module", module.clone());
+        params.set("body", body);
+        params.set("headers", headers);
+        Ok::<Params, FuncError>(params)
+    };
+    let deadline = tokio::time::Instant::now() + app.config.request_timeout;
+    let doc = match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(params)) => {
+            let engine = app.engine.clone();
+            let ip = peer.ip().to_canonical().to_string();
+            let task = tokio::task::spawn_blocking(move || {
+                engine.call(
+                    &crate::auth::Caller::anonymous(&ip),
+                    "payment.callback",
+                    params,
+                )
+            });
+            match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(doc)) => doc,
+                _ => Doc::Error(FuncError::internal(
+                    "The callback did not finish in time; it may still complete",
+                )),
+            }
+        }
+        Ok(Err(e)) => Doc::Error(e),
+        Err(_) => Doc::Error(FuncError::value(
+            "request",
+            "",
+            "The callback was not received in time",
+        )),
+    };
+    match &doc {
+        Doc::Error(e) => {
+            let status = if e.kind == ErrorType::Internal {
+                eprintln!("billhost serve: callback of {module} from {peer}: {e}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            let mut response = render(&doc, Format::Xml, "payment.callback", "en", None);
+            *response.status_mut() = status;
+            response
+        }
+        _ => {
+            let reply = doc.field("reply").unwrap_or("OK").to_string();
+            let mut response = Response::new(Body::from(reply));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=UTF-8"),
+            );
+            response
+        }
+    }
 }
 
 const WAITING: u8 = 0;
