@@ -2,6 +2,7 @@
 //! (`tests/kill.rs`) and the load bench (`benches/http_load.rs`): one connection, one request
 //! at a time, answers read by `Content-Length`. Every read and write has a timeout, so that a
 //! dead server ends a caller's loop instead of hanging it.
+#![allow(dead_code)]
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
