@@ -25,7 +25,7 @@ use axum::routing::get;
 use billhost::auth::{self, Caller};
 use billhost::server::{self, ServerConfig};
 use billhost::store::{self, Durability};
-use billhost::{Engine, EngineConfig, Params};
+use billhost::{Engine, EngineConfig, Params, wire};
 use http1::{Conn, enc};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::net::SocketAddr;
@@ -156,6 +156,55 @@ fn read_func_against_bare_endpoint(bench: &Bench, readers: usize) {
     println!(
         "    ratio view/bare: {:.2} (target >= 0.5)",
         func_a.rate() / bare_a.rate()
+    );
+
+    // Where the time goes: the same call in-process (authentication, the func, the XML), on
+    // as many threads as there are CPUs, without HTTP or the hop to the blocking pool.
+    let engine = server.engine.clone();
+    let password = format!("admin:{ADMIN_PASSWORD}");
+    let threads = cpus();
+    let deadline = Instant::now() + bench.secs(1.0);
+    let start = Instant::now();
+    let calls: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (engine, password) = (&engine, &password);
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let elid =
+                            ((t as i64 * 7919 + n as i64 * 104_729) % ACCOUNTS + 1).to_string();
+                        let params = Params::from_pairs([
+                            ("func", "account.edit"),
+                            ("elid", elid.as_str()),
+                            ("authinfo", password.as_str()),
+                        ]);
+                        let doc = engine.handle("account.edit", params, None, "127.0.0.1");
+                        let meta = wire::Meta {
+                            func: "account.edit",
+                            lang: "en",
+                        };
+                        let body = wire::render(&doc, wire::Format::Xml, meta);
+                        assert!(!doc.is_error(), "{body}");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    let in_process = calls as f64 / start.elapsed().as_secs_f64();
+    let cpu_us = |rate: f64| 1e6 * threads as f64 / rate;
+    println!(
+        "    where the time goes: the same call in-process on {threads} threads (no HTTP) {in_process:.0} /s"
+    );
+    println!(
+        "    CPU per request, all {threads} CPUs busy: bare HTTP {:.1} µs, the func alone {:.1} µs, \
+         the func over HTTP {:.1} µs",
+        cpu_us(bare_a.rate()),
+        cpu_us(in_process),
+        cpu_us(func_a.rate())
     );
     println!();
     drop(bare);
