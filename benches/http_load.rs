@@ -231,12 +231,20 @@ fn durable_setpaid_against_raw(bench: &Bench) {
             ));
             direct.add(raw_load(&raw, &mut raw_payments, bench.secs(raw_s)));
         }
+        // The same calls in-process, as many at once: the engine and its group commit
+        // without HTTP, the hop to the blocking pool or the load generator's sockets.
+        let in_process = engine_setpaid_load(
+            &server.engine,
+            &bench.writers,
+            &mut cursors,
+            bench.secs(1.0),
+        );
         bench.stop(server);
         let violations = billhost::ledger::check(&raw).expect("check");
         assert!(violations.is_empty(), "raw: {violations:?}");
-        (http, direct)
+        (http, direct, in_process)
     };
-    let (mut http, mut raw) = side(Durability::Full, "full", 2, 2.0, 1.5);
+    let (mut http, mut raw, mut in_process) = side(Durability::Full, "full", 2, 2.0, 1.5);
     println!(
         "(b) payment.setpaid, synchronous=FULL (WAL): {WRITERS} HTTP clients vs raw rusqlite one transaction at a time"
     );
@@ -246,9 +254,12 @@ fn durable_setpaid_against_raw(bench: &Bench) {
         "    ratio HTTP/raw: {:.2} (target >= 10)",
         http.rate() / raw.rate()
     );
-    let (mut http_n, mut raw_n) = side(Durability::Normal, "normal", 1, 2.0, 1.0);
-    println!("    where the time goes (synchronous=NORMAL: no fsync per commit):");
+    let (mut http_n, mut raw_n, mut in_process_n) = side(Durability::Normal, "normal", 1, 2.0, 1.0);
+    println!("    where the time goes:");
+    in_process.print("in-process, 64 threads");
+    println!("    with synchronous=NORMAL (no fsync per commit):");
     http_n.print("HTTP, no fsync");
+    in_process_n.print("in-process, no fsync");
     raw_n.print("raw, no fsync");
     let fsync_us = 1e6 / raw.rate() - 1e6 / raw_n.rate();
     println!(
@@ -579,6 +590,63 @@ fn setpaid_load(
     // A payment is taken only to be sent at once, so the next round starts after the last one.
     for (cursor, n) in cursors.iter_mut().zip(&next) {
         *cursor = n.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    stats
+}
+
+/// `payment.setpaid` through `Engine::handle` (what the server runs for a request), one
+/// thread per writer, without HTTP.
+fn engine_setpaid_load(
+    engine: &Engine,
+    writers: &[Vec<i64>],
+    cursors: &mut [usize],
+    budget: Duration,
+) -> Stats {
+    let password = format!("admin:{ADMIN_PASSWORD}");
+    let start = Instant::now();
+    let deadline = start + budget;
+    let per_thread: Vec<(usize, Vec<u32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = writers
+            .iter()
+            .zip(cursors.iter())
+            .map(|(payments, &from)| {
+                let password = &password;
+                s.spawn(move || {
+                    let mut latencies = Vec::new();
+                    let mut k = from;
+                    while Instant::now() < deadline {
+                        let Some(payment) = payments.get(k) else {
+                            break;
+                        };
+                        let elid = payment.to_string();
+                        let params = Params::from_pairs([
+                            ("func", "payment.setpaid"),
+                            ("elid", elid.as_str()),
+                            ("authinfo", password.as_str()),
+                        ]);
+                        let sent = Instant::now();
+                        let doc = engine.handle("payment.setpaid", params, None, "127.0.0.1");
+                        latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        assert!(!doc.is_error(), "{doc:?}");
+                        k += 1;
+                    }
+                    (k, latencies)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut stats = Stats {
+        elapsed: start.elapsed(),
+        ..Stats::default()
+    };
+    for (cursor, (k, latencies)) in cursors.iter_mut().zip(per_thread) {
+        stats.requests += (k - *cursor) as u64;
+        *cursor = k;
+        stats.latencies_us.extend(latencies);
     }
     stats
 }
