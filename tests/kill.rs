@@ -132,6 +132,16 @@ struct Spawned {
     stderr: std::path::PathBuf,
 }
 
+impl Drop for Spawned {
+    /// A test that fails midway leaves no server behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Starts `billhost serve` on `db` and waits for the address it prints (stdout and stderr go to
 /// files, so that a full pipe can never stall it).
 fn spawn(dir: &TempDir, run: usize) -> Spawned {
