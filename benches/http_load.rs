@@ -1,0 +1,707 @@
+//! `/billmgr` under load, with its own load generator (threads with std `TcpStream`, HTTP/1.1
+//! keep-alive), the server in-process on 127.0.0.1 on a tokio runtime built as `billhost serve`
+//! builds it. Printed as ratios measured in the same run, rounds alternating so that noise hits
+//! both sides alike:
+//!
+//! - (a) `account.edit elid=N` (the client view) over HTTP against a bare axum endpoint on the
+//!   same runtime answering a fixed body of the same size;
+//! - (b) durable `payment.setpaid` from 64 concurrent HTTP clients (group commit) against raw
+//!   rusqlite doing the same writes one transaction at a time, both `synchronous=FULL` in WAL;
+//!   then where the time goes: both again with `synchronous=NORMAL` (no fsync per commit);
+//! - (c) p50/p99 latencies of each.
+//!
+//! `cargo bench --bench http_load`; `BENCH_SECS` scales the measuring time (default 1.0, about
+//! 20 s in all), `BENCH_READERS` sets the connections of (a) (default 16), `BENCH_PARTS=a` or
+//! `=b` runs one part only.
+
+#[path = "../tests/support/http1.rs"]
+mod http1;
+#[path = "../tests/support/seed.rs"]
+mod seed;
+
+use axum::Router;
+use axum::http::header;
+use axum::routing::get;
+use billhost::auth::{self, Caller};
+use billhost::server::{self, ServerConfig};
+use billhost::store::{self, Durability};
+use billhost::{Engine, EngineConfig, Params, wire};
+use http1::{Conn, enc};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Clients whose views (a) reads.
+const ACCOUNTS: i64 = 10_000;
+/// Concurrent `payment.setpaid` clients of (b), each paying its own client's payments.
+const WRITERS: usize = 64;
+/// New payments per writer: more than one can set paid in the time (b) runs.
+const PAYMENTS_EACH: i64 = 1_500;
+const ADMIN_PASSWORD: &str = "BenchPass1";
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every part measures with.
+struct Bench {
+    runtime: Runtime,
+    scale: f64,
+    authinfo: String,
+    dir: std::path::PathBuf,
+    base: std::path::PathBuf,
+    /// Each writer's new payments.
+    writers: Vec<Vec<i64>>,
+}
+
+impl Bench {
+    fn secs(&self, s: f64) -> Duration {
+        Duration::from_secs_f64(s * self.scale)
+    }
+
+    /// A fresh copy of the prepared database.
+    fn copy(&self, name: &str) -> std::path::PathBuf {
+        let path = self.dir.join(name);
+        std::fs::copy(&self.base, &path).expect("copy database");
+        path
+    }
+
+    /// A server over a copy of the prepared database, with the credential verified (argon2
+    /// once, then cached: as for any client that repeats it).
+    fn serve(&self, name: &str, durability: Durability) -> Serving {
+        let serving = self.runtime.serve(open(&self.copy(name), durability));
+        let answer = Conn::connect(serving.addr, TIMEOUT)
+            .and_then(|mut c| c.get(&format!("/billmgr?func=whoami&{}", self.authinfo)))
+            .expect("whoami");
+        assert!(
+            answer.body.contains("<login>admin</login>"),
+            "{}",
+            answer.body
+        );
+        serving
+    }
+
+    /// Stops a server; the ledger it wrote is consistent.
+    fn stop(&self, serving: Serving) {
+        let engine = self.runtime.stop(serving);
+        let violations = engine.read(billhost::ledger::check).expect("check");
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+}
+
+fn main() {
+    let scale: f64 = env_or("BENCH_SECS", 1.0);
+    let readers: usize = env_or("BENCH_READERS", 16);
+    let parts: String = env_or("BENCH_PARTS", "ab".to_string());
+    let dir = std::env::temp_dir().join(format!("billhost-bench-http-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("bench dir");
+
+    let started = Instant::now();
+    let base = dir.join("base.db");
+    let writers = prepare(&base);
+    eprintln!("prepared in {:.1} s", started.elapsed().as_secs_f64());
+    let bench = Bench {
+        runtime: Runtime::start(),
+        scale,
+        authinfo: format!("authinfo={}", enc(&format!("admin:{ADMIN_PASSWORD}"))),
+        dir: dir.clone(),
+        base,
+        writers,
+    };
+    println!(
+        "billhost HTTP load bench: server and load generator on one machine ({} CPUs)",
+        cpus()
+    );
+    println!();
+    if parts.contains('a') {
+        read_func_against_bare_endpoint(&bench, readers);
+    }
+    if parts.contains('b') {
+        durable_setpaid_against_raw(&bench);
+    }
+    println!(
+        "(c) latencies: in the rows above (p50/p99 per request, as the load generator saw them)"
+    );
+    drop(bench);
+    eprintln!("done in {:.1} s", started.elapsed().as_secs_f64());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// (a) `account.edit elid=N` over HTTP against a bare endpoint answering the same bytes.
+fn read_func_against_bare_endpoint(bench: &Bench, readers: usize) {
+    let server = bench.serve("read.db", Durability::Full);
+    let authinfo = &bench.authinfo;
+    let view = Conn::connect(server.addr, TIMEOUT)
+        .and_then(|mut c| c.get(&format!("/billmgr?func=account.edit&elid=1&{authinfo}")))
+        .expect("account view");
+    assert!(view.body.contains("<email>"), "{}", view.body);
+    let bare = bench.runtime.bare(view.body.clone());
+
+    let (mut func_a, mut bare_a) = (Stats::default(), Stats::default());
+    for _ in 0..2 {
+        bare_a.add(load(bare.addr, readers, bench.secs(1.5), |_, _| {
+            Some("/bare".to_string())
+        }));
+        func_a.add(load(server.addr, readers, bench.secs(1.5), |t, i| {
+            let elid = (t as i64 * 7919 + i as i64 * 104_729) % ACCOUNTS + 1;
+            Some(format!("/billmgr?func=account.edit&elid={elid}&{authinfo}"))
+        }));
+    }
+    println!(
+        "(a) account.edit view by elid vs a bare endpoint answering {} bytes, {readers} keep-alive connections",
+        view.body.len()
+    );
+    bare_a.print("bare axum endpoint");
+    func_a.print("account.edit view");
+    println!(
+        "    ratio view/bare: {:.2} (target >= 0.5)",
+        func_a.rate() / bare_a.rate()
+    );
+
+    // Where the time goes: the same call in-process (authentication, the func, the XML), on
+    // as many threads as there are CPUs, without HTTP or the hop to the blocking pool.
+    let engine = server.engine.clone();
+    let password = format!("admin:{ADMIN_PASSWORD}");
+    let threads = cpus();
+    let deadline = Instant::now() + bench.secs(1.0);
+    let start = Instant::now();
+    let calls: u64 = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (engine, password) = (&engine, &password);
+                s.spawn(move || {
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let elid =
+                            ((t as i64 * 7919 + n as i64 * 104_729) % ACCOUNTS + 1).to_string();
+                        let params = Params::from_pairs([
+                            ("func", "account.edit"),
+                            ("elid", elid.as_str()),
+                            ("authinfo", password.as_str()),
+                        ]);
+                        let doc = engine.handle("account.edit", params, None, "127.0.0.1");
+                        let meta = wire::Meta {
+                            func: "account.edit",
+                            lang: "en",
+                        };
+                        let body = wire::render(&doc, wire::Format::Xml, meta);
+                        assert!(!doc.is_error(), "{body}");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).sum()
+    });
+    let in_process = calls as f64 / start.elapsed().as_secs_f64();
+    let cpu_us = |rate: f64| 1e6 * threads as f64 / rate;
+    println!(
+        "    where the time goes: the same call in-process on {threads} threads (no HTTP) {in_process:.0} /s"
+    );
+    println!(
+        "    CPU per request, all {threads} CPUs busy: bare HTTP {:.1} µs, the func alone {:.1} µs, \
+         the func over HTTP {:.1} µs",
+        cpu_us(bare_a.rate()),
+        cpu_us(in_process),
+        cpu_us(func_a.rate())
+    );
+    println!();
+    drop(bare);
+    bench.stop(server);
+}
+
+/// (b) Durable `payment.setpaid` from 64 HTTP clients against raw rusqlite one transaction at
+/// a time; then both without an fsync per commit, to show where the time goes.
+fn durable_setpaid_against_raw(bench: &Bench) {
+    let side = |durability: Durability, name: &str, rounds: usize, http_s: f64, raw_s: f64| {
+        let server = bench.serve(&format!("{name}.db"), durability);
+        let raw = store::connect(&bench.copy(&format!("{name}-raw.db")), durability)
+            .expect("raw connection");
+        let mut cursors = vec![0usize; WRITERS];
+        let mut raw_payments = bench.writers.iter().flatten().copied();
+        let (mut http, mut direct) = (Stats::default(), Stats::default());
+        for _ in 0..rounds {
+            http.add(setpaid_load(
+                server.addr,
+                &bench.writers,
+                &mut cursors,
+                &bench.authinfo,
+                bench.secs(http_s),
+            ));
+            direct.add(raw_load(&raw, &mut raw_payments, bench.secs(raw_s)));
+        }
+        // The same calls in-process, as many at once: the engine and its group commit
+        // without HTTP, the hop to the blocking pool or the load generator's sockets.
+        let in_process = engine_setpaid_load(
+            &server.engine,
+            &bench.writers,
+            &mut cursors,
+            bench.secs(1.0),
+        );
+        bench.stop(server);
+        let violations = billhost::ledger::check(&raw).expect("check");
+        assert!(violations.is_empty(), "raw: {violations:?}");
+        (http, direct, in_process)
+    };
+    let (mut http, mut raw, mut in_process) = side(Durability::Full, "full", 2, 2.0, 1.5);
+    println!(
+        "(b) payment.setpaid, synchronous=FULL (WAL): {WRITERS} HTTP clients vs raw rusqlite one transaction at a time"
+    );
+    http.print("HTTP, group commit");
+    raw.print("raw rusqlite");
+    println!(
+        "    ratio HTTP/raw: {:.2} (target >= 10)",
+        http.rate() / raw.rate()
+    );
+    let (mut http_n, mut raw_n, mut in_process_n) = side(Durability::Normal, "normal", 1, 2.0, 1.0);
+    println!("    where the time goes:");
+    in_process.print("in-process, 64 threads");
+    println!("    with synchronous=NORMAL (no fsync per commit):");
+    http_n.print("HTTP, no fsync");
+    in_process_n.print("in-process, no fsync");
+    raw_n.print("raw, no fsync");
+    let fsync_us = 1e6 / raw.rate() - 1e6 / raw_n.rate();
+    println!(
+        "    a durable commit costs {fsync_us:.0} µs more than a non-durable one (the fsync); \
+         durable HTTP reaches {:.0}% of its no-fsync rate",
+        100.0 * http.rate() / http_n.rate()
+    );
+    println!();
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn open(path: &Path, durability: Durability) -> Engine {
+    let config = EngineConfig {
+        durability,
+        ..EngineConfig::new(path)
+    };
+    Engine::open(config).expect("engine")
+}
+
+fn must(engine: &Engine, func: &str, params: &[(&str, &str)]) -> billhost::Doc {
+    let doc = engine.call(
+        &Caller::superuser(),
+        func,
+        Params::from_pairs(params.iter().copied()),
+    );
+    assert!(!doc.is_error(), "{func} {params:?}: {doc:?}");
+    doc
+}
+
+/// The database every side starts from: the admin, a provider currency and payment method,
+/// `ACCOUNTS` clients to read, and `WRITERS` clients with `PAYMENTS_EACH` new payments each.
+/// Answers each writer's payments.
+fn prepare(path: &Path) -> Vec<Vec<i64>> {
+    let engine = open(path, Durability::Full);
+    engine
+        .write(|c| auth::ensure_staff(c, "admin", Some(ADMIN_PASSWORD)))
+        .expect("admin");
+    must(
+        &engine,
+        "project.edit",
+        &[("elid", "1"), ("sok", "ok"), ("currency", "840")],
+    );
+    must(
+        &engine,
+        "paymethod.edit",
+        &[("sok", "ok"), ("name", "Bank"), ("currency", "840")],
+    );
+    let mut templates = Vec::new();
+    for w in 0..WRITERS {
+        let account = must(
+            &engine,
+            "account.edit",
+            &[("sok", "ok"), ("email", &format!("payer{w}@example.com"))],
+        )
+        .field("id")
+        .expect("id")
+        .to_string();
+        let payment = must(
+            &engine,
+            "payment.edit",
+            &[
+                ("plid", &account),
+                ("sok", "ok"),
+                ("paymethod", "1"),
+                ("paymethodamount", "10.00"),
+            ],
+        )
+        .field("id")
+        .expect("id")
+        .parse::<i64>()
+        .expect("numeric id");
+        templates.push((account, payment));
+    }
+    engine
+        .write(|c| {
+            let mut stmt = c.prepare(
+                "INSERT INTO account (project_id, name, realname, email, registration_date)
+                 VALUES (1, ?1, ?1, ?2, '2026-01-01 00:00:00')",
+            )?;
+            for i in WRITERS as i64..ACCOUNTS {
+                stmt.execute(params![format!("client {i}"), format!("c{i}@example.com")])?;
+            }
+            for &(_, payment) in &templates {
+                seed::copy_payment(c, payment, PAYMENTS_EACH - 1)?;
+            }
+            Ok(())
+        })
+        .expect("seed");
+    engine
+        .read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT id FROM payment WHERE account_id = ?1 AND status = 1 ORDER BY id",
+            )?;
+            let mut all = Vec::new();
+            for (account, _) in &templates {
+                all.push(
+                    stmt.query_map([account], |r| r.get(0))?
+                        .collect::<Result<Vec<i64>, _>>()?,
+                );
+            }
+            Ok(all)
+        })
+        .expect("payments")
+}
+
+// ------------------------------------------------------------------ the servers
+
+/// A tokio runtime built as `server::run` builds it (multi-thread, every driver), on which the
+/// servers run.
+struct Runtime(tokio::runtime::Runtime);
+
+struct Serving {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+    engine: Arc<Engine>,
+}
+
+struct Bare {
+    addr: SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Runtime {
+    fn start() -> Runtime {
+        Runtime(
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("billhost-http")
+                .build()
+                .expect("runtime"),
+        )
+    }
+
+    fn listen(&self) -> tokio::net::TcpListener {
+        self.0
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind")
+    }
+
+    /// `/billmgr` over `engine`, as `billhost serve` serves it.
+    fn serve(&self, engine: Engine) -> Serving {
+        let listener = self.listen();
+        let addr = listener.local_addr().expect("addr");
+        let engine = Arc::new(engine);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let done = self.0.spawn(server::serve(
+            listener,
+            engine.clone(),
+            ServerConfig::default(),
+            shutdown,
+        ));
+        Serving {
+            addr,
+            stop,
+            done,
+            engine,
+        }
+    }
+
+    /// A bare endpoint on the same stack: `/bare` answers `body`, with the headers `/billmgr`
+    /// sends.
+    fn bare(&self, body: String) -> Bare {
+        let listener = self.listen();
+        let addr = listener.local_addr().expect("addr");
+        let body = axum::body::Bytes::from(body);
+        let app = Router::new().route(
+            "/bare",
+            get(move || {
+                let body = body.clone();
+                async move {
+                    (
+                        [
+                            (header::CONTENT_TYPE, "text/xml; charset=utf-8"),
+                            (header::CACHE_CONTROL, "no-store"),
+                        ],
+                        body,
+                    )
+                }
+            }),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        self.0.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Bare { addr, _stop: stop }
+    }
+
+    /// Stops a server, waits for it, and answers its engine.
+    fn stop(&self, serving: Serving) -> Arc<Engine> {
+        let _ = serving.stop.send(());
+        self.0
+            .block_on(serving.done)
+            .expect("server task")
+            .expect("serve");
+        serving.engine
+    }
+}
+
+// ------------------------------------------------------------------ the load generator
+
+/// Requests answered, in how long, and each one's latency.
+#[derive(Default)]
+struct Stats {
+    requests: u64,
+    elapsed: Duration,
+    latencies_us: Vec<u32>,
+}
+
+impl Stats {
+    fn add(&mut self, other: Stats) {
+        self.requests += other.requests;
+        self.elapsed += other.elapsed;
+        self.latencies_us.extend(other.latencies_us);
+    }
+
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile(&mut self, p: usize) -> f64 {
+        self.latencies_us.sort_unstable();
+        let n = self.latencies_us.len();
+        if n == 0 {
+            return 0.0;
+        }
+        f64::from(self.latencies_us[(n * p / 100).min(n - 1)]) / 1000.0
+    }
+
+    fn print(&mut self, what: &str) {
+        let (p50, p99) = (self.percentile(50), self.percentile(99));
+        println!(
+            "    {what:<22} {:>9.0} /s   p50 {p50:>7.2} ms   p99 {p99:>7.2} ms   ({} requests)",
+            self.rate(),
+            self.requests
+        );
+    }
+}
+
+/// `threads` keep-alive connections, each sending `target(thread, i)` and waiting for the
+/// answer, for `budget` (or until every thread's `target` answers `None`). An error document
+/// stops the bench.
+fn load(
+    addr: SocketAddr,
+    threads: usize,
+    budget: Duration,
+    target: impl Fn(usize, u64) -> Option<String> + Sync,
+) -> Stats {
+    let start = Instant::now();
+    let deadline = start + budget;
+    let per_thread: Vec<(u64, Vec<u32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let target = &target;
+                s.spawn(move || {
+                    let mut conn = Conn::connect(addr, TIMEOUT).expect("connect");
+                    let mut latencies = Vec::with_capacity(1 << 16);
+                    let mut n = 0u64;
+                    while Instant::now() < deadline {
+                        let Some(path) = target(t, n) else { break };
+                        let sent = Instant::now();
+                        let answer = conn.get(&path).expect("answer");
+                        latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        assert!(
+                            answer.status == 200 && !answer.body.contains("<error"),
+                            "{path}: {}",
+                            answer.body
+                        );
+                        n += 1;
+                    }
+                    (n, latencies)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("load thread"))
+            .collect()
+    });
+    let elapsed = start.elapsed();
+    let mut stats = Stats {
+        elapsed,
+        ..Stats::default()
+    };
+    for (n, latencies) in per_thread {
+        stats.requests += n;
+        stats.latencies_us.extend(latencies);
+    }
+    stats
+}
+
+/// `payment.setpaid` of each writer's next payments, one writer per connection.
+fn setpaid_load(
+    addr: SocketAddr,
+    writers: &[Vec<i64>],
+    cursors: &mut [usize],
+    authinfo: &str,
+    budget: Duration,
+) -> Stats {
+    let next: Vec<std::sync::atomic::AtomicUsize> = cursors
+        .iter()
+        .map(|&c| std::sync::atomic::AtomicUsize::new(c))
+        .collect();
+    let stats = load(addr, writers.len(), budget, |t, _| {
+        let k = next[t].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let payment = writers[t].get(k)?;
+        Some(format!(
+            "/billmgr?func=payment.setpaid&elid={payment}&{authinfo}"
+        ))
+    });
+    // A payment is taken only to be sent at once, so the next round starts after the last one.
+    for (cursor, n) in cursors.iter_mut().zip(&next) {
+        *cursor = n.load(std::sync::atomic::Ordering::Relaxed);
+    }
+    stats
+}
+
+/// `payment.setpaid` through `Engine::handle` (what the server runs for a request), one
+/// thread per writer, without HTTP.
+fn engine_setpaid_load(
+    engine: &Engine,
+    writers: &[Vec<i64>],
+    cursors: &mut [usize],
+    budget: Duration,
+) -> Stats {
+    let password = format!("admin:{ADMIN_PASSWORD}");
+    let start = Instant::now();
+    let deadline = start + budget;
+    let per_thread: Vec<(usize, Vec<u32>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = writers
+            .iter()
+            .zip(cursors.iter())
+            .map(|(payments, &from)| {
+                let password = &password;
+                s.spawn(move || {
+                    let mut latencies = Vec::new();
+                    let mut k = from;
+                    while Instant::now() < deadline {
+                        let Some(payment) = payments.get(k) else {
+                            break;
+                        };
+                        let elid = payment.to_string();
+                        let params = Params::from_pairs([
+                            ("func", "payment.setpaid"),
+                            ("elid", elid.as_str()),
+                            ("authinfo", password.as_str()),
+                        ]);
+                        let sent = Instant::now();
+                        let doc = engine.handle("payment.setpaid", params, None, "127.0.0.1");
+                        latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        assert!(!doc.is_error(), "{doc:?}");
+                        k += 1;
+                    }
+                    (k, latencies)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut stats = Stats {
+        elapsed: start.elapsed(),
+        ..Stats::default()
+    };
+    for (cursor, (k, latencies)) in cursors.iter_mut().zip(per_thread) {
+        stats.requests += (k - *cursor) as u64;
+        *cursor = k;
+        stats.latencies_us.extend(latencies);
+    }
+    stats
+}
+
+/// Raw rusqlite setting the next payments paid, one transaction each, for `budget`.
+fn raw_load(
+    conn: &Connection,
+    payments: &mut impl Iterator<Item = i64>,
+    budget: Duration,
+) -> Stats {
+    let now = billhost::clock::now();
+    let start = Instant::now();
+    let mut latencies = Vec::new();
+    while start.elapsed() < budget {
+        let Some(id) = payments.next() else { break };
+        let sent = Instant::now();
+        raw_setpaid(conn, id, &now).expect("raw setpaid");
+        latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+    }
+    Stats {
+        requests: latencies.len() as u64,
+        elapsed: start.elapsed(),
+        latencies_us: latencies,
+    }
+}
+
+/// What `payment.setpaid` writes, by hand: read the payment, credit it (status, paydate,
+/// balance), look for unpaid expenses, write the history row; one transaction.
+fn raw_setpaid(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let (status, subaccount, amount): (i64, i64, i64) = conn
+        .prepare_cached(
+            "SELECT status, subaccount_id, subaccountamount FROM payment WHERE id = ?1",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    assert!(status == 1 || status == 2);
+    conn.prepare_cached("UPDATE payment SET status = 4, paydate = ?2 WHERE id = ?1")?
+        .execute(params![id, now])?;
+    conn.prepare_cached("UPDATE subaccount SET balance = balance + ?2 WHERE id = ?1")?
+        .execute(params![subaccount, amount])?;
+    let unpaid: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM expense WHERE subaccount_id = ?1 AND notpayd > 0 AND deleted = 0 ORDER BY id LIMIT 1",
+        )?
+        .query_row([subaccount], |r| r.get(0))
+        .optional()?;
+    assert!(unpaid.is_none());
+    conn.prepare_cached(
+        "INSERT INTO history (changedate, object_type, object_id, description, user_login, ip, action)
+         VALUES (?1, 'payment', ?2, ?3, 'root', 'local', 'payment.setpaid')",
+    )?
+    .execute(params![
+        now,
+        id,
+        format!("paid: {}.00 USD credited to subaccount {subaccount}", amount / 100)
+    ])?;
+    conn.execute_batch("COMMIT")
+}
