@@ -76,6 +76,9 @@ pub struct Engine {
     credentials: auth::CredentialCache,
     /// Rung when a func queues mail, for the deliverers of this process.
     mail_signal: MailSignal,
+    /// Funcs run on a schedule by the server and by `billhost run-jobs`, with their period in
+    /// seconds (e.g. gateway status checks).
+    periodic: Vec<(String, u64)>,
 }
 
 /// Most writes committed together.
@@ -231,6 +234,7 @@ impl Engine {
             readers: Mutex::new(Vec::new()),
             credentials: auth::CredentialCache::default(),
             mail_signal: MailSignal::default(),
+            periodic: Vec::new(),
         })
     }
 
@@ -284,6 +288,26 @@ impl Engine {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// Has `func` run every `every_secs` seconds by the server's scheduler and by
+    /// `billhost run-jobs`, as the system.
+    pub fn add_periodic(&mut self, func: &str, every_secs: u64) {
+        self.periodic.retain(|(f, _)| f != func);
+        self.periodic.push((func.to_string(), every_secs.max(1)));
+    }
+
+    pub fn periodic(&self) -> &[(String, u64)] {
+        &self.periodic
+    }
+
+    /// Runs a periodic func as the system.
+    pub fn run_periodic(&self, func: &str) -> Doc {
+        let system = Caller {
+            login: "system".into(),
+            ..Caller::superuser()
+        };
+        self.call(&system, func, Params::new())
     }
 
     /// Adds (or replaces) a func before the engine is shared: how extensions declare theirs.

@@ -233,13 +233,8 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            for func in ["payment.checkpay", "payment.refund.retry"] {
-                let system = Caller {
-                    login: "system".into(),
-                    ..Caller::superuser()
-                };
-                let doc = engine.call(&system, func, Params::new());
-                match doc {
+            for (func, _) in engine.periodic() {
+                match engine.run_periodic(func) {
                     Doc::Error(e) => {
                         failed = true;
                         println!("{func}: {e}");

@@ -472,6 +472,10 @@ pub fn install(engine: &mut Engine, mut host: PluginHost) -> Arc<PluginHost> {
     let host = Arc::new(host);
     gateway::install(engine, &host);
     notify::install(engine, &host);
+    // Payments stuck in progress and refunds a gateway has not confirmed are looked at again
+    // every five minutes.
+    engine.add_periodic("payment.checkpay", 300);
+    engine.add_periodic("payment.refund.retry", 300);
     host
 }
 

@@ -1,6 +1,7 @@
-//! Runs the live scripts' `billing.every` jobs while the server runs. Each job first runs one
-//! period after the server starts (or after it first appears in a reloaded set), then every
-//! period; a job that fails is logged and tried again next period.
+//! Runs the live scripts' `billing.every` jobs and the engine's periodic funcs
+//! (`Engine::add_periodic`, e.g. gateway status checks) while the server runs. Each first runs
+//! one period after the server starts (or after it first appears in a reloaded set), then every
+//! period; one that fails is logged and tried again next period.
 
 use crate::engine::Engine;
 use std::collections::HashMap;
@@ -38,7 +39,9 @@ impl Scheduler {
                     }
                     let now = Instant::now();
                     let generation = engine.scripts().current();
-                    next.retain(|name, _| generation.jobs.iter().any(|j| &j.name == name));
+                    next.retain(|name, _| {
+                        name.starts_with("func ") || generation.jobs.iter().any(|j| &j.name == name)
+                    });
                     let mut due = Vec::new();
                     for job in &generation.jobs {
                         let at = *next
@@ -50,6 +53,18 @@ impl Scheduler {
                                 job.name.clone(),
                                 now + Duration::from_secs(job.every_secs),
                             );
+                        }
+                    }
+                    for (func, every) in engine.periodic() {
+                        let key = format!("func {func}");
+                        let at = *next
+                            .entry(key.clone())
+                            .or_insert(now + Duration::from_secs(*every));
+                        if at <= now {
+                            next.insert(key, now + Duration::from_secs(*every));
+                            if let crate::doc::Doc::Error(e) = engine.run_periodic(func) {
+                                eprintln!("billhost: periodic {func} failed: {e}");
+                            }
                         }
                     }
                     if due.is_empty() {
