@@ -9,10 +9,12 @@
 //! (`billing.call` inside a hook) re-enter the same state. Locks are always taken in the order
 //! database connection, then Lua.
 
+pub mod console;
 mod convert;
 mod money;
 mod sandbox;
 
+pub use console::Console;
 pub use money::Money;
 
 use crate::doc::Doc;
