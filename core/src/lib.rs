@@ -5,7 +5,8 @@
 //! [`func`]'s types; [`doc`] is the typed result and [`wire`] the only module that renders it
 //! as XML, JSON or text. [`money`] and [`clock`] hold the exact arithmetic and the dates;
 //! [`ledger`] holds the money rules (payments, expenses, refunds, rates, tax, discounts) and
-//! the invariant check behind `billhost check`.
+//! the invariant check behind `billhost check`. [`script`] hosts the Lua business rules and
+//! [`repl`] is the interactive session of `billhost repl`.
 
 pub mod auth;
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod ledger;
 pub mod list;
 pub mod money;
 pub mod params;
+pub mod repl;
 pub mod script;
 pub mod server;
 pub mod store;
