@@ -304,8 +304,22 @@ fn dry_then_rollback_leaves_the_database_unchanged() {
         "{out}"
     );
     assert_eq!(dump(&repl.dir.db()), before);
+    // :as a user who exists on the copy only: a client user sees its own client.
+    const AS_BOB: &str = "billhost[dry as bob@example.com]> ";
+    let out = repl.line(":as bob@example.com", AS_BOB);
+    assert!(out.contains("acting as bob@example.com (user)"), "{out}");
+    let out = repl.line("account", AS_BOB);
+    assert!(
+        out.contains("bob@example.com") && !out.contains("Changed"),
+        "{out}"
+    );
+    assert!(out.contains("(1 element)"), "{out}");
     let out = repl.line(":rollback", PROMPT);
     assert!(out.contains("2 recorded change(s) discarded"), "{out}");
+    assert!(
+        out.contains("bob@example.com is not a user of the live database"),
+        "{out}"
+    );
     let out = repl.line("account", PROMPT);
     assert!(!out.contains("Changed") && !out.contains("bob@"), "{out}");
     let dir = repl.quit();

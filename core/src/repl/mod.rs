@@ -196,10 +196,13 @@ impl Session {
             "dry" => self.start_dry(),
             "commit" => self.commit(),
             "rollback" => match self.dry.take() {
-                Some(dry) => println!(
-                    "dry mode ended; {} recorded change(s) discarded, the live database is as it was",
-                    dry.calls().len()
-                ),
+                Some(dry) => {
+                    println!(
+                        "dry mode ended; {} recorded change(s) discarded, the live database is as it was",
+                        dry.calls().len()
+                    );
+                    self.recheck_identity();
+                }
                 None => println!("not in dry mode"),
             },
             other => println!("unknown command :{other}; :help lists them"),
@@ -224,6 +227,25 @@ impl Session {
                 self.login = Some(login.to_string());
             }
             Err(e) => print!("{}", wire::render_console(&Doc::Error(e))),
+        }
+    }
+
+    /// After dry mode, `:as` must name a user of the live database (it may have been created
+    /// on the copy only); otherwise the REPL returns to the local admin.
+    fn recheck_identity(&mut self) {
+        let Some(login) = self.login.clone() else {
+            return;
+        };
+        match self
+            .live
+            .read(|c| auth::switch_user(c, &Caller::superuser(), &login))
+        {
+            Ok(caller) => self.caller = dry::local(caller),
+            Err(_) => {
+                println!("{login} is not a user of the live database; acting as the local admin");
+                self.login = None;
+                self.caller = Caller::superuser();
+            }
         }
     }
 
@@ -256,6 +278,7 @@ impl Session {
             Ok(n) => {
                 println!("committed: {n} change(s) applied to the live database; dry mode ended");
                 self.dry = None;
+                self.recheck_identity();
             }
             Err(e) => {
                 println!("nothing applied, still in dry mode (:rollback drops the changes): {e}")
