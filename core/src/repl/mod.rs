@@ -81,6 +81,11 @@ impl Session {
         }
     }
 
+    fn is_func(&self, name: &str) -> bool {
+        let engine = self.engine();
+        engine.registry().get(name).is_some() || engine.scripts().current().func(name).is_some()
+    }
+
     fn prompt(&self) -> String {
         let mut tags = Vec::new();
         if self.dry.is_some() {
@@ -424,13 +429,7 @@ pub fn run(live: Engine, history: Option<PathBuf>) -> Result<(), String> {
                     Flow::Continue => continue,
                 }
             }
-            let call = {
-                let engine = session.engine();
-                parse_call(trimmed, |name| {
-                    engine.registry().get(name).is_some()
-                        || engine.scripts().current().func(name).is_some()
-                })
-            };
+            let call = parse_call(trimmed, |name| session.is_func(name));
             if let Some((func, params)) = call {
                 remember(&mut editor, &history, trimmed);
                 let out = params.get("out").and_then(|f| Format::parse(f).ok());
@@ -461,7 +460,16 @@ pub fn run(live: Engine, history: Option<PathBuf>) -> Result<(), String> {
                     println!("{}", texts.join("\t"));
                 }
             }
-            Err(e) => print!("{}", wire::render_console(&Doc::Error(e))),
+            Err(e) => {
+                print!("{}", wire::render_console(&Doc::Error(e)));
+                // `account.edit elid=1 name=Ann Lee` reads as Lua because of the bare `Lee`.
+                let first = entry.split_whitespace().next().unwrap_or("");
+                if session.is_func(first) {
+                    println!(
+                        "(a func call is FUNC name=value ...; quote values with spaces: name=\"a b\")"
+                    );
+                }
+            }
         }
     }
     if let Some(dry) = session.dry.take() {
