@@ -6,9 +6,11 @@
 mod common;
 
 use common::{TempDir, dump};
+use nix::libc;
 use nix::pty::{Winsize, openpty};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
@@ -61,6 +63,11 @@ fn strip(raw: &str) -> String {
 
 impl Repl {
     fn start() -> Repl {
+        Repl::start_with(&[])
+    }
+
+    /// Starts with extra global options (before `repl`).
+    fn start_with(options: &[&str]) -> Repl {
         let dir = TempDir::new("repl");
         let scripts = dir.path().join("scripts");
         std::fs::create_dir_all(&scripts).expect("scripts dir");
@@ -72,7 +79,20 @@ impl Repl {
         };
         let pty = openpty(&size, None).expect("openpty");
         let stdio = || Stdio::from(pty.slave.try_clone().expect("slave fd"));
-        let child = Command::new(env!("CARGO_BIN_EXE_billhost"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_billhost"));
+        // SAFETY: only async-signal-safe calls between fork and exec. The REPL gets its own
+        // session with the pty as controlling terminal, so that Ctrl-C typed while a chunk runs
+        // (the terminal then cooked) is a SIGINT to it, as in a real terminal.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY as _, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = command
+            .args(options)
             .arg("--db")
             .arg(dir.db())
             .arg("--scripts")
@@ -129,13 +149,22 @@ impl Repl {
 
     /// Waits until `needle` shows after what was already read; answers the text up to it.
     fn expect(&mut self, needle: &str) -> String {
-        let deadline = Instant::now() + TIMEOUT;
+        self.expect_within(needle, TIMEOUT).unwrap_or_else(|| {
+            panic!(
+                "timed out waiting for {needle:?}; the screen after the last match:\n{}",
+                &self.seen[self.pos..]
+            )
+        })
+    }
+
+    fn expect_within(&mut self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
         let mut raw = Vec::new();
         loop {
             if let Some(i) = self.seen[self.pos..].find(needle) {
                 let start = self.pos;
                 self.pos += i + needle.len();
-                return self.seen[start..self.pos - needle.len()].to_string();
+                return Some(self.seen[start..self.pos - needle.len()].to_string());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.screen.recv_timeout(left) {
@@ -150,10 +179,7 @@ impl Repl {
                     raw.drain(..valid);
                     self.seen.push_str(&strip(&text));
                 }
-                Err(_) => panic!(
-                    "timed out waiting for {needle:?}; the screen after the last match:\n{}",
-                    &self.seen[self.pos..]
-                ),
+                Err(_) => return None,
             }
         }
     }
@@ -377,5 +403,36 @@ fn commit_applies_nothing_when_the_live_database_moved_on() {
     assert!(out.contains("call 1 of 1, register"), "{out}");
     assert_eq!(dump(&repl.dir.db()), before);
     repl.line(":rollback", PROMPT);
+    repl.quit();
+}
+
+#[test]
+fn ctrl_c_stops_a_running_chunk_not_the_repl() {
+    let mut repl = Repl::start_with(&["--script-instructions", "1000000000000"]);
+    repl.send("while true do end\r");
+    repl.expect("\n");
+    // The chunk may not have started when the first Ctrl-C arrives: type it until it lands.
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(status) = repl.child.try_wait().expect("wait") {
+            panic!("Ctrl-C ended the REPL ({status}) instead of the chunk");
+        }
+        repl.send("\x03");
+        if repl
+            .expect_within(
+                "error script(script): interrupted",
+                Duration::from_millis(200),
+            )
+            .is_some()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Ctrl-C did not stop the chunk");
+    }
+    repl.expect(PROMPT);
+    repl.send("\"after\" .. \"-ctrl-c\"\r");
+    repl.expect("after-ctrl-c\n");
+    // Ctrl-D ends the input only once the line editor reads again (the terminal raw).
+    repl.expect(PROMPT);
     repl.quit();
 }

@@ -356,11 +356,31 @@ fn split_words(line: &str) -> Option<Vec<String>> {
     Some(words)
 }
 
+extern "C" fn on_sigint(_: nix::libc::c_int) {
+    crate::script::console::interrupt();
+}
+
+/// While the line editor reads, the terminal is raw and Ctrl-C is a key; while a chunk or a
+/// call runs, it is SIGINT, which then stops the chunk rather than the REPL (and its dry copy).
+fn catch_ctrl_c() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigint),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only does atomic loads and stores.
+    if let Err(e) = unsafe { sigaction(Signal::SIGINT, &action) } {
+        eprintln!("billhost repl: Ctrl-C will end the REPL: {e}");
+    }
+}
+
 /// Runs the REPL on the terminal until `:quit` or end of input, on the live engine's database,
 /// keeping the history in `history` (none when `None`).
 pub fn run(live: Engine, history: Option<PathBuf>) -> Result<(), String> {
     let db = live.config().db_path.clone();
     let console = Console::new(&live.config().scripts)?;
+    catch_ctrl_c();
     let mut session = Session {
         live,
         dry: None,

@@ -11,8 +11,8 @@ use crate::error::FuncError;
 use crate::params::Params;
 use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, MultiValue, Table, Value};
-use std::sync::Arc;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// What an evaluation answers: plain values as text, documents (lists, results of
 /// `billing.call`) for the REPL to render.
@@ -27,6 +27,20 @@ pub struct Console {
     /// The environment of every chunk typed: globals defined in one chunk are seen by the next.
     env: Table,
     budget: Arc<Budget>,
+}
+
+/// The budget of the process's first console, for [`interrupt`].
+static RUNNING: OnceLock<Arc<Budget>> = OnceLock::new();
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Stops the chunk the console is running at its next budget check (within a thousand VM
+/// instructions; a func call in progress finishes first). Only atomic loads and stores, so a
+/// SIGINT handler may call it.
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+    if let Some(budget) = RUNNING.get() {
+        budget.remaining.store(0, Ordering::SeqCst);
+    }
 }
 
 /// How deep nested tables are shown.
@@ -53,6 +67,7 @@ impl Console {
         let meta = lua.create_table().map_err(lerr)?;
         meta.raw_set("__index", lua.globals()).map_err(lerr)?;
         env.set_metatable(Some(meta)).map_err(lerr)?;
+        let _ = RUNNING.set(budget.clone());
         Ok(Console { lua, env, budget })
     }
 
@@ -112,6 +127,7 @@ impl Console {
             .compile(&format!("return {code}"))
             .or_else(|_| self.compile(code))
             .map_err(|e| script_error(&e))?;
+        INTERRUPTED.store(false, Ordering::SeqCst);
         self.budget.reset();
         let billing: Table = self
             .lua
@@ -130,7 +146,13 @@ impl Console {
             values.into_iter().map(|v| self.show(v)).collect()
         });
         let restored = billing.raw_set("call", previous);
-        let shown = result.map_err(|e| script_error(&e))?;
+        let shown = result.map_err(|e| {
+            if INTERRUPTED.swap(false, Ordering::SeqCst) {
+                FuncError::new(crate::error::ErrorType::Script, "script", "", "interrupted")
+            } else {
+                script_error(&e)
+            }
+        })?;
         restored.map_err(|e| script_error(&e))?;
         Ok(shown)
     }
