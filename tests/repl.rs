@@ -3,6 +3,8 @@
 //! sequences stripped). It answers the cursor-position queries a line editor sends, as a
 //! terminal does. Every read has a timeout, and the child is killed if it outlives the test.
 
+#![cfg(unix)]
+
 mod common;
 
 use common::{TempDir, dump};

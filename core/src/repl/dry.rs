@@ -37,7 +37,9 @@ impl Recorded {
             s.push(' ');
             s.push_str(k);
             s.push('=');
-            if v.is_empty() || v.contains(char::is_whitespace) {
+            if ["passwd", "password", "confirm"].contains(&k) {
+                s.push_str("***");
+            } else if v.is_empty() || v.contains(char::is_whitespace) {
                 s.push_str(&format!("{v:?}"));
             } else {
                 s.push_str(v);

@@ -356,10 +356,12 @@ fn split_words(line: &str) -> Option<Vec<String>> {
     Some(words)
 }
 
+#[cfg(unix)]
 extern "C" fn on_sigint(_: nix::libc::c_int) {
     crate::script::console::interrupt();
 }
 
+#[cfg(unix)]
 /// While the line editor reads, the terminal is raw and Ctrl-C is a key; while a chunk or a
 /// call runs, it is SIGINT, which then stops the chunk rather than the REPL (and its dry copy).
 fn catch_ctrl_c() {
@@ -380,6 +382,7 @@ fn catch_ctrl_c() {
 pub fn run(live: Engine, history: Option<PathBuf>) -> Result<(), String> {
     let db = live.config().db_path.clone();
     let console = Console::new(&live.config().scripts)?;
+    #[cfg(unix)]
     catch_ctrl_c();
     let mut session = Session {
         live,
