@@ -438,3 +438,57 @@ fn ctrl_c_stops_a_running_chunk_not_the_repl() {
     repl.expect(PROMPT);
     repl.quit();
 }
+
+#[test]
+fn commands_funcs_out_scripts_reload_as() {
+    let mut repl = Repl::start();
+    let out = repl.line(":funcs", PROMPT);
+    assert!(
+        out.lines().any(|l| l.starts_with("payment.setpaid ")),
+        "{out}"
+    );
+    repl.line(":out json", PROMPT);
+    let out = repl.line("whoami", PROMPT);
+    assert!(out.starts_with(r#"{"doc":{"$func":"whoami""#), "{out}");
+    repl.line(":out", PROMPT);
+    // One answer in another format.
+    let out = repl.line("whoami out=text", PROMPT);
+    assert!(out.contains("login=root"), "{out}");
+    let out = repl.line(":scripts", PROMPT);
+    assert!(
+        out.contains("generation: 1\n") && out.contains("last reload error: none"),
+        "{out}"
+    );
+
+    // A script func goes live on :reload, is a call line and completes.
+    let scripts = repl.dir.path().join("scripts");
+    std::fs::write(
+        scripts.join("hello.lua"),
+        r#"billing.func("report.hello", { kind = "view" }, function(req)
+             return { greeting = "hello " .. (req.params.name or "nobody") }
+           end)"#,
+    )
+    .expect("write script");
+    let out = repl.line(":reload", PROMPT);
+    assert!(out.contains("generation 2 is live"), "{out}");
+    repl.send("report.hel\t");
+    repl.expect("report.hello");
+    assert_eq!(repl.line(" name=Ann", PROMPT), "greeting: hello Ann\n");
+    // A broken file leaves the last good set live and says so.
+    std::fs::write(scripts.join("hello.lua"), "billing.func(").expect("write script");
+    let out = repl.line(":reload", PROMPT);
+    assert!(
+        out.contains("not reloaded, generation 2 stays live"),
+        "{out}"
+    );
+    assert_eq!(
+        repl.line("report.hello", PROMPT),
+        "greeting: hello nobody\n"
+    );
+
+    let out = repl.line(":as nobody@example.com", PROMPT);
+    assert!(out.starts_with("error missed(user)"), "{out}");
+    let out = repl.line(":nonsense", PROMPT);
+    assert!(out.contains("unknown command"), "{out}");
+    repl.quit();
+}
