@@ -190,6 +190,47 @@ impl<'g> Ctx<'_, 'g> {
     }
 }
 
+/// Top-level calls made one after another inside one write transaction, which commits only if
+/// the closure given to [`Engine::write_batch`] succeeds (the REPL's `:commit` replays its
+/// dry-mode calls this way). Each call runs as it would on its own, in a savepoint.
+pub struct Batch<'a> {
+    engine: &'a Engine,
+    conn: &'a Connection,
+    generation: Arc<Generation>,
+}
+
+impl Batch<'_> {
+    /// The connection inside the batch's transaction.
+    pub fn conn(&self) -> &Connection {
+        self.conn
+    }
+
+    /// Runs one func as `caller`; a failed call leaves nothing of itself behind.
+    pub fn call(&self, caller: &Caller, func: &str, params: &Params) -> FuncResult<Doc> {
+        let scope = CallScope::new(&self.generation);
+        let decl = self.engine.decl(&self.generation, func)?;
+        let switched;
+        let caller = match params.get("su") {
+            Some(login) => {
+                switched = auth::switch_user(self.conn, caller, login)?;
+                &switched
+            }
+            None => caller,
+        };
+        self.conn.execute_batch("SAVEPOINT batch_call")?;
+        let result = self
+            .engine
+            .dispatch(self.conn, caller, &decl, params, &scope);
+        match &result {
+            Ok(_) => self.conn.execute_batch("RELEASE batch_call")?,
+            Err(_) => self
+                .conn
+                .execute_batch("ROLLBACK TO batch_call; RELEASE batch_call")?,
+        }
+        result
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic inside a func is caught before it can poison the lock; recover regardless.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -423,6 +464,24 @@ impl Engine {
             )));
         }
         result
+    }
+
+    /// Runs `f` with a [`Batch`] in one write transaction, committed only if `f` succeeds.
+    pub fn write_batch<T>(&self, f: impl FnOnce(&Batch) -> FuncResult<T>) -> FuncResult<T> {
+        let generation = self.scripts.current();
+        self.write(|conn| {
+            f(&Batch {
+                engine: self,
+                conn,
+                generation,
+            })
+        })
+    }
+
+    /// Whether a call of `func` with `params` changes anything (runs on the writer).
+    pub fn writes(&self, func: &str, params: &Params) -> bool {
+        self.decl(&self.scripts.current(), func)
+            .is_ok_and(|decl| writes(&decl, params))
     }
 
     /// Runs `f` in a read transaction on a pooled read-only connection (one snapshot for the

@@ -9,7 +9,8 @@
 //! template, PDF); [`outbox`] queues email in a func's transaction and [`mail`] delivers it
 //! through SMTP after the commit; [`config`] reads `billhost.toml`. [`plugin`] loads
 //! shared-library plugins and adds the funcs that use them (payment gateways, notifiers, func
-//! handlers).
+//! handlers). [`script`] hosts the Lua business rules and [`repl`] is the interactive
+//! session of `billhost repl`.
 
 pub mod auth;
 pub mod clock;
@@ -27,6 +28,7 @@ pub mod money;
 pub mod outbox;
 pub mod params;
 pub mod plugin;
+pub mod repl;
 pub mod script;
 pub mod server;
 pub mod store;

@@ -1,5 +1,5 @@
 //! The `billhost` command: `init`, `call` (like BILLmanager's mgrctl), `funcs`, `check`,
-//! `scripts`, `plugins`, `run-jobs`, `deliver` and `serve`.
+//! `scripts`, `plugins`, `run-jobs`, `deliver`, `serve` and `repl`.
 
 use billhost::auth::{self, AdminSetup, Caller};
 use billhost::config::Config;
@@ -115,6 +115,15 @@ enum Command {
     Deliver,
     /// Serve the BILLmanager-compatible HTTP API at /billmgr until SIGTERM or SIGINT.
     Serve(ServeArgs),
+    /// An interactive session: func calls, Lua with the billing API, and :dry what-ifs.
+    Repl {
+        /// The history file [default: ~/.billhost_history, or DB.history without a home].
+        #[arg(long, env = "BILLHOST_HISTORY")]
+        history: Option<PathBuf>,
+        /// Keep no history file.
+        #[arg(long)]
+        no_history: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -249,6 +258,23 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve(args) => serve(engine, &cli.db, args),
+        Command::Repl {
+            history,
+            no_history,
+        } => {
+            let history = match (no_history, history) {
+                (true, _) => None,
+                (false, Some(h)) => Some(h),
+                (false, None) => Some(billhost::repl::default_history(&cli.db)),
+            };
+            match billhost::repl::run(engine, history) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("billhost repl: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 

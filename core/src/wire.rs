@@ -334,3 +334,132 @@ fn text_value(v: &str) -> String {
         .replace('\n', "\\n")
         .replace('\r', "\\r")
 }
+
+// ---------------------------------------------------------------- console
+
+/// A document for a person at a terminal (the REPL): a list as an aligned table and a count, a
+/// form as `name: value` lines, an ok as `ok` and its fields, an error as its type, object and
+/// message. Not a wire format: no request can ask for it.
+pub fn render_console(doc: &Doc) -> String {
+    let pairs = |fields: &Fields| -> String {
+        fields
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", text_value(v)))
+            .collect()
+    };
+    match doc {
+        Doc::List(list) => {
+            let mut header: Vec<&str> = Vec::new();
+            for elem in &list.elems {
+                for (k, _) in elem {
+                    if !header.contains(&k.as_str()) {
+                        header.push(k);
+                    }
+                }
+            }
+            let rows: Vec<Vec<String>> = list
+                .elems
+                .iter()
+                .map(|elem| {
+                    header
+                        .iter()
+                        .map(|h| {
+                            elem.iter()
+                                .find(|(k, _)| k == h)
+                                .map(|(_, v)| text_value(v))
+                                .unwrap_or_default()
+                        })
+                        .collect()
+                })
+                .collect();
+            let shown = list.elems.len() as u64;
+            let count = if shown == list.p_elems {
+                format!("({shown} element{})\n", if shown == 1 { "" } else { "s" })
+            } else {
+                format!("({shown} of {}, page {})\n", list.p_elems, list.p_num)
+            };
+            if shown == 0 {
+                return count;
+            }
+            table(&header, &rows) + &count
+        }
+        Doc::Form(fields) if fields.is_empty() => "(empty form)\n".into(),
+        Doc::Form(fields) => pairs(fields),
+        Doc::Ok(fields) => format!("ok\n{}", pairs(fields)),
+        Doc::Auth { id, level } => format!("auth: {id}\nlevel: {}\n", level.as_str()),
+        Doc::File(file) => format!(
+            "file: {}\nmime: {}\nsize: {} bytes (use billhost call ... --output FILE to save it)\n",
+            file.name,
+            file.mime,
+            file.bytes.len()
+        ),
+        Doc::Error(e) => format!(
+            "error {}({}): {}\n",
+            e.kind.as_str(),
+            e.object,
+            text_value(&e.msg)
+        ),
+    }
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+pub fn table<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.as_ref().chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = cells
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(padded.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(AsRef::as_ref));
+    }
+    out
+}
+
+#[cfg(test)]
+mod console_tests {
+    use super::*;
+    use crate::error::FuncError;
+
+    #[test]
+    fn lists_align_and_count() {
+        let doc = Doc::List(ListDoc {
+            elems: vec![
+                vec![("id".into(), "1".into()), ("name".into(), "Ann".into())],
+                vec![
+                    ("id".into(), "10".into()),
+                    ("name".into(), "Bob Stone".into()),
+                ],
+            ],
+            p_num: 1,
+            p_cnt: 2,
+            p_elems: 5,
+        });
+        assert_eq!(
+            render_console(&doc),
+            "id  name\n1   Ann\n10  Bob Stone\n(2 of 5, page 1)\n"
+        );
+    }
+
+    #[test]
+    fn forms_oks_and_errors() {
+        let form = Doc::Form(vec![
+            ("name".into(), "Ann".into()),
+            ("elid".into(), "1".into()),
+        ]);
+        assert_eq!(render_console(&form), "name: Ann\nelid: 1\n");
+        assert_eq!(render_console(&Doc::created(4)), "ok\nid: 4\n");
+        let e = Doc::Error(FuncError::value("email", "x", "'x' is not valid"));
+        assert_eq!(render_console(&e), "error value(email): 'x' is not valid\n");
+    }
+}

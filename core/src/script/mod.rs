@@ -9,6 +9,7 @@
 //! (`billing.call` inside a hook) re-enter the same state. Locks are always taken in the order
 //! database connection, then Lua.
 
+pub mod console;
 mod convert;
 mod money;
 mod sandbox;
@@ -16,6 +17,7 @@ mod scheduler;
 
 pub use scheduler::Scheduler;
 
+pub use console::Console;
 pub use money::Money;
 
 use crate::doc::Doc;

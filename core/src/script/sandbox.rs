@@ -88,6 +88,23 @@ pub fn build(id: u64, config: &ScriptConfig, builtin: &[String]) -> Result<Gener
     })
 }
 
+/// A state for the REPL: the libraries, limits and `billing` API of a generation, where the
+/// functions that register hooks, funcs and jobs are refused (they belong in script files).
+pub(super) fn console_state(config: &ScriptConfig, budget: &Arc<Budget>) -> mlua::Result<Lua> {
+    let lua = new_state(config, budget)?;
+    install_billing(&lua, &Arc::new(Mutex::new(Collected::default())), &[])?;
+    let billing: Table = lua.globals().raw_get("billing")?;
+    for name in ["on", "func", "every"] {
+        let refuse = lua.create_function(move |_, _: mlua::MultiValue| -> mlua::Result<()> {
+            Err(mlua::Error::runtime(format!(
+                "billing.{name} works in script files (the scripts folder), not in the REPL"
+            )))
+        })?;
+        billing.raw_set(name, refuse)?;
+    }
+    Ok(lua)
+}
+
 fn new_state(config: &ScriptConfig, budget: &Arc<Budget>) -> mlua::Result<Lua> {
     let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
     let lua = Lua::new_with(libs, LuaOptions::default())?;
