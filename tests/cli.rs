@@ -222,3 +222,52 @@ fn cli_details() {
         "{o:?}"
     );
 }
+
+#[test]
+fn a_script_func_is_called_through_billhost_call() {
+    let dir = TempDir::new("cli-script");
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).expect("scripts dir");
+    std::fs::write(
+        scripts.join("report.lua"),
+        r#"billing.func("report.sum", { access = "admin", kind = "view" }, function(req)
+             return { total = billing.money(req.params.a) + billing.money(req.params.b) }
+           end)"#,
+    )
+    .expect("script");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_billhost"))
+            .arg("--db")
+            .arg(dir.db())
+            .arg("--scripts")
+            .arg(&scripts)
+            .args(args)
+            .env_remove("BILLHOST_DB")
+            .output()
+            .expect("run billhost")
+    };
+    let o = run(&["call", "report.sum", "a=0.1", "b=0.2", "--out", "text"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert_eq!(stdout(&o), "total=0.3\n");
+    let funcs = stdout(&run(&["funcs"]));
+    assert!(
+        funcs
+            .lines()
+            .any(|l| l.starts_with("report.sum ") && l.contains("admin")),
+        "{funcs}"
+    );
+    let o = run(&["scripts"]);
+    assert!(stdout(&o).contains("files: report.lua"), "{}", stdout(&o));
+    // A float where money is expected is refused with a script error naming the file and line.
+    std::fs::write(
+        scripts.join("report.lua"),
+        r#"billing.func("report.sum", { kind = "view" }, function(req)
+             return { total = billing.money(0.5) }
+           end)"#,
+    )
+    .expect("script");
+    let o = run(&["call", "report.sum"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("type=\"script\""), "{}", stdout(&o));
+    assert!(stdout(&o).contains("report.lua:2:"), "{}", stdout(&o));
+}

@@ -356,7 +356,33 @@ pub fn script_error(e: &mlua::Error) -> FuncError {
     if let Some(i) = msg.find("\nstack traceback:") {
         msg.truncate(i);
     }
-    FuncError::new(ErrorType::Script, "script", "", msg.trim().to_string())
+    let mut msg = msg.trim().to_string();
+    // An error raised by the `billing` API (a float passed as money, say) carries no position
+    // of its own: take the script's line from the traceback.
+    if script_location(&msg).is_none()
+        && let Some(loc) = traceback_of(e).and_then(|t| t.lines().find_map(script_location))
+    {
+        msg = format!("{loc}: {msg}");
+    }
+    FuncError::new(ErrorType::Script, "script", "", msg)
+}
+
+fn traceback_of(e: &mlua::Error) -> Option<&str> {
+    match e {
+        mlua::Error::CallbackError { traceback, cause } => {
+            traceback_of(cause).or(Some(traceback.as_str()))
+        }
+        mlua::Error::WithContext { cause, .. } => traceback_of(cause),
+        _ => None,
+    }
+}
+
+/// `file.lua:12` at the start of a message or traceback line.
+fn script_location(line: &str) -> Option<&str> {
+    let line = line.trim_start();
+    let end = line.find(".lua:")? + 5;
+    let digits = line[end..].bytes().take_while(u8::is_ascii_digit).count();
+    (digits > 0 && !line[..end].contains(char::is_whitespace)).then(|| &line[..end + digits])
 }
 
 fn innermost(e: &mlua::Error) -> String {
