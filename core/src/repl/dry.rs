@@ -53,10 +53,19 @@ impl Recorded {
 }
 
 pub struct Dry {
-    /// `None` only while dropping, so that the copy is closed before its files go.
-    engine: Option<Engine>,
-    path: PathBuf,
+    // Fields drop in order: the engine closes the copy before `copy` removes its files.
+    engine: Engine,
+    copy: CopyFiles,
     calls: Vec<Recorded>,
+}
+
+/// The copy's database files, removed when dropped.
+struct CopyFiles(PathBuf);
+
+impl Drop for CopyFiles {
+    fn drop(&mut self) {
+        remove_files(&self.0);
+    }
 }
 
 impl Dry {
@@ -66,32 +75,29 @@ impl Dry {
         let n = N.fetch_add(1, Ordering::Relaxed);
         let path = std::env::temp_dir().join(format!("billhost-dry-{}-{n}.db", std::process::id()));
         remove_files(&path);
-        let mut dry = Dry {
-            engine: None,
-            path,
-            calls: Vec::new(),
-        };
-        copy(&live.config().db_path, &dry.path)
-            .map_err(|e| format!("copying the database: {e}"))?;
+        let files = CopyFiles(path);
+        copy(&live.config().db_path, &files.0).map_err(|e| format!("copying the database: {e}"))?;
         let config = EngineConfig {
-            db_path: dry.path.clone(),
+            db_path: files.0.clone(),
             // The copy is thrown away: it need not survive a power loss.
             durability: Durability::Normal,
             scripts: live.config().scripts.clone(),
             settings: live.config().settings.clone(),
         };
-        dry.engine = Some(Engine::open(config).map_err(|e| e.to_string())?);
-        Ok(dry)
+        let engine = Engine::open(config).map_err(|e| e.to_string())?;
+        Ok(Dry {
+            engine,
+            copy: files,
+            calls: Vec::new(),
+        })
     }
 
     pub fn engine(&self) -> &Engine {
-        self.engine
-            .as_ref()
-            .expect("the copy is open until dropped")
+        &self.engine
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.copy.0
     }
 
     pub fn calls(&self) -> &[Recorded] {
@@ -159,13 +165,6 @@ pub fn local(mut caller: Caller) -> Caller {
     caller.su_from = None;
     caller.ip = "local".into();
     caller
-}
-
-impl Drop for Dry {
-    fn drop(&mut self) {
-        drop(self.engine.take());
-        remove_files(&self.path);
-    }
 }
 
 fn remove_files(path: &Path) {
