@@ -877,11 +877,11 @@ fn unsafe_kill(pid: u32) {
     let _ = Command::new("kill").arg(pid.to_string()).status();
 }
 
-/// The "Write a plugin" section of docs/plugins.md, followed by an outsider: a new crate in a
+/// The README's "Write a plugin" section, followed by an outsider: a new crate in a
 /// temporary folder with a path dependency on the SDK, built offline, loaded, called.
 #[test]
 fn a_plugin_written_from_the_docs_builds_and_loads() {
-    let docs = std::fs::read_to_string(workspace().join("docs/plugins.md")).unwrap();
+    let docs = std::fs::read_to_string(workspace().join("README.md")).unwrap();
     let section = docs
         .split("## Write a plugin")
         .nth(1)
