@@ -312,17 +312,7 @@ pub fn subaccount(conn: &Connection, id: i64) -> FuncResult<Subaccount> {
             "SELECT account_id, project_id, currency_id, balance, creditlimit, allowpostpaid, status
              FROM subaccount WHERE id = ?1",
         )?
-        .query_row([id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })
+        .query_row([id], |r| r.try_into())
         .optional()?;
     let (account, project, cur, balance, creditlimit, allowpostpaid, st) =
         row.ok_or_else(|| FuncError::missed_object("subaccount", id))?;
@@ -433,17 +423,7 @@ pub fn paymethod(conn: &Connection, id: i64) -> FuncResult<Paymethod> {
             "SELECT project_id, currency_id, minamount, maxamount, commission_percent, commission_fixed, active
              FROM paymethod WHERE id = ?1",
         )?
-        .query_row([id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })
+        .query_row([id], |r| r.try_into())
         .optional()?;
     let (project, cur, minamount, maxamount, pct, fixed, active) =
         row.ok_or_else(|| FuncError::missed_object("paymethod", id))?;

@@ -69,18 +69,7 @@ fn gateway_payment(conn: &Connection, id: i64) -> FuncResult<GatewayPayment> {
             "SELECT paymethod_id, number, status, account_id, paymethodamount, currency_id, external_id, description
              FROM payment WHERE id = ?1",
         )?
-        .query_row([id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            ))
-        })
+        .query_row([id], |r| r.try_into())
         .optional()?;
     let (paymethod, number, status, account, amount, currency, external_id, description) =
         row.ok_or_else(|| FuncError::missed_object("payment", id))?;
