@@ -1,0 +1,37 @@
+//! The raw rusqlite baseline the benches compare `payment.setpaid` with: the same writes by
+//! hand, one transaction, no engine.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// What `payment.setpaid` writes, by hand: read the payment, credit it (status, paydate,
+/// balance), look for unpaid expenses, write the history row; one transaction.
+pub fn raw_setpaid(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let (status, subaccount, amount): (i64, i64, i64) = conn
+        .prepare_cached(
+            "SELECT status, subaccount_id, subaccountamount FROM payment WHERE id = ?1",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    assert!(status == 1 || status == 2);
+    conn.prepare_cached("UPDATE payment SET status = 4, paydate = ?2 WHERE id = ?1")?
+        .execute(params![id, now])?;
+    conn.prepare_cached("UPDATE subaccount SET balance = balance + ?2 WHERE id = ?1")?
+        .execute(params![subaccount, amount])?;
+    let unpaid: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM expense WHERE subaccount_id = ?1 AND notpayd > 0 AND deleted = 0 ORDER BY id LIMIT 1",
+        )?
+        .query_row([subaccount], |r| r.get(0))
+        .optional()?;
+    assert!(unpaid.is_none());
+    conn.prepare_cached(
+        "INSERT INTO history (changedate, object_type, object_id, description, user_login, ip, action)
+         VALUES (?1, 'payment', ?2, ?3, 'root', 'local', 'payment.setpaid')",
+    )?
+    .execute(params![
+        now,
+        id,
+        format!("paid: {}.00 USD credited to subaccount {subaccount}", amount / 100)
+    ])?;
+    conn.execute_batch("COMMIT")
+}
