@@ -187,6 +187,25 @@ pub fn login_cached(
     Ok(caller_of(user, ip))
 }
 
+/// `authinfo` credentials checked without argon2: the caller when they were verified against
+/// this user's stored hash within the cache's lifetime (and the user is enabled); `None` when
+/// only the slow check can tell (a cache miss, an unknown or disabled user).
+pub fn login_if_cached(
+    conn: &Connection,
+    cache: &CredentialCache,
+    login: &str,
+    password: &str,
+    ip: &str,
+) -> FuncResult<Option<Caller>> {
+    let Some(user) = user_by(conn, "u.login = ?1", &login)? else {
+        return Ok(None);
+    };
+    if !user.enabled || !cache.verified(user.id, login, password, &user.hash) {
+        return Ok(None);
+    }
+    Ok(Some(caller_of(user, ip)))
+}
+
 /// Acts as another user (`su=LOGIN` or `--as LOGIN`); only staff may.
 pub fn switch_user(conn: &Connection, staff: &Caller, login: &str) -> FuncResult<Caller> {
     if staff.level != Level::Admin {

@@ -81,6 +81,21 @@ pub struct Engine {
     periodic: Vec<(String, u64)>,
 }
 
+/// Where a network front end runs a request, so that SQLite's blocking calls never stall the
+/// async workers for long (see [`Engine::lane`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// A view or blank form without hooks: one short read transaction, run where the request
+    /// arrived ([`Engine::handle_inline`]).
+    Inline,
+    /// A func that writes: queued for the writer thread, which runs the waiting ones as one
+    /// batch ([`Engine::call_batch`]).
+    Writer,
+    /// Anything else (lists, call-outs, files, hooked funcs, unknown funcs): a thread that may
+    /// block ([`Engine::handle`]).
+    Blocking,
+}
+
 /// Most writes committed together.
 const MAX_BATCH: usize = 64;
 
@@ -236,6 +251,94 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn nested_write() -> FuncError {
+    FuncError::internal("a write transaction was asked for inside another one on the same thread")
+}
+
+impl Writer {
+    /// The writer connection, counted as waiting while it is busy (so that the writer holding
+    /// it leaves its batch open for this one).
+    fn lock(&self) -> MutexGuard<'_, WriterInner> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let w = lock(&self.inner);
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        w
+    }
+}
+
+impl WriterInner {
+    /// Joins the open batch, or opens one; answers its number.
+    fn join(&mut self) -> rusqlite::Result<u64> {
+        let batch = match self.open_batch {
+            Some(b) => b,
+            None => {
+                self.conn.execute_batch("BEGIN IMMEDIATE")?;
+                self.next_batch += 1;
+                self.open_batch = Some(self.next_batch);
+                self.members = 0;
+                self.next_batch
+            }
+        };
+        self.members += 1;
+        Ok(batch)
+    }
+
+    /// Runs one member of the open batch in a savepoint of its own, rolled back if it fails
+    /// (or panics). A savepoint that cannot be closed poisons the batch: it will not commit.
+    fn member<T>(&mut self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
+        let conn = &self.conn;
+        let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+        if let Err(e) = run("SAVEPOINT func") {
+            self.poisoned = true;
+            return Err(e.into());
+        }
+        IN_WRITE.with(|w| w.set(true));
+        let result =
+            catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|p| Err(panic_message(p)));
+        IN_WRITE.with(|w| w.set(false));
+        let end = match result {
+            Ok(_) => run("RELEASE func"),
+            Err(_) => run("ROLLBACK TO func").and_then(|_| run("RELEASE func")),
+        };
+        match end {
+            Ok(_) => result,
+            // The transaction is in an unknown state: the batch must not commit.
+            Err(e) => {
+                self.poisoned = true;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Commits (or, when poisoned, rolls back) the open batch and records how it ended.
+    fn commit(&mut self, batch: u64) {
+        let outcome = if self.poisoned {
+            Err("a savepoint could not be closed".to_string())
+        } else {
+            self.conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+        };
+        if outcome.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.poisoned = false;
+        self.open_batch = None;
+        self.committed_through = batch;
+        if let Err(e) = outcome {
+            self.failed.push_back((batch, e));
+            if self.failed.len() > 64 {
+                self.failed.pop_front();
+            }
+        }
+    }
+
+    /// Why `batch` did not commit, if it did not.
+    fn failure(&self, batch: u64) -> Option<FuncError> {
+        self.failed.iter().find(|(b, _)| *b == batch).map(|(_, e)| {
+            FuncError::internal(format!("the commit failed ({e}); nothing was changed"))
+        })
+    }
+}
+
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> FuncError {
     let what = p
         .downcast_ref::<&str>()
@@ -384,50 +487,11 @@ impl Engine {
     /// A nested call on the same thread is an error, not a deadlock.
     pub fn write<T>(&self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
         if IN_WRITE.with(|w| w.get()) {
-            return Err(FuncError::internal(
-                "a write transaction was asked for inside another one on the same thread",
-            ));
+            return Err(nested_write());
         }
-        self.writer.waiting.fetch_add(1, Ordering::SeqCst);
-        let mut w = lock(&self.writer.inner);
-        self.writer.waiting.fetch_sub(1, Ordering::SeqCst);
-        let batch = match w.open_batch {
-            Some(b) => b,
-            None => {
-                w.conn.execute_batch("BEGIN IMMEDIATE")?;
-                w.next_batch += 1;
-                let b = w.next_batch;
-                w.open_batch = Some(b);
-                w.members = 0;
-                b
-            }
-        };
-        w.members += 1;
-        let result = match w.conn.execute_batch("SAVEPOINT func") {
-            Ok(()) => {
-                let conn = &w.conn;
-                IN_WRITE.with(|w| w.set(true));
-                let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
-                    .unwrap_or_else(|p| Err(panic_message(p)));
-                IN_WRITE.with(|w| w.set(false));
-                let end = match result {
-                    Ok(_) => conn.execute_batch("RELEASE func"),
-                    Err(_) => conn.execute_batch("ROLLBACK TO func; RELEASE func"),
-                };
-                match end {
-                    Ok(()) => result,
-                    // The transaction is in an unknown state: the batch must not commit.
-                    Err(e) => {
-                        w.poisoned = true;
-                        Err(e.into())
-                    }
-                }
-            }
-            Err(e) => {
-                w.poisoned = true;
-                Err(e.into())
-            }
-        };
+        let mut w = self.writer.lock();
+        let batch = w.join()?;
+        let result = w.member(f);
         let others_waiting = self.writer.waiting.load(Ordering::SeqCst) > 0;
         if others_waiting && w.members < MAX_BATCH && !w.poisoned {
             // Someone else will commit this batch; wait for it.
@@ -439,31 +503,69 @@ impl Engine {
                     .unwrap_or_else(|e| e.into_inner());
             }
         } else {
-            let outcome = if w.poisoned {
-                Err("a savepoint could not be closed".to_string())
-            } else {
-                w.conn.execute_batch("COMMIT").map_err(|e| e.to_string())
-            };
-            if outcome.is_err() {
-                let _ = w.conn.execute_batch("ROLLBACK");
-            }
-            w.poisoned = false;
-            w.open_batch = None;
-            w.committed_through = batch;
-            if let Err(e) = outcome {
-                w.failed.push_back((batch, e));
-                if w.failed.len() > 64 {
-                    w.failed.pop_front();
-                }
-            }
+            w.commit(batch);
             self.writer.committed.notify_all();
         }
-        if let Some((_, e)) = w.failed.iter().find(|(b, _)| *b == batch) {
-            return Err(FuncError::internal(format!(
-                "the commit failed ({e}); nothing was changed"
-            )));
+        match w.failure(batch) {
+            Some(e) => Err(e),
+            None => result,
         }
-        result
+    }
+
+    /// Runs `calls` on this thread, one after another, as the members of one group-commit
+    /// batch, and commits it: what the server's writer thread does with the write requests
+    /// queued while it was busy. Each call is what [`Engine::call`] would do (the func's
+    /// declaration, `su`, access, the protocol, hooks), in a savepoint of its own, so that a
+    /// failing call leaves nothing behind and never touches the others. Answers every call's
+    /// document once the batch is durable; if the commit fails, every call that had succeeded
+    /// answers that error instead (nothing of the batch is kept).
+    ///
+    /// Meant for calls that write: a call-out func (a gateway's `payment.add`) must not run
+    /// here, as it needs a write transaction of its own after its network call.
+    pub fn call_batch(&self, calls: &[(&Caller, &str, &Params)]) -> Vec<Doc> {
+        if calls.is_empty() {
+            return Vec::new();
+        }
+        if IN_WRITE.with(|w| w.get()) {
+            return calls.iter().map(|_| Doc::Error(nested_write())).collect();
+        }
+        let generation = self.scripts.current();
+        let mut w = self.writer.lock();
+        let batch = match w.join() {
+            Ok(b) => b,
+            Err(e) => {
+                let e = FuncError::from(e);
+                return calls.iter().map(|_| Doc::Error(e.clone())).collect();
+            }
+        };
+        w.members += calls.len() - 1;
+        let mut docs: Vec<Doc> = calls
+            .iter()
+            .map(|&(caller, func, params)| {
+                let result = w.member(|conn| {
+                    let scope = CallScope::new(&generation);
+                    let decl = self.decl(&generation, func)?;
+                    let switched;
+                    let caller = match params.get("su") {
+                        Some(login) => {
+                            switched = auth::switch_user(conn, caller, login)?;
+                            &switched
+                        }
+                        None => caller,
+                    };
+                    self.dispatch(conn, caller, &decl, params, &scope)
+                });
+                result.unwrap_or_else(Doc::Error)
+            })
+            .collect();
+        w.commit(batch);
+        self.writer.committed.notify_all();
+        if let Some(e) = w.failure(batch) {
+            for doc in docs.iter_mut().filter(|d| !d.is_error()) {
+                *doc = Doc::Error(e.clone());
+            }
+        }
+        docs
     }
 
     /// Runs `f` with a [`Batch`] in one write transaction, committed only if `f` succeeds.
@@ -537,6 +639,93 @@ impl Engine {
             self.write(|c| auth::touch_session(c, sid))?;
         }
         Ok(caller)
+    }
+
+    /// Where a network front end should run a request of `func` with `params` (see [`Lane`]).
+    pub fn lane(&self, func: &str, params: &Params) -> Lane {
+        let generation = self.scripts.current();
+        let Ok(decl) = self.decl(&generation, func) else {
+            return Lane::Blocking;
+        };
+        if writes(&decl, params) {
+            Lane::Writer
+        } else if matches!(decl.handler, Handler::Edit(_)) && !generation.has_hooks(func) {
+            Lane::Inline
+        } else {
+            Lane::Blocking
+        }
+    }
+
+    /// The caller of a request when that is quick to tell: cached `authinfo`, a session that
+    /// needs no touch, or no credentials (the anonymous caller). `None` means the slow way
+    /// ([`Engine::authenticate`]) must decide: argon2, a session touch, or credentials that
+    /// fail (so that the failure is counted and answered as usual).
+    pub fn authenticate_quick(
+        &self,
+        params: &Params,
+        session: Option<&str>,
+        ip: &str,
+    ) -> Option<Caller> {
+        self.read(|conn| Ok(self.authenticate_in(conn, params, session, ip)))
+            .ok()
+            .flatten()
+    }
+
+    fn authenticate_in(
+        &self,
+        conn: &Connection,
+        params: &Params,
+        session: Option<&str>,
+        ip: &str,
+    ) -> Option<Caller> {
+        if let Some(authinfo) = params.get("authinfo") {
+            let (user, pass) = authinfo.split_once(':')?;
+            return auth::login_if_cached(conn, &self.credentials, user, pass, ip)
+                .ok()
+                .flatten();
+        }
+        let Some(sid) = params.get("auth").or(session.filter(|s| !s.is_empty())) else {
+            return Some(Caller::anonymous(ip));
+        };
+        match auth::resolve_session(conn, sid, ip) {
+            Ok(Some((caller, false))) => Some(caller),
+            _ => None,
+        }
+    }
+
+    /// A request in the [`Lane::Inline`] lane (a view or blank form without hooks), answered in
+    /// one read transaction for the authentication and the func: the caller and its document,
+    /// or `None` when it cannot be done quickly after all (see [`Engine::authenticate_quick`];
+    /// a reload changed the func) and must take the slow way. Never writes.
+    pub fn handle_inline(
+        &self,
+        func: &str,
+        params: &Params,
+        session: Option<&str>,
+        ip: &str,
+    ) -> Option<(Caller, Doc)> {
+        let generation = self.scripts.current();
+        let decl = self.decl(&generation, func).ok()?;
+        if writes(&decl, params)
+            || !matches!(decl.handler, Handler::Edit(_))
+            || generation.has_hooks(func)
+        {
+            return None;
+        }
+        let scope = CallScope::new(&generation);
+        self.read(|conn| {
+            let Some(caller) = self.authenticate_in(conn, params, session, ip) else {
+                return Ok(None);
+            };
+            let result = match params.get("su") {
+                Some(login) => auth::switch_user(conn, &caller, login)
+                    .and_then(|c| self.dispatch(conn, &c, &decl, params, &scope)),
+                None => self.dispatch(conn, &caller, &decl, params, &scope),
+            };
+            Ok(Some((caller, result.unwrap_or_else(Doc::Error))))
+        })
+        .ok()
+        .flatten()
     }
 
     /// Authenticates and calls: what a network front end does with one request. A request to a

@@ -1,7 +1,8 @@
 //! The HTTP front end: BILLmanager's `/billmgr` endpoint on axum and tokio, an adapter around
 //! the one dispatcher ([`Engine`]). It turns a request into a func name, [`Params`], the
-//! `billmgrses5` cookie and the peer address; runs the call on tokio's blocking pool (SQLite
-//! calls block); and renders the [`Doc`] with [`wire`]. Every answer to `/billmgr` is a
+//! `billmgrses5` cookie and the peer address; runs the call in one of three lanes
+//! ([`Lane`]: a short view inline, a write on the [`writer`] thread's next batch, the rest on
+//! tokio's blocking pool, as SQLite calls block); and renders the [`Doc`] with [`wire`]. Every answer to `/billmgr` is a
 //! document with HTTP 200, errors included, as BILLmanager clients expect. A file document (a
 //! PDF invoice, a printable page) is answered as its bytes with its media type and a
 //! `Content-Disposition` naming the file, whatever `out` says.
@@ -14,8 +15,11 @@
 pub mod form;
 pub mod idle;
 pub mod throttle;
+pub mod writer;
 
+use crate::auth::Caller;
 use crate::doc::FileDoc;
+use crate::engine::Lane;
 use crate::error::{ErrorType, FuncError};
 use crate::wire::{self, Format, Meta};
 use crate::{Doc, Engine, Params};
@@ -35,6 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use throttle::{Throttle, ThrottleConfig};
 use tokio::net::TcpListener;
+use writer::{ABANDONED, Job, STARTED, WAITING, WriterThread};
 
 /// The session cookie BILLmanager's panel uses.
 pub const SESSION_COOKIE: &str = "billmgrses5";
@@ -75,6 +80,7 @@ struct App {
     engine: Arc<Engine>,
     config: ServerConfig,
     throttle: Mutex<Throttle>,
+    writer: WriterThread,
 }
 
 /// One request, read and decoded.
@@ -126,10 +132,12 @@ pub async fn serve(
     let grace = config.shutdown_grace;
     let listener = IdleListener::new(listener, config.idle_timeout);
     let app = Arc::new(App {
+        writer: WriterThread::start(engine.clone())?,
         engine,
         throttle: Mutex::new(Throttle::new(config.throttle)),
         config,
     });
+    let writes = app.clone();
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = stopping.clone();
     let server = axum::serve(
@@ -140,7 +148,7 @@ pub async fn serve(
         shutdown.await;
         notify.notify_one();
     });
-    tokio::select! {
+    let served = tokio::select! {
         result = server => result,
         () = async {
             stopping.notified().await;
@@ -152,7 +160,10 @@ pub async fn serve(
             );
             Ok(())
         }
-    }
+    };
+    // The writes already queued run and commit before the database can be closed.
+    let _ = tokio::task::spawn_blocking(move || writes.writer.stop()).await;
+    served
 }
 
 fn router(app: Arc<App>) -> Router {
@@ -228,13 +239,63 @@ async fn billmgr(
     };
 
     let ip = peer.ip().to_canonical();
+    let answer = match app.engine.lane(&call.func, &call.params) {
+        Lane::Inline => match app.inline(&call, ip) {
+            Some(answer) => answer,
+            None => blocking(&app, &call, ip, deadline).await,
+        },
+        Lane::Writer => match app.admit_quick(&call, ip) {
+            Ok(Some(caller)) => queued(&app, &call, caller, ip, deadline).await,
+            Ok(None) => blocking(&app, &call, ip, deadline).await,
+            Err(refused) => refused,
+        },
+        Lane::Blocking => blocking(&app, &call, ip, deadline).await,
+    };
+    render(
+        &answer.doc,
+        call.format,
+        &call.func,
+        &call.lang,
+        answer.cookie,
+    )
+}
+
+/// What a request whose func did not finish (or start) within the deadline answers.
+fn timed_out(app: &App, call: &Call, ip: IpAddr, ran: bool) -> Answer {
+    let timeout_secs = app.config.request_timeout.as_secs_f64();
+    let msg = if ran {
+        format!(
+            "The func did not finish within {timeout_secs} s; it is still running and \
+             may complete: check its effect before repeating it"
+        )
+    } else {
+        format!(
+            "The server is busy: the func did not start within {timeout_secs} s and was not run"
+        )
+    };
+    eprintln!("billhost serve: {} from {ip}: {msg}", call.func);
+    Answer {
+        doc: Doc::Error(FuncError::new(ErrorType::Internal, "request", "", msg)),
+        cookie: None,
+    }
+}
+
+/// The whole call (throttle, authentication, the func) on tokio's blocking pool: for what may
+/// block for long (argon2, lists, call-outs, hooks, files).
+async fn blocking(
+    app: &Arc<App>,
+    call: &Call,
+    ip: IpAddr,
+    deadline: tokio::time::Instant,
+) -> Answer {
     // The func starts only if its request is still wanted: a request that timed out (or whose
     // client left) before its turn on the blocking pool is never run behind its back.
     let state = Arc::new(AtomicU8::new(WAITING));
     let abandon = Abandon(state.clone());
     let task = {
         let app = app.clone();
-        let (func, params, session) = (call.func.clone(), call.params, call.session);
+        let (func, params, session) =
+            (call.func.clone(), call.params.clone(), call.session.clone());
         tokio::task::spawn_blocking(move || {
             if state
                 .compare_exchange(WAITING, STARTED, Ordering::AcqRel, Ordering::Acquire)
@@ -245,7 +306,7 @@ async fn billmgr(
             Some(app.call(&func, params, session.as_deref(), ip))
         })
     };
-    let answer = match tokio::time::timeout_at(deadline, task).await {
+    match tokio::time::timeout_at(deadline, task).await {
         Ok(Ok(Some(answer))) => answer,
         Ok(Ok(None)) | Ok(Err(_)) => Answer {
             doc: Doc::Error(FuncError::internal(
@@ -253,33 +314,34 @@ async fn billmgr(
             )),
             cookie: None,
         },
-        Err(_) => {
-            let ran = !abandon.abandon();
-            let msg = if ran {
-                format!(
-                    "The func did not finish within {timeout_secs} s; it is still running and \
-                     may complete: check its effect before repeating it"
-                )
-            } else {
-                format!(
-                    "The server is busy: the func did not start within {timeout_secs} s and was not run"
-                )
-            };
-            eprintln!("billhost serve: {} from {ip}: {msg}", call.func);
-            Answer {
-                doc: Doc::Error(FuncError::new(ErrorType::Internal, "request", "", msg)),
-                cookie: None,
-            }
-        }
+        Err(_) => timed_out(app, call, ip, !abandon.abandon()),
+    }
+}
+
+/// A write func of an authenticated caller, queued for the writer thread.
+async fn queued(
+    app: &App,
+    call: &Call,
+    caller: Caller,
+    ip: IpAddr,
+    deadline: tokio::time::Instant,
+) -> Answer {
+    let state = Arc::new(AtomicU8::new(WAITING));
+    let abandon = Abandon(state.clone());
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    app.writer.submit(Job {
+        caller,
+        func: call.func.clone(),
+        params: call.params.clone(),
+        state,
+        reply,
+    });
+    let doc = match tokio::time::timeout_at(deadline, answer).await {
+        Ok(Ok(doc)) => doc,
+        Ok(Err(_)) => Doc::Error(writer::not_run()),
+        Err(_) => return timed_out(app, call, ip, !abandon.abandon()),
     };
-    drop(abandon);
-    render(
-        &answer.doc,
-        call.format,
-        &call.func,
-        &call.lang,
-        answer.cookie,
-    )
+    app.conclude(&call.func, doc, &Logins::of(&call.func, &call.params), ip)
 }
 
 /// `POST /billmgr/callback/{module}[?paymethod=N]`: a payment gateway's notification as the
@@ -369,10 +431,6 @@ async fn gateway_callback(
         }
     }
 }
-
-const WAITING: u8 = 0;
-const STARTED: u8 = 1;
-const ABANDONED: u8 = 2;
 
 /// Marks a request's func as unwanted if it has not started, when the request times out or
 /// its handler is dropped (the client went away).
@@ -571,57 +629,83 @@ fn file_response(file: &FileDoc) -> Response {
     response
 }
 
+/// The logins a request tries: `authinfo`'s user, and `auth`'s username.
+struct Logins {
+    authinfo: bool,
+    authinfo_login: Option<String>,
+    username: Option<String>,
+}
+
+impl Logins {
+    fn of(func: &str, params: &Params) -> Logins {
+        Logins {
+            authinfo: params.has("authinfo"),
+            authinfo_login: params
+                .get("authinfo")
+                .and_then(|a| a.split_once(':'))
+                .map(|(u, _)| u.to_string()),
+            username: params
+                .get("username")
+                .filter(|_| func == "auth")
+                .map(str::to_string),
+        }
+    }
+}
+
 impl App {
     fn throttle(&self) -> MutexGuard<'_, Throttle> {
         self.throttle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The login throttle's refusal, when a login this request tries is locked out.
+    fn refused(&self, logins: &Logins, ip: IpAddr) -> Option<Answer> {
+        if !logins.authinfo && logins.username.is_none() {
+            return None;
+        }
+        let now = Instant::now();
+        let throttle = self.throttle();
+        for login in [logins.authinfo_login.as_deref(), logins.username.as_deref()] {
+            if let Err(refusal) = throttle.check(login, ip, now) {
+                let secs = refusal.retry_after.as_secs().max(1);
+                eprintln!(
+                    "billhost serve: login refused for {} from {ip}: throttled for {secs} s more",
+                    refusal.key
+                );
+                let msg = format!(
+                    "Too many failed logins for this login or address; try again in {secs} s"
+                );
+                return Some(Answer {
+                    doc: Doc::Error(FuncError::auth(msg)),
+                    cookie: None,
+                });
+            }
+        }
+        None
+    }
+
+    /// `authinfo` passed: its login's failure count starts again.
+    fn authenticated(&self, logins: &Logins) {
+        if let Some(login) = &logins.authinfo_login {
+            self.throttle().succeed(login);
+        }
     }
 
     /// One call, on the blocking pool: the login throttle, authentication, the func, and what
     /// the outcome means for the throttle and the session cookie.
     fn call(&self, func: &str, params: Params, session: Option<&str>, ip: IpAddr) -> Answer {
         let ip_text = ip.to_string();
-        // The logins this request tries: `authinfo`'s user, and `auth`'s username.
-        let authinfo = params.has("authinfo");
-        let authinfo_login = params
-            .get("authinfo")
-            .and_then(|a| a.split_once(':'))
-            .map(|(u, _)| u.to_string());
-        let username = params
-            .get("username")
-            .filter(|_| func == "auth")
-            .map(str::to_string);
-        let (authinfo_login, username) = (authinfo_login.as_deref(), username.as_deref());
-        if authinfo || username.is_some() {
-            let now = Instant::now();
-            let throttle = self.throttle();
-            for login in [authinfo_login, username] {
-                if let Err(refusal) = throttle.check(login, ip, now) {
-                    let secs = refusal.retry_after.as_secs().max(1);
-                    eprintln!(
-                        "billhost serve: login refused for {} from {ip}: throttled for {secs} s more",
-                        refusal.key
-                    );
-                    let msg = format!(
-                        "Too many failed logins for this login or address; try again in {secs} s"
-                    );
-                    return Answer {
-                        doc: Doc::Error(FuncError::auth(msg)),
-                        cookie: None,
-                    };
-                }
-            }
+        let logins = Logins::of(func, &params);
+        if let Some(refused) = self.refused(&logins, ip) {
+            return refused;
         }
-
         let caller = match self.engine.authenticate(&params, session, &ip_text) {
             Ok(caller) => {
-                if let Some(login) = authinfo_login {
-                    self.throttle().succeed(login);
-                }
+                self.authenticated(&logins);
                 caller
             }
             Err(e) => {
-                if authinfo && e.kind == ErrorType::Auth {
-                    self.failed_login(authinfo_login, ip, "authinfo");
+                if logins.authinfo && e.kind == ErrorType::Auth {
+                    self.failed_login(logins.authinfo_login.as_deref(), ip, "authinfo");
                 }
                 // A public func with stale or wrong credentials runs anonymously.
                 match self.engine.caller_for(func, Err(e), &ip_text) {
@@ -635,12 +719,50 @@ impl App {
                 }
             }
         };
-
         let doc = self.engine.call(&caller, func, params);
+        self.conclude(func, doc, &logins, ip)
+    }
+
+    /// A view or blank form answered where the request arrived, authentication and func in one
+    /// read transaction; `None` when it must take the blocking pool after all (see
+    /// [`Engine::handle_inline`]).
+    fn inline(&self, call: &Call, ip: IpAddr) -> Option<Answer> {
+        let logins = Logins::of(&call.func, &call.params);
+        if let Some(refused) = self.refused(&logins, ip) {
+            return Some(refused);
+        }
+        let (_, doc) = self.engine.handle_inline(
+            &call.func,
+            &call.params,
+            call.session.as_deref(),
+            &ip.to_string(),
+        )?;
+        self.authenticated(&logins);
+        Some(self.conclude(&call.func, doc, &logins, ip))
+    }
+
+    /// The caller of a write request when quick to tell (see [`Engine::authenticate_quick`]),
+    /// `None` when the blocking pool must decide, or the throttle's refusal.
+    fn admit_quick(&self, call: &Call, ip: IpAddr) -> Result<Option<Caller>, Answer> {
+        let logins = Logins::of(&call.func, &call.params);
+        if let Some(refused) = self.refused(&logins, ip) {
+            return Err(refused);
+        }
+        let caller =
+            self.engine
+                .authenticate_quick(&call.params, call.session.as_deref(), &ip.to_string());
+        if caller.is_some() {
+            self.authenticated(&logins);
+        }
+        Ok(caller)
+    }
+
+    /// What the func's outcome means for the throttle and the session cookie.
+    fn conclude(&self, func: &str, doc: Doc, logins: &Logins, ip: IpAddr) -> Answer {
         let mut cookie = None;
         match (func, &doc) {
             ("auth", Doc::Auth { id, .. }) => {
-                if let Some(login) = username {
+                if let Some(login) = &logins.username {
                     self.throttle().succeed(login);
                 }
                 cookie = Some(format!(
@@ -648,7 +770,7 @@ impl App {
                 ));
             }
             ("auth", Doc::Error(e)) if e.kind == ErrorType::Auth => {
-                self.failed_login(username, ip, "auth");
+                self.failed_login(logins.username.as_deref(), ip, "auth");
             }
             ("logout", Doc::Ok(_)) => {
                 cookie = Some(format!(
