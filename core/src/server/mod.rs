@@ -34,7 +34,7 @@ use idle::{IdleListener, Peer};
 use std::future::Future;
 use std::io::{self, Write};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use throttle::{Throttle, ThrottleConfig};
@@ -80,6 +80,8 @@ struct App {
     engine: Arc<Engine>,
     config: ServerConfig,
     throttle: Mutex<Throttle>,
+    /// No failed login is on record: requests skip the throttle's lock.
+    throttle_clear: AtomicBool,
     writer: WriterThread,
 }
 
@@ -135,6 +137,7 @@ pub async fn serve(
         writer: WriterThread::start(engine.clone())?,
         engine,
         throttle: Mutex::new(Throttle::new(config.throttle)),
+        throttle_clear: AtomicBool::new(true),
         config,
     });
     let writes = app.clone();
@@ -659,7 +662,9 @@ impl App {
 
     /// The login throttle's refusal, when a login this request tries is locked out.
     fn refused(&self, logins: &Logins, ip: IpAddr) -> Option<Answer> {
-        if !logins.authinfo && logins.username.is_none() {
+        if !logins.authinfo && logins.username.is_none()
+            || self.throttle_clear.load(Ordering::Acquire)
+        {
             return None;
         }
         let now = Instant::now();
@@ -685,8 +690,13 @@ impl App {
 
     /// `authinfo` passed: its login's failure count starts again.
     fn authenticated(&self, logins: &Logins) {
-        if let Some(login) = &logins.authinfo_login {
-            self.throttle().succeed(login);
+        if let Some(login) = &logins.authinfo_login
+            && !self.throttle_clear.load(Ordering::Acquire)
+        {
+            let mut throttle = self.throttle();
+            throttle.succeed(login);
+            self.throttle_clear
+                .store(throttle.is_clear(), Ordering::Release);
         }
     }
 
@@ -763,7 +773,10 @@ impl App {
         match (func, &doc) {
             ("auth", Doc::Auth { id, .. }) => {
                 if let Some(login) = &logins.username {
-                    self.throttle().succeed(login);
+                    let mut throttle = self.throttle();
+                    throttle.succeed(login);
+                    self.throttle_clear
+                        .store(throttle.is_clear(), Ordering::Release);
                 }
                 cookie = Some(format!(
                     "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax"
@@ -790,6 +803,7 @@ impl App {
         let mut throttle = self.throttle();
         let config = throttle.config();
         let locked = throttle.fail(login, ip, Instant::now());
+        self.throttle_clear.store(false, Ordering::Release);
         drop(throttle);
         let who = login.map_or_else(|| "(no login)".to_string(), |l| format!("'{l}'"));
         eprintln!("billhost serve: failed login ({how}) for {who} from {ip}");

@@ -86,6 +86,11 @@ impl Throttle {
         self.check(login, ip, now).err()
     }
 
+    /// Whether no failure is on record (nothing to check or clear).
+    pub fn is_clear(&self) -> bool {
+        self.logins.map.is_empty() && self.addresses.map.is_empty()
+    }
+
     /// A successful login clears that login's failures (not the address's: one good account
     /// must not buy an address more guesses at others).
     pub fn succeed(&mut self, login: &str) {
