@@ -564,3 +564,57 @@ fn concurrent_writes_commit_together_and_fail_alone() {
         .expect("history");
     assert_eq!(history as usize, created.len());
 }
+
+#[test]
+fn a_batch_of_calls_commits_together_and_each_fails_alone() {
+    let fx = Fixture::new("call-batch");
+    let root = Caller::superuser();
+    let anonymous = Caller::anonymous("127.0.0.1");
+    let p = |pairs: &[(&str, &str)]| Params::from_pairs(pairs.iter().copied());
+    let first = p(&[("sok", "ok"), ("name", "first")]);
+    let again = p(&[("sok", "ok"), ("name", "first")]);
+    let denied = p(&[("sok", "ok"), ("name", "by nobody")]);
+    let bad = p(&[("sok", "ok"), ("name", "")]);
+    let second = p(&[("sok", "ok"), ("name", "second")]);
+    let docs = fx.engine.call_batch(&[
+        (&root, "accountgroup.edit", &first),
+        (&root, "accountgroup.edit", &again),
+        (&anonymous, "accountgroup.edit", &denied),
+        (&root, "accountgroup.edit", &bad),
+        (&root, "no.such.func", &second),
+        (&root, "accountgroup.edit", &second),
+    ]);
+    let kinds: Vec<&str> = docs
+        .iter()
+        .map(|d| match d {
+            Doc::Error(_) => error_type(d),
+            _ => "ok",
+        })
+        .collect();
+    assert_eq!(kinds, ["ok", "exists", "auth", "missed", "unknown", "ok"]);
+    let mut listed = column(&fx.call("accountgroup", &[]), "name");
+    listed.sort();
+    assert_eq!(listed, ["first", "second"]);
+    let history: i64 = fx
+        .engine
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM history WHERE object_type = 'accountgroup'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .expect("history");
+    assert_eq!(history, 2, "only the calls that succeeded left history");
+
+    // Inside a write on the same thread, a batch is refused instead of waiting on itself.
+    let nested = fx
+        .engine
+        .write(|_| {
+            Ok(fx
+                .engine
+                .call_batch(&[(&root, "accountgroup.edit", &second)]))
+        })
+        .expect("outer write");
+    assert_eq!(error_type(&nested[0]), "internal");
+}

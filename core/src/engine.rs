@@ -15,6 +15,7 @@ use crate::list::{self, ListQuery, ListSpec};
 use crate::outbox::MailSignal;
 use crate::params::{Params, parse_id, parse_id_list, parse_int};
 use crate::script::{self, CallScope, Generation, ScriptConfig, ScriptHost};
+use crate::store::checkpoint::{self, Checkpointer};
 use crate::store::{self, Durability, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::VecDeque;
@@ -118,6 +119,8 @@ struct WriterInner {
     /// Batches whose commit failed, with the reason (the most recent ones).
     failed: VecDeque<(u64, String)>,
     poisoned: bool,
+    /// Checkpoints the WAL off the writer's path, when it could be started.
+    checkpointer: Option<Checkpointer>,
 }
 
 /// What a func runs with: the connection inside the func's transaction, the caller, the time
@@ -323,6 +326,9 @@ impl WriterInner {
         self.poisoned = false;
         self.open_batch = None;
         self.committed_through = batch;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.committed();
+        }
         if let Err(e) = outcome {
             self.failed.push_back((batch, e));
             if self.failed.len() > 64 {
@@ -354,6 +360,10 @@ impl Engine {
     /// Opens (creating and migrating) the database and registers the built-in funcs.
     pub fn open(config: EngineConfig) -> Result<Engine, StoreError> {
         let writer = store::open(&config.db_path, config.durability)?;
+        let checkpointer = Checkpointer::start(&config.db_path, config.durability);
+        if checkpointer.is_some() {
+            writer.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
+        }
         let mut registry = Registry::default();
         crate::funcs::register_builtin(&mut registry);
         let builtin = registry.iter().map(|d| d.name.clone()).collect();
@@ -371,6 +381,7 @@ impl Engine {
                     committed_through: 0,
                     failed: VecDeque::new(),
                     poisoned: false,
+                    checkpointer,
                 }),
                 committed: Condvar::new(),
                 waiting: AtomicUsize::new(0),

@@ -56,6 +56,8 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+pub mod checkpoint;
+
 /// Opens (creating if needed) the database and brings its schema up to date.
 pub fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
     let conn = connect(path, durability)?;
