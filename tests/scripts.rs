@@ -484,3 +484,82 @@ fn the_scheduler_runs_jobs_every_period_while_it_lives() {
         "no job runs once the scheduler is dropped"
     );
 }
+
+/// A call-out func with a hook holds the Lua state when its handler starts; the writer may
+/// meanwhile be running a hooked func that waits for Lua. The call-out lets go of Lua before it
+/// waits for the writer, so both finish (locks are taken database first, then Lua).
+#[test]
+fn a_hooked_call_out_never_deadlocks_with_a_hooked_write() {
+    use billhost::func::{Access, ActionMode, FuncDecl};
+    use std::sync::mpsc;
+
+    let hooks = r#"
+billing.on("test.callout", "before", function(req) end)
+billing.on("accountgroup.edit", "before", function(req) end)
+"#;
+    let dir = TempDir::new("callout-lock");
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).expect("scripts dir");
+    std::fs::write(scripts.join("hooks.lua"), hooks).expect("write script");
+    let mut engine =
+        Engine::open(EngineConfig::new(dir.db()).with_scripts(&scripts)).expect("engine");
+    let (in_handler, handler_started) = mpsc::channel::<()>();
+    let in_handler = std::sync::Mutex::new(in_handler);
+    engine.add_func(FuncDecl::action(
+        "test.callout",
+        "a call-out that writes after its hook ran",
+        Access::ADMIN,
+        ActionMode::CallOut,
+        move |ctx, _| {
+            let _ = in_handler.lock().expect("sender").send(());
+            // Give the writer time to take the writer lock and reach its hook.
+            std::thread::sleep(Duration::from_millis(200));
+            ctx.write(|ctx| {
+                ctx.db.execute(
+                    "INSERT INTO accountgroup (name, created) VALUES ('by call-out', 'now')",
+                    [],
+                )?;
+                Ok(Doc::Ok(Default::default()))
+            })
+        },
+    ));
+    let engine = std::sync::Arc::new(engine);
+    let root = Caller::superuser();
+    let (done, finished) = mpsc::channel::<&'static str>();
+    let call_out = {
+        let (engine, root, done) = (engine.clone(), root.clone(), done.clone());
+        std::thread::spawn(move || {
+            let doc = engine.call(&root, "test.callout", Params::new());
+            assert!(!doc.is_error(), "{doc:?}");
+            let _ = done.send("call-out");
+        })
+    };
+    handler_started
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the call-out's handler started");
+    let writer = {
+        let engine = engine.clone();
+        std::thread::spawn(move || {
+            let params = Params::from_pairs([("sok", "ok"), ("name", "by writer")]);
+            let docs = engine.call_batch(&[(&root, "accountgroup.edit", &params)]);
+            assert!(!docs[0].is_error(), "{:?}", docs[0]);
+            let _ = done.send("writer");
+        })
+    };
+    let mut finished_first = Vec::new();
+    for _ in 0..2 {
+        finished_first.push(
+            finished
+                .recv_timeout(Duration::from_secs(20))
+                .expect("both calls finish (no deadlock)"),
+        );
+    }
+    call_out.join().expect("call-out thread");
+    writer.join().expect("writer thread");
+    let mut names = column(
+        &engine.call(&Caller::superuser(), "accountgroup", Params::new()),
+        "name",
+    );
+    names.sort();
+    assert_eq!(names, ["by call-out", "by writer"], "{finished_first:?}");
+}

@@ -177,6 +177,9 @@ impl<'g> Ctx<'_, 'g> {
     /// plugin outside any transaction, then records the outcome. Refused (instead of waiting
     /// forever) when this thread already holds the writer.
     pub fn write<T>(&self, f: impl FnOnce(&Ctx) -> FuncResult<T>) -> FuncResult<T> {
+        // A hook of this func may hold the Lua state; the writer may be running a hooked func
+        // that waits for it.
+        self.scope.release_lua();
         self.engine.write(|conn| {
             let ctx = Ctx {
                 db: conn,

@@ -26,7 +26,7 @@ use crate::error::{ErrorType, FuncError, FuncResult};
 use crate::func::{Access, ActionMode, FuncDecl};
 use crate::params::Params;
 use mlua::{Function, Lua, Table, Value};
-use std::cell::OnceCell;
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -231,18 +231,18 @@ pub struct Watcher {
     _inner: notify_debouncer_mini::Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>,
 }
 
-/// The scripts side of one top-level func call: the generation it started with and, once a
-/// script runs, the lock on that generation's Lua state.
+/// The scripts side of one top-level func call: the generation it started with and, while a
+/// script of the call may run, the lock on that generation's Lua state.
 pub struct CallScope<'g> {
     generation: &'g Generation,
-    lua: OnceCell<MutexGuard<'g, Lua>>,
+    lua: RefCell<Option<MutexGuard<'g, Lua>>>,
 }
 
 impl<'g> CallScope<'g> {
     pub fn new(generation: &'g Generation) -> Self {
         CallScope {
             generation,
-            lua: OnceCell::new(),
+            lua: RefCell::new(None),
         }
     }
 
@@ -250,43 +250,62 @@ impl<'g> CallScope<'g> {
         self.generation
     }
 
-    fn lua(&self) -> FuncResult<&Lua> {
+    /// Runs `f` with the generation's Lua state, locked on first use (which starts the call's
+    /// instruction budget) and kept until the call ends or [`CallScope::release_lua`].
+    fn with_lua<R>(&self, f: impl FnOnce(&Lua) -> FuncResult<R>) -> FuncResult<R> {
         let mutex = self
             .generation
             .lua
             .as_ref()
             .ok_or_else(|| FuncError::internal("no scripts are loaded"))?;
-        Ok(self.lua.get_or_init(|| {
-            let guard = lock(mutex);
+        if let Ok(mut held) = self.lua.try_borrow_mut()
+            && held.is_none()
+        {
+            *held = Some(lock(mutex));
             self.generation.budget.reset();
-            guard
-        }))
+        }
+        let held = self.lua.borrow();
+        let lua = held
+            .as_deref()
+            .ok_or_else(|| FuncError::internal("the scripts' state is not held"))?;
+        f(lua)
+    }
+
+    /// Lets go of the Lua state, unless a script of this call is running further up the stack:
+    /// what a call-out func does before it waits for the writer, so that locks are only ever
+    /// taken database first, then Lua (the writer may be running a hooked func that waits for
+    /// Lua). The next script of the call locks it again, with a fresh budget.
+    pub fn release_lua(&self) {
+        if let Ok(mut held) = self.lua.try_borrow_mut() {
+            *held = None;
+        }
     }
 }
 
 /// Runs `f` with the call's Lua state and `billing.call` bound to this func's transaction.
 fn enter<R>(ctx: &Ctx, f: impl FnOnce(&Lua) -> mlua::Result<R>) -> FuncResult<R> {
-    let lua = ctx.scope().lua()?;
-    let billing: Table = lua
-        .globals()
-        .raw_get("billing")
-        .map_err(|e| script_error(&e))?;
-    let previous: Value = billing.raw_get("call").map_err(|e| script_error(&e))?;
-    let result = lua.scope(|scope| {
-        let call = scope.create_function(|lua, (func, params): (String, Option<Table>)| {
-            let params = convert::table_to_params(params)?;
-            match ctx.call(&func, params) {
-                Ok(doc) => convert::doc_to_lua(lua, &doc),
-                Err(e) => Err(mlua::Error::external(e)),
-            }
-        })?;
-        billing.raw_set("call", call)?;
-        f(lua)
-    });
-    let restored = billing.raw_set("call", previous);
-    let value = result.map_err(|e| script_error(&e))?;
-    restored.map_err(|e| script_error(&e))?;
-    Ok(value)
+    ctx.scope().with_lua(|lua| {
+        let billing: Table = lua
+            .globals()
+            .raw_get("billing")
+            .map_err(|e| script_error(&e))?;
+        let previous: Value = billing.raw_get("call").map_err(|e| script_error(&e))?;
+        let result = lua.scope(|scope| {
+            let call = scope.create_function(|lua, (func, params): (String, Option<Table>)| {
+                let params = convert::table_to_params(params)?;
+                match ctx.call(&func, params) {
+                    Ok(doc) => convert::doc_to_lua(lua, &doc),
+                    Err(e) => Err(mlua::Error::external(e)),
+                }
+            })?;
+            billing.raw_set("call", call)?;
+            f(lua)
+        });
+        let restored = billing.raw_set("call", previous);
+        let value = result.map_err(|e| script_error(&e))?;
+        restored.map_err(|e| script_error(&e))?;
+        Ok(value)
+    })
 }
 
 /// Runs the `before` hooks of the func: each sees `req` and may rewrite `req.params` or veto.
