@@ -497,10 +497,13 @@ impl Engine {
                 c
             }
         };
-        conn.execute_batch("BEGIN")?;
+        // Cached statements: `execute_batch` would parse both on every call.
+        conn.prepare_cached("BEGIN")?.execute([])?;
         let result =
             catch_unwind(AssertUnwindSafe(|| f(&conn))).unwrap_or_else(|p| Err(panic_message(p)));
-        let ended = conn.execute_batch("ROLLBACK");
+        let ended = conn
+            .prepare_cached("ROLLBACK")
+            .and_then(|mut s| s.execute([]));
         if ended.is_ok() {
             let mut pool = lock(&self.readers);
             if pool.len() < READER_POOL {
