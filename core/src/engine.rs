@@ -680,8 +680,8 @@ impl Engine {
                 let elid = single_elid(conn, caller, decl, params)?;
                 match (sok, elid) {
                     (false, Some(id)) => {
-                        let mut form = vec![("elid".to_string(), id.to_string())];
-                        form.extend(ops.view(ctx, id, plid)?);
+                        let mut form = ops.view(ctx, id, plid)?;
+                        form.insert(0, ("elid".to_string(), id.to_string()));
                         Ok(Doc::Form(form))
                     }
                     (false, None) => Ok(Doc::Form(ops.blank(ctx, plid)?)),
@@ -905,11 +905,15 @@ pub fn check_object(
     object: ObjectType,
     id: i64,
 ) -> FuncResult<()> {
-    let sql = format!(
-        "SELECT {} FROM {} WHERE id = ?1",
-        object.owner.unwrap_or("NULL"),
-        object.table
-    );
+    // Built from the declaration's static names (no formatting machinery: this runs on every
+    // call that names an object).
+    let owner_column = object.owner.unwrap_or("NULL");
+    let mut sql = String::with_capacity(30 + owner_column.len() + object.table.len());
+    sql.push_str("SELECT ");
+    sql.push_str(owner_column);
+    sql.push_str(" FROM ");
+    sql.push_str(object.table);
+    sql.push_str(" WHERE id = ?1");
     let owner: Option<Option<i64>> = conn
         .prepare_cached(&sql)?
         .query_row([id], |r| r.get(0))
