@@ -121,8 +121,8 @@ enum By<'a> {
 macro_rules! user_query {
     ($clause:literal) => {
         concat!(
-            "SELECT u.id, u.login, u.password_hash, u.level = 'admin', u.account_id,
-                    u.enabled AND coalesce((SELECT status <> 3 FROM account WHERE id = u.account_id), 1)
+            "SELECT u.id, u.login, u.password_hash, u.level = 'admin', u.account_id, \
+             u.enabled AND coalesce((SELECT status <> 3 FROM account WHERE id = u.account_id), 1) \
              FROM users u WHERE ",
             $clause
         )
