@@ -487,6 +487,10 @@ impl Engine {
     /// Runs `f` in a read transaction on a pooled read-only connection (one snapshot for the
     /// whole func, so that a page and its `p_elems` agree).
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
+        /// How much of the database file a read connection maps (read-only) into memory: pages
+        /// read through the map skip SQLite's page cache, whose lock every connection of the
+        /// process shares, so that concurrent reads stop queueing on it.
+        const READER_MMAP_BYTES: i64 = 256 << 20;
         let pooled = lock(&self.readers).pop();
         let conn = match pooled {
             Some(c) => c,
@@ -494,6 +498,7 @@ impl Engine {
                 let c = store::connect(&self.config.db_path, self.config.durability)
                     .map_err(|e| FuncError::internal(e.to_string()))?;
                 c.pragma_update(None, "query_only", "ON")?;
+                c.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
                 c
             }
         };
