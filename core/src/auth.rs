@@ -111,33 +111,45 @@ struct UserRow {
     enabled: bool,
 }
 
-fn user_by(
-    conn: &Connection,
-    clause: &str,
-    key: &dyn rusqlite::ToSql,
-) -> FuncResult<Option<UserRow>> {
-    let sql = format!(
-        "SELECT u.id, u.login, u.password_hash, u.level, u.account_id,
-                u.enabled AND coalesce((SELECT status <> 3 FROM account WHERE id = u.account_id), 1)
-         FROM users u WHERE {clause}"
-    );
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row([key], |r| {
-            Ok(UserRow {
-                id: r.get(0)?,
-                login: r.get(1)?,
-                hash: r.get(2)?,
-                level: if r.get::<_, String>(3)? == "admin" {
-                    Level::Admin
-                } else {
-                    Level::User
-                },
-                account_id: r.get(4)?,
-                enabled: r.get(5)?,
-            })
+/// How [`user_by`] finds the user.
+#[derive(Clone, Copy)]
+enum By<'a> {
+    Login(&'a str),
+    Id(i64),
+}
+
+macro_rules! user_query {
+    ($clause:literal) => {
+        concat!(
+            "SELECT u.id, u.login, u.password_hash, u.level = 'admin', u.account_id, \
+             u.enabled AND coalesce((SELECT status <> 3 FROM account WHERE id = u.account_id), 1) \
+             FROM users u WHERE ",
+            $clause
+        )
+    };
+}
+
+fn user_by(conn: &Connection, by: By<'_>) -> FuncResult<Option<UserRow>> {
+    let row = |r: &rusqlite::Row<'_>| {
+        Ok(UserRow {
+            id: r.get(0)?,
+            login: r.get(1)?,
+            hash: r.get(2)?,
+            level: if r.get(3)? { Level::Admin } else { Level::User },
+            account_id: r.get(4)?,
+            enabled: r.get(5)?,
         })
-        .optional()?)
+    };
+    // One static statement per key: the statement cache finds it without formatting SQL.
+    let found = match by {
+        By::Login(login) => conn
+            .prepare_cached(user_query!("u.login = ?1"))?
+            .query_row([login], row),
+        By::Id(id) => conn
+            .prepare_cached(user_query!("u.id = ?1"))?
+            .query_row([id], row),
+    };
+    Ok(found.optional()?)
 }
 
 fn caller_of(user: UserRow, ip: &str) -> Caller {
@@ -156,7 +168,7 @@ fn caller_of(user: UserRow, ip: &str) -> Caller {
 /// not tell which logins exist.
 pub fn login(conn: &Connection, login: &str, password: &str, ip: &str) -> FuncResult<Caller> {
     let denied = || FuncError::auth("Wrong login or password");
-    let user = user_by(conn, "u.login = ?1", &login)?.ok_or_else(denied)?;
+    let user = user_by(conn, By::Login(login))?.ok_or_else(denied)?;
     if !user.enabled || !verify_password(password, &user.hash) {
         return Err(denied());
     }
@@ -174,7 +186,7 @@ pub fn login_cached(
     ip: &str,
 ) -> FuncResult<Caller> {
     let denied = || FuncError::auth("Wrong login or password");
-    let user = user_by(conn, "u.login = ?1", &login)?.ok_or_else(denied)?;
+    let user = user_by(conn, By::Login(login))?.ok_or_else(denied)?;
     if !user.enabled {
         return Err(denied());
     }
@@ -214,7 +226,7 @@ pub fn switch_user(conn: &Connection, staff: &Caller, login: &str) -> FuncResult
             "Only staff may act as another user",
         ));
     }
-    let user = user_by(conn, "u.login = ?1", &login)?
+    let user = user_by(conn, By::Login(login))?
         .ok_or_else(|| FuncError::missed_object("user", login))?;
     let mut caller = caller_of(user, &staff.ip);
     caller.su_from = Some(staff.login.clone());
@@ -257,7 +269,7 @@ pub fn resolve_session(
     if now - last_seen > SESSION_IDLE_SECS {
         return Ok(None);
     }
-    let Some(user) = user_by(conn, "u.id = ?1", &user_id)? else {
+    let Some(user) = user_by(conn, By::Id(user_id))? else {
         return Ok(None);
     };
     if !user.enabled {
@@ -265,7 +277,7 @@ pub fn resolve_session(
     }
     let mut caller = caller_of(user, ip);
     if let Some(staff) = su_from {
-        caller.su_from = user_by(conn, "u.id = ?1", &staff)?.map(|u| u.login);
+        caller.su_from = user_by(conn, By::Id(staff))?.map(|u| u.login);
     }
     caller.session = Some(sid.to_string());
     Ok(Some((caller, now - last_seen > SESSION_TOUCH_SECS)))

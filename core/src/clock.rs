@@ -11,9 +11,24 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+thread_local! {
+    /// The last second formatted on this thread: every func call takes the time, and most
+    /// calls of a busy thread fall in the same second.
+    static LAST: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((0, String::new())) };
+}
+
 /// The current UTC time as `YYYY-MM-DD HH:MM:SS`.
 pub fn now() -> String {
-    format_unix(unix_now())
+    let secs = unix_now();
+    LAST.with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return format_unix(secs);
+        };
+        if last.0 != secs || last.1.is_empty() {
+            *last = (secs, format_unix(secs));
+        }
+        last.1.clone()
+    })
 }
 
 pub fn format_unix(secs: i64) -> String {
@@ -104,6 +119,16 @@ pub fn parse_datetime(text: &str, object: &str) -> FuncResult<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn now_is_the_formatted_current_second() {
+        let before = unix_now();
+        let a = now();
+        let b = now();
+        let after = unix_now();
+        assert!(a == format_unix(before) || a == format_unix(after), "{a}");
+        assert!(b >= a, "{b} < {a}");
+    }
 
     #[test]
     fn formats_unix_time() {

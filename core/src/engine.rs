@@ -603,6 +603,10 @@ impl Engine {
     /// Runs `f` in a read transaction on a pooled read-only connection (one snapshot for the
     /// whole func, so that a page and its `p_elems` agree).
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
+        /// How much of the database file a read connection maps (read-only) into memory: pages
+        /// read through the map skip SQLite's page cache, whose lock every connection of the
+        /// process shares, so that concurrent reads stop queueing on it.
+        const READER_MMAP_BYTES: i64 = 256 << 20;
         let pooled = lock(&self.readers).pop();
         let conn = match pooled {
             Some(c) => c,
@@ -610,13 +614,17 @@ impl Engine {
                 let c = store::connect(&self.config.db_path, self.config.durability)
                     .map_err(|e| FuncError::internal(e.to_string()))?;
                 c.pragma_update(None, "query_only", "ON")?;
+                c.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
                 c
             }
         };
-        conn.execute_batch("BEGIN")?;
+        // Cached statements: `execute_batch` would parse both on every call.
+        conn.prepare_cached("BEGIN")?.execute([])?;
         let result =
             catch_unwind(AssertUnwindSafe(|| f(&conn))).unwrap_or_else(|p| Err(panic_message(p)));
-        let ended = conn.execute_batch("ROLLBACK");
+        let ended = conn
+            .prepare_cached("ROLLBACK")
+            .and_then(|mut s| s.execute([]));
         if ended.is_ok() {
             let mut pool = lock(&self.readers);
             if pool.len() < READER_POOL {
@@ -880,8 +888,8 @@ impl Engine {
                 let elid = single_elid(conn, caller, decl, params)?;
                 match (sok, elid) {
                     (false, Some(id)) => {
-                        let mut form = vec![("elid".to_string(), id.to_string())];
-                        form.extend(ops.view(ctx, id, plid)?);
+                        let mut form = ops.view(ctx, id, plid)?;
+                        form.insert(0, ("elid".to_string(), id.to_string()));
                         Ok(Doc::Form(form))
                     }
                     (false, None) => Ok(Doc::Form(ops.blank(ctx, plid)?)),
@@ -1105,11 +1113,15 @@ pub fn check_object(
     object: ObjectType,
     id: i64,
 ) -> FuncResult<()> {
-    let sql = format!(
-        "SELECT {} FROM {} WHERE id = ?1",
-        object.owner.unwrap_or("NULL"),
-        object.table
-    );
+    // Built from the declaration's static names (no formatting machinery: this runs on every
+    // call that names an object).
+    let owner_column = object.owner.unwrap_or("NULL");
+    let mut sql = String::with_capacity(30 + owner_column.len() + object.table.len());
+    sql.push_str("SELECT ");
+    sql.push_str(owner_column);
+    sql.push_str(" FROM ");
+    sql.push_str(object.table);
+    sql.push_str(" WHERE id = ?1");
     let owner: Option<Option<i64>> = conn
         .prepare_cached(&sql)?
         .query_row([id], |r| r.get(0))

@@ -64,7 +64,7 @@ pub fn render(doc: &Doc, format: Format, meta: Meta<'_>) -> String {
 // ---------------------------------------------------------------- XML
 
 fn render_xml(doc: &Doc, meta: Meta<'_>) -> String {
-    let mut out = String::with_capacity(256);
+    let mut out = String::with_capacity(xml_size_hint(doc, meta));
     out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<doc");
     attr(&mut out, "func", meta.func);
     attr(&mut out, "lang", meta.lang);
@@ -117,6 +117,19 @@ fn render_xml(doc: &Doc, meta: Meta<'_>) -> String {
     out
 }
 
+/// About the length of the XML of `doc` (exact when nothing needs escaping), so that the
+/// output is allocated once.
+fn xml_size_hint(doc: &Doc, meta: Meta<'_>) -> usize {
+    let fields = |f: &Fields| -> usize { f.iter().map(|(k, v)| 2 * k.len() + v.len() + 6).sum() };
+    let body = match doc {
+        Doc::List(list) => list.elems.iter().map(|e| fields(e) + 13).sum::<usize>() + 96,
+        Doc::Form(f) | Doc::Ok(f) => fields(f) + 8,
+        Doc::File(file) => file.bytes.len() / 3 * 4 + file.name.len() + file.mime.len() + 64,
+        Doc::Auth { .. } | Doc::Error(_) => 192,
+    };
+    64 + meta.func.len() + meta.lang.len() + body
+}
+
 fn xml_fields(out: &mut String, fields: &Fields) {
     for (name, value) in fields {
         let name = xml_name(name);
@@ -139,38 +152,54 @@ fn attr(out: &mut String, name: &str, value: &str) {
 }
 
 /// Escapes markup (quotes too, so that the text is safe in attributes) and drops the characters
-/// XML 1.0 cannot carry at all.
+/// XML 1.0 cannot carry at all (C0 controls but tab, newline and carriage return; U+FFFE and
+/// U+FFFF). Runs of text that need nothing are copied whole.
 fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
-            c => out.push(c),
-        }
+    let bytes = text.as_bytes();
+    let (mut start, mut i) = (0, 0);
+    while i < bytes.len() {
+        let (replacement, len) = match bytes[i] {
+            b'&' => ("&amp;", 1),
+            b'<' => ("&lt;", 1),
+            b'>' => ("&gt;", 1),
+            b'"' => ("&quot;", 1),
+            b'\t' | b'\n' | b'\r' => {
+                i += 1;
+                continue;
+            }
+            0..=0x1f => ("", 1),
+            // U+FFFE and U+FFFF are EF BF BE and EF BF BF in UTF-8 (0xEF only ever leads).
+            0xef if matches!(bytes.get(i + 1..i + 3), Some([0xbf, 0xbe | 0xbf])) => ("", 3),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        // `start` and `i` are at character boundaries: after a whole character, and at an
+        // ASCII byte or a lead byte.
+        out.push_str(text.get(start..i).unwrap_or_default());
+        out.push_str(replacement);
+        i += len;
+        start = i;
     }
+    out.push_str(text.get(start..).unwrap_or_default());
 }
 
 /// Field names come from handlers and scripts; anything that is not a safe XML name is mapped
 /// to `_` so that the document stays well formed.
-fn xml_name(name: &str) -> String {
+fn xml_name(name: &str) -> std::borrow::Cow<'_, str> {
+    let safe = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
+    if name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') && name.chars().all(safe) {
+        return std::borrow::Cow::Borrowed(name);
+    }
     let mut s: String = name
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if safe(c) { c } else { '_' })
         .collect();
     if s.is_empty() || !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
         s.insert(0, '_');
     }
-    s
+    std::borrow::Cow::Owned(s)
 }
 
 fn base64_of(file: &FileDoc) -> String {
@@ -461,5 +490,71 @@ mod console_tests {
         assert_eq!(render_console(&Doc::created(4)), "ok\nid: 4\n");
         let e = Doc::Error(FuncError::value("email", "x", "'x' is not valid"));
         assert_eq!(render_console(&e), "error value(email): 'x' is not valid\n");
+    }
+}
+
+#[cfg(test)]
+mod xml_tests {
+    use super::*;
+
+    /// The character-by-character definitions the fast paths must agree with.
+    fn escape_reference(text: &str) -> String {
+        let mut out = String::new();
+        for c in text.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&quot;"),
+                '\t' | '\n' | '\r' => out.push(c),
+                c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    fn name_reference(name: &str) -> String {
+        let mut s: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if s.is_empty() || !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+            s.insert(0, '_');
+        }
+        s
+    }
+
+    #[test]
+    fn escaping_matches_the_definition() {
+        for text in [
+            "",
+            "plain",
+            "a&b<c>d\"e'f",
+            "tab\tnl\nr\r",
+            "\u{0}\u{1}x\u{1f}\u{7f}",
+            "кириллица & 漢字 \u{FFFE}\u{FFFF}\u{FFFD}\u{FEFF}",
+            "\u{EFFF}\u{F000}\u{10FFFF}\u{FFFF}",
+            "&",
+            "\u{FFFF}",
+            "x\u{FFFE}",
+        ] {
+            let mut out = String::new();
+            escape_into(&mut out, text);
+            assert_eq!(out, escape_reference(text), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn names_match_the_definition() {
+        for name in ["email", "_x", "a.b-c_1", "", "1a", "-a", "a b", "é", "ok/", "p_num"] {
+            assert_eq!(xml_name(name), name_reference(name), "{name:?}");
+        }
     }
 }

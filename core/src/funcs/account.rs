@@ -3,14 +3,14 @@
 
 use super::{
     ACCOUNT, ACCOUNT_STATUS_SQL, COUNTRY, MIN_PASSWORD_LEN, PROJECT, USER, on_off, opt_id,
-    row_fields, set_column,
+    set_column,
 };
 use crate::auth;
 use crate::doc::{Doc, Fields, Level};
 use crate::engine::Ctx;
 use crate::error::{FuncError, FuncResult};
 use crate::func::{Access, ActionMode, EditOps, FuncDecl, Param, Registry, Ty};
-use crate::list::{FilterField, FilterOp, ListSpec};
+use crate::list::{FilterField, FilterOp, ListSpec, value_text};
 use crate::params::Params;
 use rusqlite::{OptionalExtension, params};
 
@@ -340,7 +340,7 @@ struct AccountEdit;
 
 impl EditOps for AccountEdit {
     fn view(&self, ctx: &Ctx, elid: i64, _plid: Option<i64>) -> FuncResult<Fields> {
-        let admin_only = [
+        const ADMIN_ONLY: [&str; 6] = [
             "label",
             "attitude",
             "employee",
@@ -348,7 +348,8 @@ impl EditOps for AccountEdit {
             "note",
             "registration_ip",
         ];
-        let names = [
+        /// The columns of `VIEW_SQL`, in order.
+        const NAMES: [&str; 20] = [
             "email",
             "verify_email",
             "project",
@@ -370,19 +371,28 @@ impl EditOps for AccountEdit {
             "note",
             "account_status",
         ];
+        const VIEW_SQL: &str = "SELECT email, verify_email, project_id, country_id, state, realname, \
+            name, settingurl, valid_phone, try_phone, label, selfview, products_page, \
+            registration_date, registration_ip, attitude, employee_id, nocalcstat, note, status \
+            FROM account WHERE id = ?1";
         let admin = ctx.is_admin();
-        let fields = row_fields(ctx, "SELECT email, verify_email, project_id, country_id, state, realname, name, settingurl, valid_phone,
-                    try_phone, label, selfview, products_page, registration_date, registration_ip, attitude,
-                    employee_id, nocalcstat, note, status
-             FROM account WHERE id = ?1", elid, &names)?;
-        Ok(fields
-            .into_iter()
-            .filter(|(name, _)| admin || !admin_only.contains(&name.as_str()))
-            .map(|(name, v)| match name.as_str() {
-                "verify_email" | "nocalcstat" => (name, on_off(v == "1")),
-                _ => (name, v),
-            })
-            .collect())
+        let fields = ctx.db.prepare_cached(VIEW_SQL)?.query_row([elid], |r| {
+            // One spare slot: the form gets `elid` in front.
+            let mut fields = Vec::with_capacity(NAMES.len() + 1);
+            for (i, name) in NAMES.into_iter().enumerate() {
+                if !admin && ADMIN_ONLY.contains(&name) {
+                    continue;
+                }
+                let value = value_text(r.get_ref(i)?).unwrap_or_default();
+                let value = match name {
+                    "verify_email" | "nocalcstat" => on_off(value == "1"),
+                    _ => value,
+                };
+                fields.push((name.to_string(), value));
+            }
+            Ok(fields)
+        })?;
+        Ok(fields)
     }
 
     fn blank(&self, _ctx: &Ctx, _plid: Option<i64>) -> FuncResult<Fields> {

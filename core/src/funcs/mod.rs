@@ -136,16 +136,15 @@ pub fn row_fields(
     names: &[&str],
 ) -> crate::error::FuncResult<crate::doc::Fields> {
     Ok(ctx.db.prepare_cached(sql)?.query_row([id], |r| {
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                Ok((
-                    n.to_string(),
-                    crate::list::value_text(r.get_ref(i)?).unwrap_or_default(),
-                ))
-            })
-            .collect()
+        // One spare slot: a view's form gets `elid` in front.
+        let mut fields = Vec::with_capacity(names.len() + 1);
+        for (i, n) in names.iter().enumerate() {
+            fields.push((
+                n.to_string(),
+                crate::list::value_text(r.get_ref(i)?).unwrap_or_default(),
+            ));
+        }
+        Ok(fields)
     })?)
 }
 
