@@ -209,7 +209,7 @@ pub fn login_if_cached(
     password: &str,
     ip: &str,
 ) -> FuncResult<Option<Caller>> {
-    let Some(user) = user_by(conn, "u.login = ?1", &login)? else {
+    let Some(user) = user_by(conn, By::Login(login))? else {
         return Ok(None);
     };
     if !user.enabled || !cache.verified(user.id, login, password, &user.hash) {
