@@ -4,7 +4,8 @@
 //! both sides alike:
 //!
 //! - (a) `account.edit elid=N` (the client view) over HTTP against a bare axum endpoint on the
-//!   same runtime answering a fixed body of the same size;
+//!   same runtime answering a fixed body of the same size, with two load generators (a thread
+//!   per connection; event loops as wrk);
 //! - (b) durable `payment.setpaid` from 64 concurrent HTTP clients (group commit) against raw
 //!   rusqlite doing the same writes one transaction at a time, both `synchronous=FULL` in WAL;
 //!   then where the time goes: both again with `synchronous=NORMAL` (no fsync per commit);
@@ -19,6 +20,8 @@ mod http1;
 #[path = "../tests/support/seed.rs"]
 mod seed;
 
+#[path = "support/load.rs"]
+mod load;
 #[path = "support/raw.rs"]
 mod raw;
 use axum::Router;
@@ -140,26 +143,40 @@ fn read_func_against_bare_endpoint(bench: &Bench, readers: usize) {
     assert!(view.body.contains("<email>"), "{}", view.body);
     let bare = bench.runtime.bare(view.body.clone());
 
-    let (mut func_a, mut bare_a) = (Stats::default(), Stats::default());
-    for _ in 0..2 {
-        bare_a.add(load(bare.addr, readers, bench.secs(1.5), |_, _| {
-            Some("/bare".to_string())
-        }));
-        func_a.add(load(server.addr, readers, bench.secs(1.5), |t, i| {
-            let elid = (t as i64 * 7919 + i as i64 * 104_729) % ACCOUNTS + 1;
-            Some(format!("/billmgr?func=account.edit&elid={elid}&{authinfo}"))
-        }));
-    }
     println!(
         "(a) account.edit view by elid vs a bare endpoint answering {} bytes, {readers} keep-alive connections",
         view.body.len()
     );
-    bare_a.print("bare axum endpoint");
-    func_a.print("account.edit view");
-    println!(
-        "    ratio view/bare: {:.2} (target >= 0.5)",
-        func_a.rate() / bare_a.rate()
-    );
+    let mut rates = Vec::new();
+    for (client, what) in [
+        (Client::Threads, "a thread per connection"),
+        (Client::Events, "event loops, one per CPU (as wrk)"),
+    ] {
+        let (mut func_a, mut bare_a) = (Stats::default(), Stats::default());
+        for _ in 0..2 {
+            bare_a.add(load(client, bare.addr, readers, bench.secs(1.5), |_, _| {
+                Some("/bare".to_string())
+            }));
+            func_a.add(load(
+                client,
+                server.addr,
+                readers,
+                bench.secs(1.5),
+                |t, i| {
+                    let elid = (t as i64 * 7919 + i as i64 * 104_729) % ACCOUNTS + 1;
+                    Some(format!("/billmgr?func=account.edit&elid={elid}&{authinfo}"))
+                },
+            ));
+        }
+        println!("    load generator: {what}");
+        bare_a.print("bare axum endpoint");
+        func_a.print("account.edit view");
+        println!(
+            "    ratio view/bare: {:.2} (target >= 0.5)",
+            func_a.rate() / bare_a.rate()
+        );
+        rates.push((bare_a.rate(), func_a.rate()));
+    }
 
     // Where the time goes: the same call in-process as the server makes it (authentication and
     // the func in one read transaction, the XML), on as many threads as there are CPUs,
@@ -206,11 +223,13 @@ fn read_func_against_bare_endpoint(bench: &Bench, readers: usize) {
         "    where the time goes: the same call in-process on {threads} threads (no HTTP) {in_process:.0} /s"
     );
     println!(
-        "    CPU per request, all {threads} CPUs busy: bare HTTP {:.1} µs, the func alone {:.1} µs, \
-         the func over HTTP {:.1} µs",
-        cpu_us(bare_a.rate()),
+        "    CPU per request, all {threads} CPUs busy: the func alone {:.1} µs; bare HTTP {:.1} / {:.1} µs \
+         and the func over HTTP {:.1} / {:.1} µs (thread / event-loop generator)",
         cpu_us(in_process),
-        cpu_us(func_a.rate())
+        cpu_us(rates[0].0),
+        cpu_us(rates[1].0),
+        cpu_us(rates[0].1),
+        cpu_us(rates[1].1)
     );
     println!();
     drop(bare);
@@ -522,10 +541,34 @@ impl Stats {
     }
 }
 
-/// `threads` keep-alive connections, each sending `target(thread, i)` and waiting for the
-/// answer, for `budget` (or until every thread's `target` answers `None`). An error document
-/// stops the bench.
+/// Which load generator drives the connections.
+#[derive(Clone, Copy)]
+enum Client {
+    /// A thread per connection, blocking on its socket (`tests/support/http1.rs`): each request
+    /// costs the client a thread switch.
+    Threads,
+    /// wrk's design: one thread per CPU, each an event loop over its share of the connections
+    /// (`support/load.rs`).
+    Events,
+}
+
 fn load(
+    client: Client,
+    addr: SocketAddr,
+    connections: usize,
+    budget: Duration,
+    target: impl Fn(usize, u64) -> Option<String> + Sync,
+) -> Stats {
+    match client {
+        Client::Threads => load_threads(addr, connections, budget, target),
+        Client::Events => load_events(addr, connections, budget, target),
+    }
+}
+
+/// `threads` keep-alive connections, each on a thread of its own (std `TcpStream`, blocking),
+/// sending `target(thread, i)` and waiting for the answer, for `budget` (or until every thread's `target` answers `None`). An error document
+/// stops the bench.
+fn load_threads(
     addr: SocketAddr,
     threads: usize,
     budget: Duration,
@@ -574,6 +617,28 @@ fn load(
     stats
 }
 
+/// `connections` keep-alive connections, each sending `target(connection, i)` and waiting for
+/// the answer, for `budget` (or until every connection's `target` answers `None`), driven by
+/// the event-driven generator in `support/load.rs` on one thread per CPU. An error document
+/// stops the bench.
+fn load_events(
+    addr: SocketAddr,
+    connections: usize,
+    budget: Duration,
+    target: impl Fn(usize, u64) -> Option<String> + Sync,
+) -> Stats {
+    let (per_connection, elapsed) = load::run(addr, connections, cpus(), budget, &target);
+    let mut stats = Stats {
+        elapsed,
+        ..Stats::default()
+    };
+    for (n, latencies) in per_connection {
+        stats.requests += n;
+        stats.latencies_us.extend(latencies);
+    }
+    stats
+}
+
 /// `payment.setpaid` of each writer's next payments, one writer per connection.
 fn setpaid_load(
     addr: SocketAddr,
@@ -586,7 +651,7 @@ fn setpaid_load(
         .iter()
         .map(|&c| std::sync::atomic::AtomicUsize::new(c))
         .collect();
-    let stats = load(addr, writers.len(), budget, |t, _| {
+    let stats = load(Client::Threads, addr, writers.len(), budget, |t, _| {
         let k = next[t].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let payment = writers[t].get(k)?;
         Some(format!(

@@ -553,7 +553,9 @@ mod xml_tests {
 
     #[test]
     fn names_match_the_definition() {
-        for name in ["email", "_x", "a.b-c_1", "", "1a", "-a", "a b", "é", "ok/", "p_num"] {
+        for name in [
+            "email", "_x", "a.b-c_1", "", "1a", "-a", "a b", "é", "ok/", "p_num",
+        ] {
             assert_eq!(xml_name(name), name_reference(name), "{name:?}");
         }
     }
