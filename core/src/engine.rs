@@ -72,7 +72,8 @@ pub struct Engine {
     registry: Registry,
     scripts: Arc<ScriptHost>,
     writer: Writer,
-    readers: Mutex<Vec<Connection>>,
+    /// Idle read connections, each with the thread that used it last.
+    readers: Mutex<Vec<(std::thread::ThreadId, Connection)>>,
     /// Verified `authinfo` credentials, so that argon2 is not paid on every request.
     credentials: auth::CredentialCache,
     /// Rung when a func queues mail, for the deliverers of this process.
@@ -607,7 +608,16 @@ impl Engine {
         /// read through the map skip SQLite's page cache, whose lock every connection of the
         /// process shares, so that concurrent reads stop queueing on it.
         const READER_MMAP_BYTES: i64 = 256 << 20;
-        let pooled = lock(&self.readers).pop();
+        // The connection this thread used last, if idle: its page cache and statements are
+        // still in this CPU's caches.
+        let me = std::thread::current().id();
+        let pooled = {
+            let mut pool = lock(&self.readers);
+            match pool.iter().rposition(|(t, _)| *t == me) {
+                Some(i) => Some(pool.swap_remove(i).1),
+                None => pool.pop().map(|(_, c)| c),
+            }
+        };
         let conn = match pooled {
             Some(c) => c,
             None => {
@@ -628,7 +638,7 @@ impl Engine {
         if ended.is_ok() {
             let mut pool = lock(&self.readers);
             if pool.len() < READER_POOL {
-                pool.push(conn);
+                pool.push((me, conn));
             }
         }
         result
