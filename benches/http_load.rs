@@ -307,8 +307,10 @@ fn cpus() -> usize {
 }
 
 fn open(path: &Path, durability: Durability) -> Engine {
+    // As `billhost serve` opens it.
     let config = EngineConfig {
         durability,
+        background_checkpoints: true,
         ..EngineConfig::new(path)
     };
     Engine::open(config).expect("engine")

@@ -41,6 +41,11 @@ pub struct EngineConfig {
     pub scripts: ScriptConfig,
     /// The configuration file's settings (SMTP, templates).
     pub settings: Config,
+    /// WAL checkpoints on a thread of their own instead of inside the writer's commits
+    /// ([`store::checkpoint`]): what a server with many concurrent writers wants (its writes
+    /// never wait for a checkpoint); a lone writer is faster without it (the checkpoint's
+    /// fsyncs of the database file then never run beside its commits' fsyncs).
+    pub background_checkpoints: bool,
 }
 
 impl EngineConfig {
@@ -50,6 +55,7 @@ impl EngineConfig {
             durability: Durability::Full,
             scripts: ScriptConfig::default(),
             settings: Config::default(),
+            background_checkpoints: false,
         }
     }
 
@@ -364,7 +370,11 @@ impl Engine {
     /// Opens (creating and migrating) the database and registers the built-in funcs.
     pub fn open(config: EngineConfig) -> Result<Engine, StoreError> {
         let writer = store::open(&config.db_path, config.durability)?;
-        let checkpointer = Checkpointer::start(&config.db_path, config.durability);
+        let checkpointer = if config.background_checkpoints {
+            Checkpointer::start(&config.db_path, config.durability)
+        } else {
+            None
+        };
         if checkpointer.is_some() {
             writer.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
         }

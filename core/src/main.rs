@@ -163,6 +163,9 @@ fn main() -> ExitCode {
     }
     config.scripts.memory_limit = cli.script_memory_mb.saturating_mul(1 << 20);
     config.scripts.instruction_budget = cli.script_instructions;
+    // The server's writes come from many clients at once: checkpoints go to a thread of their
+    // own so that no write waits for one.
+    config.background_checkpoints = matches!(cli.command, Command::Serve(_));
     let mut engine = match Engine::open(config) {
         Ok(e) => e,
         Err(e) => {

@@ -83,6 +83,7 @@ impl Dry {
             durability: Durability::Normal,
             scripts: live.config().scripts.clone(),
             settings: live.config().settings.clone(),
+            background_checkpoints: false,
         };
         let engine = Engine::open(config).map_err(|e| e.to_string())?;
         Ok(Dry {

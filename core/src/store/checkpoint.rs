@@ -5,6 +5,11 @@
 //! checkpoint (it never blocks the writer or the readers) shortly after commits happen, so the
 //! writer only appends to the WAL. The writer keeps a far higher automatic threshold
 //! ([`BACKSTOP_PAGES`]) in case this thread cannot keep up (a reader holding an old snapshot).
+//!
+//! Opt-in (`EngineConfig::background_checkpoints`, on for `billhost serve`): with many writers
+//! at once it lifts durable throughput by about a fifth; a lone writer committing one
+//! transaction at a time is 10–15 % slower with it, because the checkpoint's fsyncs of the
+//! database file then run beside the commits' fsyncs of the WAL and lengthen them.
 
 use super::{Durability, connect};
 use std::path::Path;
