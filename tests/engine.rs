@@ -618,3 +618,38 @@ fn a_batch_of_calls_commits_together_and_each_fails_alone() {
         .expect("outer write");
     assert_eq!(error_type(&nested[0]), "internal");
 }
+
+/// `auth` checks the password on a read snapshot and opens the session in a later write: the
+/// session is refused if the password changed (or the user was disabled) in between.
+#[test]
+fn a_login_verified_before_a_password_change_opens_no_session() {
+    let fx = Fixture::new("login-race");
+    fx.engine
+        .write(|c| billhost::auth::ensure_staff(c, "boss", Some("FirstPass1")))
+        .expect("staff");
+    let verified = fx
+        .engine
+        .read(|c| billhost::auth::verify_login(c, "boss", "FirstPass1", "127.0.0.1"))
+        .expect("the password is right");
+    let valid = |fx: &Fixture| {
+        fx.engine
+            .read(|c| billhost::auth::still_valid(c, &verified))
+            .expect("check")
+    };
+    assert!(valid(&fx), "nothing changed yet");
+    fx.engine
+        .write(|c| billhost::auth::ensure_staff(c, "boss", Some("SecondPass2")))
+        .expect("password reset");
+    assert!(!valid(&fx), "the password changed since it was verified");
+
+    // Through the func: a wrong password, then the right one.
+    let login = |password: &str| {
+        fx.engine.call(
+            &Caller::anonymous("127.0.0.1"),
+            "auth",
+            Params::from_pairs([("username", "boss"), ("password", password)]),
+        )
+    };
+    assert_eq!(error_type(&login("FirstPass1")), "auth");
+    assert!(matches!(login("SecondPass2"), Doc::Auth { .. }));
+}

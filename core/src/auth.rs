@@ -167,12 +167,47 @@ fn caller_of(user: UserRow, ip: &str) -> Caller {
 /// Checks a login and password. Every failure answers the same `auth` error, so that it does
 /// not tell which logins exist.
 pub fn login(conn: &Connection, login: &str, password: &str, ip: &str) -> FuncResult<Caller> {
-    let denied = || FuncError::auth("Wrong login or password");
-    let user = user_by(conn, By::Login(login))?.ok_or_else(denied)?;
+    verify_login(conn, login, password, ip).map(|v| v.caller)
+}
+
+/// A login and password that passed argon2, with the stored hash they were checked against.
+pub struct Verified {
+    pub caller: Caller,
+    user_id: i64,
+    hash: String,
+}
+
+/// [`login`], keeping what [`still_valid`] needs to tell, in a later transaction, that nothing
+/// changed meanwhile: how `auth` checks the password on a read snapshot (argon2 is slow, and no
+/// write must wait for it) before it opens the session in a write.
+pub fn verify_login(
+    conn: &Connection,
+    login: &str,
+    password: &str,
+    ip: &str,
+) -> FuncResult<Verified> {
+    let user = user_by(conn, By::Login(login))?.ok_or_else(wrong_login)?;
     if !user.enabled || !verify_password(password, &user.hash) {
-        return Err(denied());
+        return Err(wrong_login());
     }
-    Ok(caller_of(user, ip))
+    let (user_id, hash) = (user.id, user.hash.clone());
+    Ok(Verified {
+        caller: caller_of(user, ip),
+        user_id,
+        hash,
+    })
+}
+
+/// Whether the verified user is still enabled, with the very password hash it was verified
+/// against (a password change or reset in between writes a new hash with a new salt).
+pub fn still_valid(conn: &Connection, verified: &Verified) -> FuncResult<bool> {
+    Ok(user_by(conn, By::Id(verified.user_id))?
+        .is_some_and(|u| u.enabled && u.hash == verified.hash))
+}
+
+/// The one answer to every failed login.
+pub fn wrong_login() -> FuncError {
+    FuncError::auth("Wrong login or password")
 }
 
 /// [`login`] for credentials sent with every request (`authinfo`): the user row is read fresh
