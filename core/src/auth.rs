@@ -72,7 +72,42 @@ impl Caller {
     }
 }
 
+thread_local! {
+    /// Hashes of the passwords of the call this thread is about to run, made before it took the
+    /// writer (see [`with_prehashed`]).
+    static PREHASHED: std::cell::RefCell<Vec<(String, String)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with argon2 hashes of `passwords` made beforehand, so that a func hashing one of
+/// them inside its write transaction ([`hash_password`]) takes the ready hash instead of
+/// holding the writer for tens of milliseconds. Each ready hash is used at most once (every
+/// stored hash keeps a salt of its own); a password not made ready is hashed on the spot.
+pub fn with_prehashed<T>(passwords: &[&str], f: impl FnOnce() -> T) -> T {
+    let ready: Vec<(String, String)> = passwords
+        .iter()
+        .filter_map(|p| Some((p.to_string(), hash_fresh(p).ok()?)))
+        .collect();
+    PREHASHED.with(|h| *h.borrow_mut() = ready);
+    let result = f();
+    PREHASHED.with(|h| h.borrow_mut().clear());
+    result
+}
+
+/// An argon2 hash of `password` with a fresh salt, ready if [`with_prehashed`] made one.
 pub fn hash_password(password: &str) -> FuncResult<String> {
+    let ready = PREHASHED.with(|h| {
+        let mut h = h.borrow_mut();
+        let i = h.iter().position(|(p, _)| p == password)?;
+        Some(h.swap_remove(i).1)
+    });
+    match ready {
+        Some(hash) => Ok(hash),
+        None => hash_fresh(password),
+    }
+}
+
+fn hash_fresh(password: &str) -> FuncResult<String> {
     let mut salt_bytes = [0u8; 16];
     getrandom::fill(&mut salt_bytes).map_err(|e| FuncError::internal(format!("random: {e}")))?;
     let salt = SaltString::encode_b64(&salt_bytes)
@@ -378,5 +413,29 @@ pub fn ensure_staff(
                 generated,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod prehash_tests {
+    use super::*;
+
+    fn ready() -> usize {
+        PREHASHED.with(|h| h.borrow().len())
+    }
+
+    #[test]
+    fn a_ready_hash_is_used_once_and_the_rest_hashed_on_the_spot() {
+        with_prehashed(&["Secret123", "Other4567"], || {
+            assert_eq!(ready(), 2);
+            let first = hash_password("Secret123").expect("hash");
+            assert_eq!(ready(), 1, "the ready hash was taken");
+            let second = hash_password("Secret123").expect("hash");
+            assert_eq!(ready(), 1, "the second one was made on the spot");
+            assert_ne!(first, second, "each stored hash has a salt of its own");
+            assert!(verify_password("Secret123", &first));
+            assert!(verify_password("Secret123", &second));
+        });
+        assert_eq!(ready(), 0, "nothing outlives the call");
     }
 }

@@ -96,11 +96,12 @@ pub enum Lane {
     /// A view or blank form without hooks: one short read transaction, run where the request
     /// arrived ([`Engine::handle_inline`]).
     Inline,
-    /// A func that writes: queued for the writer thread, which runs the waiting ones as one
-    /// batch ([`Engine::call_batch`]).
+    /// A func that writes, without passwords to hash: queued for the writer thread, which runs
+    /// the waiting ones as one batch ([`Engine::call_batch`]).
     Writer,
-    /// Anything else (lists, call-outs, files, hooked funcs, unknown funcs): a thread that may
-    /// block ([`Engine::handle`]).
+    /// Anything else (lists, call-outs, files, hooked funcs, unknown funcs, writes with
+    /// passwords, hashed before the writer is taken): a thread that may block
+    /// ([`Engine::handle`]).
     Blocking,
 }
 
@@ -689,8 +690,11 @@ impl Engine {
         let Ok(decl) = self.decl(&generation, func) else {
             return Lane::Blocking;
         };
-        if writes(&decl, params) {
+        if writes(&decl, params) && passwords(&decl, params).is_empty() {
             Lane::Writer
+        } else if writes(&decl, params) {
+            // argon2 for its passwords must run on a thread that may block, before the writer.
+            Lane::Blocking
         } else if matches!(decl.handler, Handler::Edit(_)) && !generation.has_hooks(func) {
             Lane::Inline
         } else {
@@ -829,7 +833,10 @@ impl Engine {
             None => caller,
         };
         if writes(&decl, params) {
-            self.write(|conn| self.dispatch(conn, caller, &decl, params, &scope))
+            // argon2 for the call's passwords runs here, before the writer is taken.
+            auth::with_prehashed(&passwords(&decl, params), || {
+                self.write(|conn| self.dispatch(conn, caller, &decl, params, &scope))
+            })
         } else {
             self.read(|conn| self.dispatch(conn, caller, &decl, params, &scope))
         }
@@ -1092,6 +1099,20 @@ impl Engine {
         }
         store_filter(ctx.db, ctx.caller, list, &stored)
     }
+}
+
+/// The distinct passwords a call passes in its declared password parameters.
+fn passwords<'p>(decl: &FuncDecl, params: &'p Params) -> Vec<&'p str> {
+    let mut found: Vec<&str> = decl
+        .params
+        .iter()
+        .filter(|p| matches!(p.ty, Ty::Password(_)))
+        .filter_map(|p| params.get(&p.name))
+        .filter(|v| !v.is_empty())
+        .collect();
+    found.sort_unstable();
+    found.dedup();
+    found
 }
 
 /// Whether a call changes anything, and so goes to the writer.
