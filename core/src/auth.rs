@@ -207,8 +207,8 @@ pub fn switch_user(conn: &Connection, staff: &Caller, login: &str) -> FuncResult
             "Only staff may act as another user",
         ));
     }
-    let user = user_by(conn, By::Login(login))?
-        .ok_or_else(|| FuncError::missed_object("user", login))?;
+    let user =
+        user_by(conn, By::Login(login))?.ok_or_else(|| FuncError::missed_object("user", login))?;
     let mut caller = caller_of(user, &staff.ip);
     caller.su_from = Some(staff.login.clone());
     Ok(caller)
