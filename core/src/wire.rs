@@ -189,7 +189,10 @@ fn escape_into(out: &mut String, text: &str) {
 /// to `_` so that the document stays well formed.
 fn xml_name(name: &str) -> std::borrow::Cow<'_, str> {
     let safe = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
-    if name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') && name.chars().all(safe) {
+    let safe_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+    if name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.bytes().all(safe_byte)
+    {
         return std::borrow::Cow::Borrowed(name);
     }
     let mut s: String = name
