@@ -404,8 +404,8 @@ fn prepare(path: &Path) -> Vec<Vec<i64>> {
 
 // ------------------------------------------------------------------ the servers
 
-/// A tokio runtime built as `server::run` builds it (multi-thread, every driver), on which the
-/// servers run.
+/// A tokio runtime built as `server::run` builds it (multi-thread, `server::default_workers`,
+/// every driver), on which the servers run.
 struct Runtime(tokio::runtime::Runtime);
 
 struct Serving {
@@ -424,6 +424,7 @@ impl Runtime {
     fn start() -> Runtime {
         Runtime(
             tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(server::default_workers())
                 .enable_all()
                 .thread_name("billhost-http")
                 .build()

@@ -146,6 +146,9 @@ struct ServeArgs {
     /// The window, in seconds, in which those failures are counted.
     #[arg(long, default_value_t = 600)]
     login_window: u64,
+    /// Async worker threads (default: one per CPU but one, which the writer thread gets).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -373,6 +376,7 @@ fn serve(engine: Engine, db: &std::path::Path, args: ServeArgs) -> ExitCode {
             max_failures: args.login_failures,
             window: Duration::from_secs(args.login_window),
         },
+        workers: args.workers.unwrap_or_else(server::default_workers).max(1),
     };
     // Scripts reload while the server runs; without a folder to watch it serves the live set.
     let watcher = match engine.scripts().watch() {
