@@ -27,7 +27,6 @@ mod raw;
 use axum::Router;
 use axum::http::header;
 use axum::routing::get;
-use billhost::auth::{self, Caller};
 use billhost::server::{self, ServerConfig};
 use billhost::store::{self, Durability};
 use billhost::{Engine, EngineConfig, Params, wire};
@@ -200,7 +199,7 @@ fn read_func_against_bare_endpoint(bench: &Bench, readers: usize) {
                             ("elid", elid.as_str()),
                             ("authinfo", password.as_str()),
                         ]);
-                        let (_, doc) = engine
+                        let doc = engine
                             .handle_inline("account.edit", &params, None, "127.0.0.1")
                             .expect("a cached credential: the inline lane");
                         let meta = wire::Meta {
@@ -316,60 +315,15 @@ fn open(path: &Path, durability: Durability) -> Engine {
     Engine::open(config).expect("engine")
 }
 
-fn must(engine: &Engine, func: &str, params: &[(&str, &str)]) -> billhost::Doc {
-    let doc = engine.call(
-        &Caller::superuser(),
-        func,
-        Params::from_pairs(params.iter().copied()),
-    );
-    assert!(!doc.is_error(), "{func} {params:?}: {doc:?}");
-    doc
-}
-
 /// The database every side starts from: the admin, a provider currency and payment method,
 /// `ACCOUNTS` clients to read, and `WRITERS` clients with `PAYMENTS_EACH` new payments each.
 /// Answers each writer's payments.
 fn prepare(path: &Path) -> Vec<Vec<i64>> {
     let engine = open(path, Durability::Full);
-    engine
-        .write(|c| auth::ensure_staff(c, "admin", Some(ADMIN_PASSWORD)))
-        .expect("admin");
-    must(
-        &engine,
-        "project.edit",
-        &[("elid", "1"), ("sok", "ok"), ("currency", "840")],
-    );
-    must(
-        &engine,
-        "paymethod.edit",
-        &[("sok", "ok"), ("name", "Bank"), ("currency", "840")],
-    );
-    let mut templates = Vec::new();
-    for w in 0..WRITERS {
-        let account = must(
-            &engine,
-            "account.edit",
-            &[("sok", "ok"), ("email", &format!("payer{w}@example.com"))],
-        )
-        .field("id")
-        .expect("id")
-        .to_string();
-        let payment = must(
-            &engine,
-            "payment.edit",
-            &[
-                ("plid", &account),
-                ("sok", "ok"),
-                ("paymethod", "1"),
-                ("paymethodamount", "10.00"),
-            ],
-        )
-        .field("id")
-        .expect("id")
-        .parse::<i64>()
-        .expect("numeric id");
-        templates.push((account, payment));
-    }
+    seed::usd_bank(&engine, ADMIN_PASSWORD);
+    let templates: Vec<(i64, i64)> = (0..WRITERS)
+        .map(|w| seed::payer(&engine, &format!("payer{w}@example.com")))
+        .collect();
     engine
         .write(|c| {
             let mut stmt = c.prepare(
@@ -387,17 +341,10 @@ fn prepare(path: &Path) -> Vec<Vec<i64>> {
         .expect("seed");
     engine
         .read(|c| {
-            let mut stmt = c.prepare(
-                "SELECT id FROM payment WHERE account_id = ?1 AND status = 1 ORDER BY id",
-            )?;
-            let mut all = Vec::new();
-            for (account, _) in &templates {
-                all.push(
-                    stmt.query_map([account], |r| r.get(0))?
-                        .collect::<Result<Vec<i64>, _>>()?,
-                );
-            }
-            Ok(all)
+            templates
+                .iter()
+                .map(|&(account, _)| Ok(seed::new_payments(c, account)?))
+                .collect()
         })
         .expect("payments")
 }
@@ -555,6 +502,9 @@ enum Client {
     Events,
 }
 
+/// `connections` keep-alive connections driven by `client`, each sending
+/// `target(connection, i)` and waiting for the answer, for `budget` (or until every
+/// connection's `target` answers `None`). An error document stops the bench.
 fn load(
     client: Client,
     addr: SocketAddr,
@@ -562,24 +512,34 @@ fn load(
     budget: Duration,
     target: impl Fn(usize, u64) -> Option<String> + Sync,
 ) -> Stats {
-    match client {
+    let (per_connection, elapsed) = match client {
         Client::Threads => load_threads(addr, connections, budget, target),
-        Client::Events => load_events(addr, connections, budget, target),
+        Client::Events => load::run(addr, connections, cpus(), budget, &target),
+    };
+    let mut stats = Stats {
+        elapsed,
+        ..Stats::default()
+    };
+    for (n, latencies) in per_connection {
+        stats.requests += n;
+        stats.latencies_us.extend(latencies);
     }
+    stats
 }
 
 /// `threads` keep-alive connections, each on a thread of its own (std `TcpStream`, blocking),
-/// sending `target(thread, i)` and waiting for the answer, for `budget` (or until every thread's `target` answers `None`). An error document
-/// stops the bench.
+/// sending `target(thread, i)` and waiting for the answer, for `budget` (or until every
+/// thread's `target` answers `None`). An error document stops the bench. Answers each
+/// connection's requests and latencies, and the time it all took.
 fn load_threads(
     addr: SocketAddr,
     threads: usize,
     budget: Duration,
     target: impl Fn(usize, u64) -> Option<String> + Sync,
-) -> Stats {
+) -> (Vec<load::Done>, Duration) {
     let start = Instant::now();
     let deadline = start + budget;
-    let per_thread: Vec<(u64, Vec<u32>)> = std::thread::scope(|s| {
+    let per_thread: Vec<load::Done> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let target = &target;
@@ -608,38 +568,7 @@ fn load_threads(
             .map(|h| h.join().expect("load thread"))
             .collect()
     });
-    let elapsed = start.elapsed();
-    let mut stats = Stats {
-        elapsed,
-        ..Stats::default()
-    };
-    for (n, latencies) in per_thread {
-        stats.requests += n;
-        stats.latencies_us.extend(latencies);
-    }
-    stats
-}
-
-/// `connections` keep-alive connections, each sending `target(connection, i)` and waiting for
-/// the answer, for `budget` (or until every connection's `target` answers `None`), driven by
-/// the event-driven generator in `support/load.rs` on one thread per CPU. An error document
-/// stops the bench.
-fn load_events(
-    addr: SocketAddr,
-    connections: usize,
-    budget: Duration,
-    target: impl Fn(usize, u64) -> Option<String> + Sync,
-) -> Stats {
-    let (per_connection, elapsed) = load::run(addr, connections, cpus(), budget, &target);
-    let mut stats = Stats {
-        elapsed,
-        ..Stats::default()
-    };
-    for (n, latencies) in per_connection {
-        stats.requests += n;
-        stats.latencies_us.extend(latencies);
-    }
-    stats
+    (per_thread, start.elapsed())
 }
 
 /// `payment.setpaid` of each writer's next payments, one writer per connection.

@@ -552,17 +552,8 @@ fn concurrent_writes_commit_together_and_fail_alone() {
         listed, created,
         "every answered create is there, and nothing else"
     );
-    let history: i64 = fx
-        .engine
-        .read(|c| {
-            Ok(c.query_row(
-                "SELECT count(*) FROM history WHERE object_type = 'accountgroup'",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .expect("history");
-    assert_eq!(history as usize, created.len());
+    let history = group_history(&fx);
+    assert_eq!(history, created.len());
 }
 
 #[test]
@@ -595,16 +586,7 @@ fn a_batch_of_calls_commits_together_and_each_fails_alone() {
     let mut listed = column(&fx.call("accountgroup", &[]), "name");
     listed.sort();
     assert_eq!(listed, ["first", "second"]);
-    let history: i64 = fx
-        .engine
-        .read(|c| {
-            Ok(c.query_row(
-                "SELECT count(*) FROM history WHERE object_type = 'accountgroup'",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .expect("history");
+    let history = group_history(&fx);
     assert_eq!(history, 2, "only the calls that succeeded left history");
 
     // Inside a write on the same thread, a batch is refused instead of waiting on itself.
@@ -652,4 +634,19 @@ fn a_login_verified_before_a_password_change_opens_no_session() {
     };
     assert_eq!(error_type(&login("FirstPass1")), "auth");
     assert!(matches!(login("SecondPass2"), Doc::Auth { .. }));
+}
+
+/// History rows about client groups.
+fn group_history(fx: &Fixture) -> usize {
+    let n: i64 = fx
+        .engine
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT count(*) FROM history WHERE object_type = 'accountgroup'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .expect("history");
+    n as usize
 }

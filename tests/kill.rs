@@ -12,8 +12,7 @@ mod http1;
 #[path = "support/seed.rs"]
 mod seed;
 
-use billhost::auth::{self, Caller};
-use billhost::{Engine, EngineConfig, Params};
+use billhost::{Engine, EngineConfig};
 use common::TempDir;
 use http1::{Conn, enc};
 use rusqlite::{Connection, OptionalExtension};
@@ -39,56 +38,14 @@ struct Client {
     payments: Vec<i64>,
 }
 
-fn must(engine: &Engine, func: &str, params: &[(&str, &str)]) -> billhost::Doc {
-    let doc = engine.call(
-        &Caller::superuser(),
-        func,
-        Params::from_pairs(params.iter().copied()),
-    );
-    assert!(!doc.is_error(), "{func} {params:?}: {doc:?}");
-    doc
-}
-
 /// The provider's currency, a payment method, the admin, and the clients with their payments;
 /// the engine is dropped (the database closed) before the server starts.
 fn prepare(db: &Path) -> Vec<Client> {
     let engine = Engine::open(EngineConfig::new(db)).expect("open engine");
-    engine
-        .write(|c| auth::ensure_staff(c, "admin", Some(ADMIN_PASSWORD)))
-        .expect("admin");
-    must(
-        &engine,
-        "project.edit",
-        &[("elid", "1"), ("sok", "ok"), ("currency", "840")],
-    );
-    must(
-        &engine,
-        "paymethod.edit",
-        &[("sok", "ok"), ("name", "Bank"), ("currency", "840")],
-    );
-    let mut templates = Vec::new();
-    for i in 0..CLIENTS {
-        let email = format!("kill{i}@example.com");
-        let account = must(&engine, "account.edit", &[("sok", "ok"), ("email", &email)])
-            .field("id")
-            .expect("account id")
-            .to_string();
-        let payment = must(
-            &engine,
-            "payment.edit",
-            &[
-                ("plid", &account),
-                ("sok", "ok"),
-                ("paymethod", "1"),
-                ("paymethodamount", "10.00"),
-            ],
-        )
-        .field("id")
-        .expect("payment id")
-        .parse::<i64>()
-        .expect("numeric id");
-        templates.push((account.parse::<i64>().expect("numeric id"), payment));
-    }
+    seed::usd_bank(&engine, ADMIN_PASSWORD);
+    let templates: Vec<(i64, i64)> = (0..CLIENTS)
+        .map(|i| seed::payer(&engine, &format!("kill{i}@example.com")))
+        .collect();
     engine
         .write(|c| {
             for &(_, payment) in &templates {
@@ -101,12 +58,7 @@ fn prepare(db: &Path) -> Vec<Client> {
         .read(|c| {
             let mut clients = Vec::new();
             for &(account, _) in &templates {
-                let payments: Vec<i64> = c
-                    .prepare(
-                        "SELECT id FROM payment WHERE account_id = ?1 AND status = 1 ORDER BY id",
-                    )?
-                    .query_map([account], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?;
+                let payments = seed::new_payments(c, account)?;
                 let subaccount = c.query_row(
                     "SELECT subaccount_id FROM payment WHERE account_id = ?1 LIMIT 1",
                     [account],

@@ -497,12 +497,10 @@ fn a_hooked_call_out_never_deadlocks_with_a_hooked_write() {
 billing.on("test.callout", "before", function(req) end)
 billing.on("accountgroup.edit", "before", function(req) end)
 "#;
-    let dir = TempDir::new("callout-lock");
-    let scripts = dir.path().join("scripts");
-    std::fs::create_dir_all(&scripts).expect("scripts dir");
-    std::fs::write(scripts.join("hooks.lua"), hooks).expect("write script");
-    let mut engine =
-        Engine::open(EngineConfig::new(dir.db()).with_scripts(&scripts)).expect("engine");
+    let Scripted {
+        dir: _dir,
+        mut engine,
+    } = scripted(&[("hooks.lua", hooks)]);
     let (in_handler, handler_started) = mpsc::channel::<()>();
     let in_handler = std::sync::Mutex::new(in_handler);
     engine.add_func(FuncDecl::action(

@@ -208,7 +208,7 @@ pub fn login(conn: &Connection, login: &str, password: &str, ip: &str) -> FuncRe
 /// A login and password that passed argon2, with the stored hash they were checked against.
 pub struct Verified {
     pub caller: Caller,
-    user_id: i64,
+    pub user_id: i64,
     hash: String,
 }
 
@@ -255,14 +255,13 @@ pub fn login_cached(
     password: &str,
     ip: &str,
 ) -> FuncResult<Caller> {
-    let denied = || FuncError::auth("Wrong login or password");
-    let user = user_by(conn, By::Login(login))?.ok_or_else(denied)?;
+    let user = user_by(conn, By::Login(login))?.ok_or_else(wrong_login)?;
     if !user.enabled {
-        return Err(denied());
+        return Err(wrong_login());
     }
     if !cache.verified(user.id, login, password, &user.hash) {
         if !verify_password(password, &user.hash) {
-            return Err(denied());
+            return Err(wrong_login());
         }
         cache.remember(user.id, login, password, &user.hash);
     }

@@ -106,7 +106,7 @@ pub enum Lane {
 }
 
 /// Most writes committed together.
-const MAX_BATCH: usize = 64;
+pub const MAX_BATCH: usize = 64;
 
 /// The single writer connection and the state of its group commit.
 struct Writer {
@@ -236,20 +236,10 @@ impl Batch<'_> {
 
     /// Runs one func as `caller`; a failed call leaves nothing of itself behind.
     pub fn call(&self, caller: &Caller, func: &str, params: &Params) -> FuncResult<Doc> {
-        let scope = CallScope::new(&self.generation);
-        let decl = self.engine.decl(&self.generation, func)?;
-        let switched;
-        let caller = match params.get("su") {
-            Some(login) => {
-                switched = auth::switch_user(self.conn, caller, login)?;
-                &switched
-            }
-            None => caller,
-        };
         self.conn.execute_batch("SAVEPOINT batch_call")?;
         let result = self
             .engine
-            .dispatch(self.conn, caller, &decl, params, &scope);
+            .call_on(self.conn, &self.generation, caller, func, params);
         match &result {
             Ok(_) => self.conn.execute_batch("RELEASE batch_call")?,
             Err(_) => self
@@ -568,19 +558,7 @@ impl Engine {
         let mut docs: Vec<Doc> = calls
             .iter()
             .map(|&(caller, func, params)| {
-                let result = w.member(|conn| {
-                    let scope = CallScope::new(&generation);
-                    let decl = self.decl(&generation, func)?;
-                    let switched;
-                    let caller = match params.get("su") {
-                        Some(login) => {
-                            switched = auth::switch_user(conn, caller, login)?;
-                            &switched
-                        }
-                        None => caller,
-                    };
-                    self.dispatch(conn, caller, &decl, params, &scope)
-                });
+                let result = w.member(|conn| self.call_on(conn, &generation, caller, func, params));
                 result.unwrap_or_else(Doc::Error)
             })
             .collect();
@@ -690,12 +668,15 @@ impl Engine {
         let Ok(decl) = self.decl(&generation, func) else {
             return Lane::Blocking;
         };
-        if writes(&decl, params) && passwords(&decl, params).is_empty() {
-            Lane::Writer
-        } else if writes(&decl, params) {
-            // argon2 for its passwords must run on a thread that may block, before the writer.
-            Lane::Blocking
-        } else if matches!(decl.handler, Handler::Edit(_)) && !generation.has_hooks(func) {
+        if writes(&decl, params) {
+            // argon2 for a write's passwords must run on a thread that may block, before the
+            // writer is taken.
+            if passwords(&decl, params).is_empty() {
+                Lane::Writer
+            } else {
+                Lane::Blocking
+            }
+        } else if inline(&generation, &decl, params) {
             Lane::Inline
         } else {
             Lane::Blocking
@@ -740,22 +721,19 @@ impl Engine {
     }
 
     /// A request in the [`Lane::Inline`] lane (a view or blank form without hooks), answered in
-    /// one read transaction for the authentication and the func: the caller and its document,
-    /// or `None` when it cannot be done quickly after all (see [`Engine::authenticate_quick`];
-    /// a reload changed the func) and must take the slow way. Never writes.
+    /// one read transaction for the authentication and the func: its document, or `None` when
+    /// it cannot be done quickly after all (see [`Engine::authenticate_quick`]; a reload changed
+    /// the func) and must take the slow way. Never writes.
     pub fn handle_inline(
         &self,
         func: &str,
         params: &Params,
         session: Option<&str>,
         ip: &str,
-    ) -> Option<(Caller, Doc)> {
+    ) -> Option<Doc> {
         let generation = self.scripts.current();
         let decl = self.decl(&generation, func).ok()?;
-        if writes(&decl, params)
-            || !matches!(decl.handler, Handler::Edit(_))
-            || generation.has_hooks(func)
-        {
+        if !inline(&generation, &decl, params) {
             return None;
         }
         let scope = CallScope::new(&generation);
@@ -763,12 +741,8 @@ impl Engine {
             let Some(caller) = self.authenticate_in(conn, params, session, ip) else {
                 return Ok(None);
             };
-            let result = match params.get("su") {
-                Some(login) => auth::switch_user(conn, &caller, login)
-                    .and_then(|c| self.dispatch(conn, &c, &decl, params, &scope)),
-                None => self.dispatch(conn, &caller, &decl, params, &scope),
-            };
-            Ok(Some((caller, result.unwrap_or_else(Doc::Error))))
+            let result = self.dispatch_as(conn, &caller, &decl, params, &scope);
+            Ok(Some(result.unwrap_or_else(Doc::Error)))
         })
         .ok()
         .flatten()
@@ -824,21 +798,46 @@ impl Engine {
         let generation = self.scripts.current();
         let scope = CallScope::new(&generation);
         let decl = self.decl(&generation, func)?;
-        let switched;
-        let caller = match params.get("su") {
-            Some(login) => {
-                switched = self.read(|c| auth::switch_user(c, caller, login))?;
-                &switched
-            }
-            None => caller,
-        };
         if writes(&decl, params) {
             // argon2 for the call's passwords runs here, before the writer is taken.
             auth::with_prehashed(&passwords(&decl, params), || {
-                self.write(|conn| self.dispatch(conn, caller, &decl, params, &scope))
+                self.write(|conn| self.dispatch_as(conn, caller, &decl, params, &scope))
             })
         } else {
-            self.read(|conn| self.dispatch(conn, caller, &decl, params, &scope))
+            self.read(|conn| self.dispatch_as(conn, caller, &decl, params, &scope))
+        }
+    }
+
+    /// One top-level call on `conn`, already inside its transaction: the func's declaration in
+    /// `generation`, then [`Engine::dispatch_as`].
+    fn call_on(
+        &self,
+        conn: &Connection,
+        generation: &Generation,
+        caller: &Caller,
+        func: &str,
+        params: &Params,
+    ) -> FuncResult<Doc> {
+        let scope = CallScope::new(generation);
+        let decl = self.decl(generation, func)?;
+        self.dispatch_as(conn, caller, &decl, params, &scope)
+    }
+
+    /// [`Engine::dispatch`] as `caller`, or as the user `su=LOGIN` names (staff only).
+    fn dispatch_as(
+        &self,
+        conn: &Connection,
+        caller: &Caller,
+        decl: &FuncDecl,
+        params: &Params,
+        scope: &CallScope<'_>,
+    ) -> FuncResult<Doc> {
+        match params.get("su") {
+            Some(login) => {
+                let switched = auth::switch_user(conn, caller, login)?;
+                self.dispatch(conn, &switched, decl, params, scope)
+            }
+            None => self.dispatch(conn, caller, decl, params, scope),
         }
     }
 
@@ -1099,6 +1098,13 @@ impl Engine {
         }
         store_filter(ctx.db, ctx.caller, list, &stored)
     }
+}
+
+/// Whether a call may run in the [`Lane::Inline`] lane: a view or blank form, no hooks.
+fn inline(generation: &Generation, decl: &FuncDecl, params: &Params) -> bool {
+    !writes(decl, params)
+        && matches!(decl.handler, Handler::Edit(_))
+        && !generation.has_hooks(&decl.name)
 }
 
 /// The distinct passwords a call passes in its declared password parameters.

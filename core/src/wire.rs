@@ -188,18 +188,16 @@ fn escape_into(out: &mut String, text: &str) {
 /// Field names come from handlers and scripts; anything that is not a safe XML name is mapped
 /// to `_` so that the document stays well formed.
 fn xml_name(name: &str) -> std::borrow::Cow<'_, str> {
-    let safe = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.';
-    let safe_byte = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
-    if name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name.bytes().all(safe_byte)
-    {
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    let starts_well = |s: &str| s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+    if starts_well(name) && name.chars().all(safe) {
         return std::borrow::Cow::Borrowed(name);
     }
     let mut s: String = name
         .chars()
         .map(|c| if safe(c) { c } else { '_' })
         .collect();
-    if s.is_empty() || !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
+    if !starts_well(&s) {
         s.insert(0, '_');
     }
     std::borrow::Cow::Owned(s)

@@ -22,15 +22,11 @@ pub fn register(reg: &mut Registry) {
                     p.required("password")?,
                     &ctx.caller.ip,
                 )?;
-                let user_id = verified
-                    .caller
-                    .user_id
-                    .ok_or_else(|| FuncError::internal("login without a user"))?;
                 let id = ctx.write(|w| {
                     if !auth::still_valid(w.db, &verified)? {
                         return Err(auth::wrong_login());
                     }
-                    auth::create_session(w.db, user_id, None, &w.caller.ip)
+                    auth::create_session(w.db, verified.user_id, None, &w.caller.ip)
                 })?;
                 Ok(Doc::Auth {
                     id,

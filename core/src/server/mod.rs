@@ -1,11 +1,11 @@
 //! The HTTP front end: BILLmanager's `/billmgr` endpoint on axum and tokio, an adapter around
 //! the one dispatcher ([`Engine`]). It turns a request into a func name, [`Params`], the
-//! `billmgrses5` cookie and the peer address; runs the call in one of three lanes
-//! ([`Lane`]: a short view inline, a write on the [`writer`] thread's next batch, the rest on
-//! tokio's blocking pool, as SQLite calls block); and renders the [`Doc`] with [`wire`]. Every answer to `/billmgr` is a
-//! document with HTTP 200, errors included, as BILLmanager clients expect. A file document (a
-//! PDF invoice, a printable page) is answered as its bytes with its media type and a
-//! `Content-Disposition` naming the file, whatever `out` says.
+//! `billmgrses5` cookie and the peer address; runs the call in one of three lanes ([`Lane`]: a
+//! short view inline, a write on the [`writer`] thread's next batch, the rest on tokio's
+//! blocking pool, as SQLite calls block); and renders the [`Doc`] with [`wire`]. Every answer
+//! to `/billmgr` is a document with HTTP 200, errors included, as BILLmanager clients expect.
+//! A file document (a PDF invoice, a printable page) is answered as its bytes with its media
+//! type and a `Content-Disposition` naming the file, whatever `out` says.
 //!
 //! What keeps it up: a body size limit, a parameter count limit, a deadline per request, strict
 //! decoding ([`form`]), closing quiet connections ([`idle`]), the failed-login [`throttle`],
@@ -261,7 +261,7 @@ async fn billmgr(
             None => blocking(&app, &call, ip, deadline).await,
         },
         Lane::Writer => match app.admit_quick(&call, ip) {
-            Ok(Some(caller)) => queued(&app, &call, caller, ip, deadline).await,
+            Ok(Some((caller, logins))) => queued(&app, &call, caller, logins, ip, deadline).await,
             Ok(None) => blocking(&app, &call, ip, deadline).await,
             Err(refused) => refused,
         },
@@ -339,6 +339,7 @@ async fn queued(
     app: &App,
     call: &Call,
     caller: Caller,
+    logins: Logins,
     ip: IpAddr,
     deadline: tokio::time::Instant,
 ) -> Answer {
@@ -357,7 +358,7 @@ async fn queued(
         Ok(Err(_)) => Doc::Error(writer::not_run()),
         Err(_) => return timed_out(app, call, ip, !abandon.abandon()),
     };
-    app.conclude(&call.func, doc, &Logins::of(&call.func, &call.params), ip)
+    app.conclude(&call.func, doc, &logins, ip)
 }
 
 /// `POST /billmgr/callback/{module}[?paymethod=N]`: a payment gateway's notification as the
@@ -703,14 +704,21 @@ impl App {
 
     /// `authinfo` passed: its login's failure count starts again.
     fn authenticated(&self, logins: &Logins) {
-        if let Some(login) = &logins.authinfo_login
-            && !self.throttle_clear.load(Ordering::Acquire)
-        {
-            let mut throttle = self.throttle();
-            throttle.succeed(login);
-            self.throttle_clear
-                .store(throttle.is_clear(), Ordering::Release);
+        if let Some(login) = &logins.authinfo_login {
+            self.login_succeeded(login);
         }
+    }
+
+    /// A login succeeded: its failure count starts again (nothing to do while none is on
+    /// record).
+    fn login_succeeded(&self, login: &str) {
+        if self.throttle_clear.load(Ordering::Acquire) {
+            return;
+        }
+        let mut throttle = self.throttle();
+        throttle.succeed(login);
+        self.throttle_clear
+            .store(throttle.is_clear(), Ordering::Release);
     }
 
     /// One call, on the blocking pool: the login throttle, authentication, the func, and what
@@ -754,7 +762,7 @@ impl App {
         if let Some(refused) = self.refused(&logins, ip) {
             return Some(refused);
         }
-        let (_, doc) = self.engine.handle_inline(
+        let doc = self.engine.handle_inline(
             &call.func,
             &call.params,
             call.session.as_deref(),
@@ -765,8 +773,9 @@ impl App {
     }
 
     /// The caller of a write request when quick to tell (see [`Engine::authenticate_quick`]),
-    /// `None` when the blocking pool must decide, or the throttle's refusal.
-    fn admit_quick(&self, call: &Call, ip: IpAddr) -> Result<Option<Caller>, Answer> {
+    /// with the logins it tried; `None` when the blocking pool must decide; or the throttle's
+    /// refusal.
+    fn admit_quick(&self, call: &Call, ip: IpAddr) -> Result<Option<(Caller, Logins)>, Answer> {
         let logins = Logins::of(&call.func, &call.params);
         if let Some(refused) = self.refused(&logins, ip) {
             return Err(refused);
@@ -777,7 +786,7 @@ impl App {
         if caller.is_some() {
             self.authenticated(&logins);
         }
-        Ok(caller)
+        Ok(caller.map(|c| (c, logins)))
     }
 
     /// What the func's outcome means for the throttle and the session cookie.
@@ -786,10 +795,7 @@ impl App {
         match (func, &doc) {
             ("auth", Doc::Auth { id, .. }) => {
                 if let Some(login) = &logins.username {
-                    let mut throttle = self.throttle();
-                    throttle.succeed(login);
-                    self.throttle_clear
-                        .store(throttle.is_clear(), Ordering::Release);
+                    self.login_succeeded(login);
                 }
                 cookie = Some(format!(
                     "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Lax"

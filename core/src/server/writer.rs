@@ -1,6 +1,6 @@
 //! The writer thread: the server's write requests queue here instead of each taking a blocking
 //! thread that then waits its turn for the single writer connection. The thread takes every
-//! call waiting (up to [`MAX_BATCH`]), runs them one after another in one transaction with a
+//! call waiting (up to the engine's [`MAX_BATCH`]), runs them one after another in one transaction with a
 //! savepoint each ([`Engine::call_batch`]), commits once, and only then answers each request.
 //! While it commits, the next calls queue up, so under load one fsync covers a whole batch and
 //! no request pays a thread handoff of its own on the way in.
@@ -9,15 +9,13 @@
 //! behind its caller's back. Stopping lets the calls already queued finish and commit.
 
 use crate::auth::Caller;
+use crate::engine::MAX_BATCH;
 use crate::error::FuncError;
 use crate::{Doc, Engine, Params};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
-
-/// Most calls run in one batch.
-pub const MAX_BATCH: usize = 64;
 
 /// A request's func waits to start: it may still be abandoned.
 pub const WAITING: u8 = 0;
