@@ -8,12 +8,14 @@
 //!   per connection; event loops as wrk);
 //! - (b) durable `payment.setpaid` from 64 concurrent HTTP clients (group commit) against raw
 //!   rusqlite doing the same writes one transaction at a time, both `synchronous=FULL` in WAL;
-//!   then where the time goes: both again with `synchronous=NORMAL` (no fsync per commit);
+//!   for scale, raw rusqlite as `Connection::open` sets it up (a rollback journal); then where
+//!   the time goes: both again with `synchronous=NORMAL` (no fsync per commit);
 //! - (c) p50/p99 latencies of each.
 //!
 //! `cargo bench --bench http_load`; `BENCH_SECS` scales the measuring time (default 1.0, about
-//! 20 s in all), `BENCH_READERS` sets the connections of (a) (default 16), `BENCH_PARTS=a` or
-//! `=b` runs one part only.
+//! 20 s in all), `BENCH_READERS` sets the connections of (a) (default 16), `BENCH_WORKERS` the
+//! async workers (as `serve --workers N`; default as `serve`), `BENCH_PARTS=a` or `=b` runs one
+//! part only.
 
 #[path = "../tests/support/http1.rs"]
 mod http1;
@@ -278,6 +280,26 @@ fn durable_setpaid_against_raw(bench: &Bench) {
         "    ratio HTTP/raw: {:.2} (target >= 10)",
         http.rate() / raw.rate()
     );
+    // The same writes by rusqlite as it comes (`Connection::open`: a rollback journal, whose
+    // commit syncs the journal, the database and the journal's removal), for scale.
+    let mut journal = {
+        let path = bench.copy("journal-raw.db");
+        let conn = Connection::open(&path).expect("raw connection");
+        conn.pragma_update(None, "journal_mode", "DELETE")
+            .expect("journal_mode");
+        conn.pragma_update(None, "synchronous", "FULL")
+            .expect("synchronous");
+        let mut payments = bench.writers.iter().flatten().copied();
+        let stats = raw_load(&conn, &mut payments, bench.secs(1.5));
+        let violations = billhost::ledger::check(&conn).expect("check");
+        assert!(violations.is_empty(), "raw (journal): {violations:?}");
+        stats
+    };
+    journal.print("raw, rollback journal");
+    println!(
+        "    ratio HTTP/raw with rusqlite's default rollback journal instead of WAL: {:.2}",
+        http.rate() / journal.rate()
+    );
     let (mut http_n, mut raw_n, mut in_process_n) = side(Durability::Normal, "normal", 1, 2.0, 1.0);
     println!("    where the time goes:");
     in_process.print("in-process, 64 threads");
@@ -371,7 +393,7 @@ impl Runtime {
     fn start() -> Runtime {
         Runtime(
             tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(server::default_workers())
+                .worker_threads(env_or("BENCH_WORKERS", server::default_workers()))
                 .enable_all()
                 .thread_name("billhost-http")
                 .build()

@@ -81,3 +81,90 @@ fn the_engine_answers_repeated_authinfo_from_the_cache() {
         "cached authinfo took {per_call:?}, argon2 {argon2:?}"
     );
 }
+
+fn if_cached(fx: &Fixture, cache: &CredentialCache, user: &str, password: &str) -> bool {
+    fx.engine
+        .read(|c| auth::login_if_cached(c, cache, user, password, "127.0.0.1"))
+        .expect("read")
+        .is_some()
+}
+
+fn epoch(db: &rusqlite::Connection) -> i64 {
+    db.query_row("SELECT n FROM auth_epoch", [], |r| r.get(0))
+        .expect("epoch")
+}
+
+#[test]
+fn a_known_caller_skips_the_user_row_until_the_auth_epoch_moves() {
+    let fx = Fixture::new("credcache-epoch");
+    let ann = fx.register("ann@example.com");
+    let cache = CredentialCache::new(Duration::from_secs(60));
+    // Another connection, as another process (`billhost call`, the sqlite3 shell) would write.
+    let db = rusqlite::Connection::open(fx.dir.db()).expect("open db");
+    let (login_, pass) = ("ann@example.com", "Secret123");
+    assert!(login(&fx, &cache, login_, pass), "argon2, then known");
+
+    // Changes that cannot change who ann is leave the epoch, and the known caller, alone.
+    let before = epoch(&db);
+    db.execute_batch(&format!(
+        "UPDATE users SET realname = 'Ann' WHERE login = '{login_}';
+         UPDATE account SET name = 'Ann Ltd' WHERE id = {ann};"
+    ))
+    .expect("unrelated changes");
+    assert_eq!(epoch(&db), before);
+    assert!(if_cached(&fx, &cache, login_, pass));
+
+    // Each change that could is seen by the very next request, made by whichever connection.
+    let changes = [
+        (
+            "UPDATE users SET enabled = 0 WHERE login = ?1",
+            "UPDATE users SET enabled = 1 WHERE login = ?1",
+        ),
+        (
+            "UPDATE account SET status = 3 WHERE id = (SELECT account_id FROM users WHERE login = ?1)",
+            "UPDATE account SET status = 1 WHERE id = (SELECT account_id FROM users WHERE login = ?1)",
+        ),
+        ("UPDATE users SET password_hash = '!' WHERE login = ?1", ""),
+    ];
+    for (change, undo) in changes {
+        let hash: String = db
+            .query_row(
+                "SELECT password_hash FROM users WHERE login = ?1",
+                [login_],
+                |r| r.get(0),
+            )
+            .expect("hash");
+        let at = epoch(&db);
+        db.execute(change, [login_]).expect(change);
+        assert!(epoch(&db) > at, "{change} moves the epoch");
+        assert!(!if_cached(&fx, &cache, login_, pass), "{change} is seen");
+        assert!(!login(&fx, &cache, login_, pass), "{change} is seen");
+        if !undo.is_empty() {
+            db.execute(undo, [login_]).expect(undo);
+        }
+        db.execute(
+            "UPDATE users SET password_hash = ?2 WHERE login = ?1",
+            [login_, hash.as_str()],
+        )
+        .expect("restore");
+        assert!(login(&fx, &cache, login_, pass), "after {change} is undone");
+    }
+
+    // What stands between a known caller and a stale row is the epoch: with its trigger gone,
+    // a disabled user would still be let in. (This is why every change goes through SQL that
+    // the triggers see; nothing in billhost writes users or clients around them.)
+    db.execute_batch("DROP TRIGGER users_auth_epoch_update")
+        .expect("drop trigger");
+    db.execute("UPDATE users SET enabled = 0 WHERE login = ?1", [login_])
+        .expect("disable");
+    assert!(if_cached(&fx, &cache, login_, pass));
+
+    // Deleting the user moves it too.
+    let at = epoch(&db);
+    db.execute_batch(&format!(
+        "DELETE FROM session; DELETE FROM users WHERE login = '{login_}';"
+    ))
+    .expect("delete user");
+    assert!(epoch(&db) > at);
+    assert!(!if_cached(&fx, &cache, login_, pass));
+}

@@ -188,14 +188,15 @@ fn user_by(conn: &Connection, by: By<'_>) -> FuncResult<Option<UserRow>> {
 }
 
 fn caller_of(user: UserRow, ip: &str) -> Caller {
-    Caller {
-        login: user.login,
-        user_id: Some(user.id),
+    caller_known(known_of(&user), ip)
+}
+
+fn known_of(user: &UserRow) -> cache::Known {
+    cache::Known {
+        user_id: user.id,
+        login: user.login.clone(),
         level: user.level,
         account_id: user.account_id,
-        ip: ip.into(),
-        su_from: None,
-        session: None,
     }
 }
 
@@ -245,9 +246,11 @@ pub fn wrong_login() -> FuncError {
     FuncError::auth("Wrong login or password")
 }
 
-/// [`login`] for credentials sent with every request (`authinfo`): the user row is read fresh
-/// each time (so a disabled user or deleted client is refused at once), but argon2 runs only
-/// when `cache` has not verified this login and password against this very stored hash lately.
+/// [`login`] for credentials sent with every request (`authinfo`): argon2 runs only when
+/// `cache` has not verified this login and password against this very stored hash lately, and
+/// the user row is read again unless the cache knew the caller at the auth epoch this
+/// transaction reads (so that a disabled user, a deleted client or a new password is seen at
+/// once: each bumps the epoch).
 pub fn login_cached(
     conn: &Connection,
     cache: &CredentialCache,
@@ -255,6 +258,10 @@ pub fn login_cached(
     password: &str,
     ip: &str,
 ) -> FuncResult<Caller> {
+    let epoch = auth_epoch(conn)?;
+    if let Some(known) = cache.known(login, password, epoch) {
+        return Ok(caller_known(known, ip));
+    }
     let user = user_by(conn, By::Login(login))?.ok_or_else(wrong_login)?;
     if !user.enabled {
         return Err(wrong_login());
@@ -265,6 +272,7 @@ pub fn login_cached(
         }
         cache.remember(user.id, login, password, &user.hash);
     }
+    learn(cache, login, password, epoch, &user);
     Ok(caller_of(user, ip))
 }
 
@@ -278,13 +286,42 @@ pub fn login_if_cached(
     password: &str,
     ip: &str,
 ) -> FuncResult<Option<Caller>> {
+    let epoch = auth_epoch(conn)?;
+    if let Some(known) = cache.known(login, password, epoch) {
+        return Ok(Some(caller_known(known, ip)));
+    }
     let Some(user) = user_by(conn, By::Login(login))? else {
         return Ok(None);
     };
     if !user.enabled || !cache.verified(user.id, login, password, &user.hash) {
         return Ok(None);
     }
+    learn(cache, login, password, epoch, &user);
     Ok(Some(caller_of(user, ip)))
+}
+
+/// The auth epoch (migration 4) as of this transaction: it moves whenever a user or client
+/// changes in a way that could change who a login and password are.
+pub fn auth_epoch(conn: &Connection) -> FuncResult<i64> {
+    Ok(conn
+        .prepare_cached("SELECT n FROM auth_epoch WHERE id = 1")?
+        .query_row([], |r| r.get(0))?)
+}
+
+fn learn(cache: &CredentialCache, login: &str, password: &str, epoch: i64, user: &UserRow) {
+    cache.learn(login, password, &user.hash, epoch, known_of(user));
+}
+
+fn caller_known(known: cache::Known, ip: &str) -> Caller {
+    Caller {
+        login: known.login,
+        user_id: Some(known.user_id),
+        level: known.level,
+        account_id: known.account_id,
+        ip: ip.into(),
+        su_from: None,
+        session: None,
+    }
 }
 
 /// Acts as another user (`su=LOGIN` or `--as LOGIN`); only staff may.

@@ -10,7 +10,17 @@
 //! once, in every process sharing the database, without any invalidation call. Disabling a
 //! user or deleting its client is checked on the fresh row before the cache is consulted.
 //! Entries also expire `ttl` after verification, and the cache holds at most `max_entries`.
+//!
+//! Beside those, the cache knows *who* recently verified credentials are, as of an auth epoch
+//! (migration 4: a counter that a trigger bumps in the same transaction as any change to a
+//! user's login, password hash, level, client or enabled flag, to a client's status, or any
+//! deletion of either). While the epoch a request's transaction reads is the one the caller
+//! was known at, nothing that could change the answer has been committed since, by this
+//! process or any other, so the user row need not be read again ([`CredentialCache::known`]).
+//! Those entries are keyed by a tag over the login and password alone (the stored hash is what
+//! they save reading) and expire with the verification they came from.
 
+use crate::doc::Level;
 use blake2::Blake2bMac;
 use blake2::digest::consts::U32;
 use blake2::digest::{KeyInit, Mac};
@@ -24,12 +34,30 @@ const DEFAULT_MAX_ENTRIES: usize = 10_000;
 
 type Tag = [u8; 32];
 
+/// Who verified credentials are, as of an auth epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Known {
+    pub user_id: i64,
+    /// The login as stored (a request may spell it in another case).
+    pub login: String,
+    pub level: Level,
+    pub account_id: Option<i64>,
+}
+
+#[derive(Default)]
+struct Entries {
+    /// Verified against a stored hash: tag over (user id, login, password, hash) → when.
+    verified: HashMap<Tag, Instant>,
+    /// Known callers: tag over (login, password) → (epoch, caller, when verified).
+    known: HashMap<Tag, (i64, Known, Instant)>,
+}
+
 pub struct CredentialCache {
     /// `None` disables the cache (no randomness for a key, or a zero lifetime).
     key: Option<[u8; 32]>,
     ttl: Duration,
     max_entries: usize,
-    entries: Mutex<HashMap<Tag, Instant>>,
+    entries: Mutex<Entries>,
 }
 
 impl CredentialCache {
@@ -40,7 +68,7 @@ impl CredentialCache {
             key,
             ttl,
             max_entries: DEFAULT_MAX_ENTRIES,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::default(),
         }
     }
 
@@ -50,43 +78,70 @@ impl CredentialCache {
             key: None,
             ttl: Duration::ZERO,
             max_entries: 0,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::default(),
         }
     }
 
-    fn tag(&self, user_id: i64, login: &str, password: &str, stored_hash: &str) -> Option<Tag> {
+    /// The MAC of length-prefixed `fields` (no two different inputs feed the same bytes) and
+    /// `user_id`; a known caller's tag has no user id and a different first field count.
+    fn mac(&self, fields: &[&[u8]], user_id: Option<i64>) -> Option<Tag> {
         let mut mac = <Blake2bMac<U32> as KeyInit>::new_from_slice(self.key.as_ref()?).ok()?;
-        // Length-prefixed fields: no two different inputs feed the same bytes.
-        for field in [
-            login.as_bytes(),
-            password.as_bytes(),
-            stored_hash.as_bytes(),
-        ] {
+        mac.update(&(fields.len() as u64).to_le_bytes());
+        for field in fields {
             mac.update(&(field.len() as u64).to_le_bytes());
             mac.update(field);
         }
-        mac.update(&user_id.to_le_bytes());
+        if let Some(id) = user_id {
+            mac.update(&id.to_le_bytes());
+        }
         Some(mac.finalize().into_bytes().into())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Tag, Instant>> {
+    fn tag(&self, user_id: i64, login: &str, password: &str, stored_hash: &str) -> Option<Tag> {
+        let fields = [
+            login.as_bytes(),
+            password.as_bytes(),
+            stored_hash.as_bytes(),
+        ];
+        self.mac(&fields, Some(user_id))
+    }
+
+    fn known_tag(&self, login: &str, password: &str) -> Option<Tag> {
+        self.mac(&[login.as_bytes(), password.as_bytes()], None)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fresh(&self, at: Instant) -> bool {
+        at.elapsed() < self.ttl
+    }
+
+    /// When these credentials were verified against this very stored hash, if within `ttl`.
+    fn verified_at(
+        &self,
+        user_id: i64,
+        login: &str,
+        password: &str,
+        stored_hash: &str,
+    ) -> Option<Instant> {
+        let tag = self.tag(user_id, login, password, stored_hash)?;
+        let mut entries = self.lock();
+        match entries.verified.get(&tag) {
+            Some(&at) if self.fresh(at) => Some(at),
+            Some(_) => {
+                entries.verified.remove(&tag);
+                None
+            }
+            None => None,
+        }
     }
 
     /// Whether these credentials were verified against this very stored hash within `ttl`.
     pub fn verified(&self, user_id: i64, login: &str, password: &str, stored_hash: &str) -> bool {
-        let Some(tag) = self.tag(user_id, login, password, stored_hash) else {
-            return false;
-        };
-        let mut entries = self.lock();
-        match entries.get(&tag) {
-            Some(at) if at.elapsed() < self.ttl => true,
-            Some(_) => {
-                entries.remove(&tag);
-                false
-            }
-            None => false,
-        }
+        self.verified_at(user_id, login, password, stored_hash)
+            .is_some()
     }
 
     /// Remembers credentials that argon2 has just accepted.
@@ -95,18 +150,56 @@ impl CredentialCache {
             return;
         };
         let mut entries = self.lock();
-        if entries.len() >= self.max_entries {
-            let ttl = self.ttl;
-            entries.retain(|_, at| at.elapsed() < ttl);
-            if entries.len() >= self.max_entries {
-                entries.clear();
+        let verified = &mut entries.verified;
+        self.make_room(verified, |at| *at);
+        verified.insert(tag, Instant::now());
+    }
+
+    /// Keeps a map under `max_entries`: drops what expired, or everything if that is not
+    /// enough.
+    fn make_room<V>(&self, map: &mut HashMap<Tag, V>, at: impl Fn(&V) -> Instant) {
+        if map.len() >= self.max_entries {
+            map.retain(|_, v| self.fresh(at(v)));
+            if map.len() >= self.max_entries {
+                map.clear();
             }
         }
-        entries.insert(tag, Instant::now());
+    }
+
+    /// Who these credentials are, if they were verified within `ttl` and known at `epoch`, the
+    /// auth epoch the caller's transaction reads.
+    pub fn known(&self, login: &str, password: &str, epoch: i64) -> Option<Known> {
+        let tag = self.known_tag(login, password)?;
+        let mut entries = self.lock();
+        match entries.known.get(&tag) {
+            Some((at_epoch, known, at)) if *at_epoch == epoch && self.fresh(*at) => {
+                Some(known.clone())
+            }
+            Some(_) => {
+                entries.known.remove(&tag);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Learns who credentials just verified against `stored_hash` (on the user row read at
+    /// auth epoch `epoch`) are; they stay known as long as their verification does.
+    pub fn learn(&self, login: &str, password: &str, stored_hash: &str, epoch: i64, who: Known) {
+        let (Some(at), Some(tag)) = (
+            self.verified_at(who.user_id, login, password, stored_hash),
+            self.known_tag(login, password),
+        ) else {
+            return;
+        };
+        let mut entries = self.lock();
+        let known = &mut entries.known;
+        self.make_room(known, |(_, _, at)| *at);
+        known.insert(tag, (epoch, who, at));
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().verified.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[&str] = &[
     concat!(include_str!("v1_core.sql"), include_str!("v1_seed.sql")),
     include_str!("v2_ledger.sql"),
     include_str!("v3_outbox.sql"),
+    include_str!("v4_auth_epoch.sql"),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
