@@ -4,8 +4,18 @@
 
 use crate::error::FuncError;
 
+/// A field's name: most are the static names of a declaration or a query, so a document does not
+/// allocate one per field (a list page repeats every column name on every row); names made at
+/// run time (scripts, plugins) are owned.
+pub type Name = std::borrow::Cow<'static, str>;
+
 /// Ordered `name = value` pairs: one list element, a form, or the extra fields of an ok.
-pub type Fields = Vec<(String, String)>;
+pub type Fields = Vec<(Name, String)>;
+
+/// Fields from owned names (a plugin's or a script's answer).
+pub fn owned(pairs: Vec<(String, String)>) -> Fields {
+    pairs.into_iter().map(|(k, v)| (k.into(), v)).collect()
+}
 
 /// Access levels as BILLmanager numbers them in `<auth level=..>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

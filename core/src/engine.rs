@@ -915,7 +915,7 @@ impl Engine {
                 match (sok, elid) {
                     (false, Some(id)) => {
                         let mut form = ops.view(ctx, id, plid)?;
-                        form.insert(0, ("elid".to_string(), id.to_string()));
+                        form.insert(0, ("elid".into(), id.to_string()));
                         Ok(Doc::Form(form))
                     }
                     (false, None) => Ok(Doc::Form(ops.blank(ctx, plid)?)),
@@ -950,7 +950,7 @@ impl Engine {
                 }
                 if decl.action_mode == ActionMode::FormThenWrite && !sok {
                     let mut form: Fields = elid
-                        .map(|id| ("elid".to_string(), id.to_string()))
+                        .map(|id| ("elid".into(), id.to_string()))
                         .into_iter()
                         .collect();
                     form.extend(blank_fields(&decl.params));
@@ -1068,7 +1068,7 @@ impl Engine {
                         .find(|(k, _)| k == f.name)
                         .map(|(_, v)| v.clone())
                         .unwrap_or_default();
-                    (f.name.to_string(), v)
+                    (f.name.into(), v)
                 })
                 .collect();
             return Ok(Doc::Form(form));
@@ -1191,7 +1191,7 @@ fn blank_fields(params: &[Param]) -> Fields {
     params
         .iter()
         .filter(|p| !matches!(p.ty, Ty::Password(_)))
-        .map(|p| (p.name.clone(), String::new()))
+        .map(|p| (p.name.clone().into(), String::new()))
         .collect()
 }
 

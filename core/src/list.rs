@@ -230,7 +230,7 @@ pub fn run(conn: &Connection, spec: &ListSpec, q: &ListQuery<'_>) -> FuncResult<
         let mut elem: Fields = Vec::with_capacity(spec.columns.len());
         for (i, col) in spec.columns.iter().enumerate() {
             if let Some(text) = value_text(row.get_ref(i)?) {
-                elem.push((col.name.to_string(), text));
+                elem.push((col.name.into(), text));
             }
         }
         elems.push(elem);

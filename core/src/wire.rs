@@ -223,7 +223,7 @@ fn text_node(v: &str) -> Value {
 
 fn json_fields(map: &mut Map<String, Value>, fields: &Fields) {
     for (name, value) in fields {
-        map.insert(name.clone(), text_node(value));
+        map.insert(name.to_string(), text_node(value));
     }
 }
 
@@ -342,7 +342,7 @@ fn render_text(doc: &Doc) -> String {
     out
 }
 
-fn text_line(out: &mut String, fields: &[(String, String)]) {
+fn text_line(out: &mut String, fields: &[(crate::doc::Name, String)]) {
     for (i, (k, v)) in fields.iter().enumerate() {
         if i > 0 {
             out.push(' ');
@@ -382,7 +382,7 @@ pub fn render_console(doc: &Doc) -> String {
             let mut header: Vec<&str> = Vec::new();
             for elem in &list.elems {
                 for (k, _) in elem {
-                    if !header.contains(&k.as_str()) {
+                    if !header.contains(&k.as_ref()) {
                         header.push(k);
                     }
                 }

@@ -388,7 +388,7 @@ impl EditOps for AccountEdit {
                     "verify_email" | "nocalcstat" => on_off(value == "1"),
                     _ => value,
                 };
-                fields.push((name.to_string(), value));
+                fields.push((name.into(), value));
             }
             Ok(fields)
         })?;
@@ -401,7 +401,7 @@ impl EditOps for AccountEdit {
             .filter(|p| !matches!(p.ty, Ty::Password(_)))
             .map(|p| {
                 let default = if p.name == "project" { "1" } else { "" };
-                (p.name, default.to_string())
+                (p.name.into(), default.to_string())
             })
             .collect())
     }

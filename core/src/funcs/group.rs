@@ -146,10 +146,7 @@ impl EditOps for GroupEdit {
             .db
             .prepare_cached("SELECT name, note FROM accountgroup WHERE id = ?1")?
             .query_row([elid], |r| {
-                Ok(vec![
-                    ("name".to_string(), r.get(0)?),
-                    ("note".to_string(), r.get(1)?),
-                ])
+                Ok(vec![("name".into(), r.get(0)?), ("note".into(), r.get(1)?)])
             })?)
     }
 

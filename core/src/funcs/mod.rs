@@ -133,14 +133,14 @@ pub fn row_fields(
     ctx: &crate::engine::Ctx,
     sql: &str,
     id: i64,
-    names: &[&str],
+    names: &[&'static str],
 ) -> crate::error::FuncResult<crate::doc::Fields> {
     Ok(ctx.db.prepare_cached(sql)?.query_row([id], |r| {
         // One spare slot: a view's form gets `elid` in front.
         let mut fields = Vec::with_capacity(names.len() + 1);
         for (i, n) in names.iter().enumerate() {
             fields.push((
-                n.to_string(),
+                (*n).into(),
                 crate::list::value_text(r.get_ref(i)?).unwrap_or_default(),
             ));
         }

@@ -421,7 +421,7 @@ impl EditOps for PaymentEdit {
             ))
         })?;
         let s = |m: i64| money::format_minor(m, sub.scale);
-        let f = |k: &str, v: String| (k.to_string(), v);
+        let f = |k: &'static str, v: String| (k.into(), v);
         Ok(vec![
             f("account", row.11.to_string()),
             f("number", p.number.clone()),
@@ -456,7 +456,7 @@ impl EditOps for PaymentEdit {
 
     fn blank(&self, _ctx: &Ctx, plid: Option<i64>) -> FuncResult<Fields> {
         let mut form: Fields = vec![(
-            "account".to_string(),
+            "account".into(),
             plid.map(|v| v.to_string()).unwrap_or_default(),
         )];
         form.extend(payment_params().into_iter().map(|p| {
@@ -465,7 +465,7 @@ impl EditOps for PaymentEdit {
             } else {
                 ""
             };
-            (p.name, default.to_string())
+            (p.name.into(), default.to_string())
         }));
         Ok(form)
     }

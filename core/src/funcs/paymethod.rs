@@ -241,7 +241,7 @@ impl EditOps for PaymethodEdit {
                     "active" => "on",
                     _ => "",
                 };
-                (p.name, v.to_string())
+                (p.name.into(), v.to_string())
             })
             .collect())
     }
@@ -330,12 +330,12 @@ impl EditOps for CurrencyEdit {
             )?
             .query_row([elid], |r| {
                 Ok(vec![
-                    ("iso".to_string(), r.get::<_, String>(0)?),
-                    ("name".to_string(), r.get::<_, String>(1)?),
-                    ("minor_units".to_string(), r.get::<_, i64>(2)?.to_string()),
-                    ("symbol".to_string(), r.get::<_, String>(3)?),
-                    ("active".to_string(), on_off(r.get(4)?)),
-                    ("code".to_string(), elid.to_string()),
+                    ("iso".into(), r.get::<_, String>(0)?),
+                    ("name".into(), r.get::<_, String>(1)?),
+                    ("minor_units".into(), r.get::<_, i64>(2)?.to_string()),
+                    ("symbol".into(), r.get::<_, String>(3)?),
+                    ("active".into(), on_off(r.get(4)?)),
+                    ("code".into(), elid.to_string()),
                 ])
             })?)
     }

@@ -380,7 +380,7 @@ impl EditOps for DiscountEdit {
                 "priority" => "0",
                 _ => "",
             };
-            (p.name, v.to_string())
+            (p.name.into(), v.to_string())
         }));
         Ok(f)
     }

@@ -148,23 +148,23 @@ impl EditOps for ProjectEdit {
         Ok(stmt.query_row([elid], |r| {
             let text = |i: usize| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default);
             Ok(vec![
-                ("name".to_string(), text(0)?),
+                ("name".into(), text(0)?),
                 (
-                    "currency".to_string(),
+                    "currency".into(),
                     r.get::<_, Option<i64>>(1)?
                         .map(|c| c.to_string())
                         .unwrap_or_default(),
                 ),
-                ("site".to_string(), text(2)?),
-                ("billurl".to_string(), text(3)?),
+                ("site".into(), text(2)?),
+                ("billurl".into(), text(3)?),
                 (
-                    "conditions_required".to_string(),
+                    "conditions_required".into(),
                     if r.get::<_, bool>(4)? { "on" } else { "off" }.to_string(),
                 ),
-                ("company".to_string(), text(5)?),
-                ("company_address".to_string(), text(6)?),
-                ("company_taxid".to_string(), text(7)?),
-                ("invoice_format".to_string(), text(8)?),
+                ("company".into(), text(5)?),
+                ("company_address".into(), text(6)?),
+                ("company_taxid".into(), text(7)?),
+                ("invoice_format".into(), text(8)?),
             ])
         })?)
     }
@@ -178,7 +178,7 @@ impl EditOps for ProjectEdit {
                     "conditions_required" => "off",
                     _ => "",
                 };
-                (p.name, default.to_string())
+                (p.name.into(), default.to_string())
             })
             .collect())
     }

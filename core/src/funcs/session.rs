@@ -60,8 +60,8 @@ pub fn register(reg: &mut Registry) {
         |ctx, _| {
             let c = ctx.caller;
             let mut f = vec![
-                ("login".to_string(), c.login.clone()),
-                ("level".to_string(), c.level.as_str().to_string()),
+                ("login".into(), c.login.clone()),
+                ("level".into(), c.level.as_str().to_string()),
             ];
             if let Some(a) = c.account_id {
                 f.push(("account".into(), a.to_string()));

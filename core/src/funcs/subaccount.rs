@@ -439,7 +439,7 @@ impl EditOps for ExpenseEdit {
                     "realdate" => ctx.now.clone(),
                     _ => String::new(),
                 };
-                (p.name, v)
+                (p.name.into(), v)
             })
             .collect())
     }

@@ -188,7 +188,7 @@ impl PaymethodEdit {
     fn check(&self, ctx: &Ctx, current: Option<i64>, p: &Params) -> FuncResult<Option<String>> {
         let (cur_module, cur_settings) = match current {
             Some(id) => method_module(ctx.db, id)?,
-            None => ("manual".to_string(), Value::Object(Default::default())),
+            None => ("manual".into(), Value::Object(Default::default())),
         };
         let module = p.get("module").unwrap_or(&cur_module).to_string();
         let given = match p.raw("settings") {
@@ -347,7 +347,7 @@ fn install_payment_add(engine: &mut crate::Engine, host: &Arc<PluginHost>) {
                     wrapped
                         .params
                         .iter()
-                        .map(|p| (p.name.clone(), String::new()))
+                        .map(|p| (p.name.clone().into(), String::new()))
                         .collect(),
                 ));
             }
@@ -444,7 +444,7 @@ fn start_payment(ctx: &Ctx, host: &PluginHost, id: i64) -> FuncResult<Doc> {
             if let Some(action) = resp.form_action {
                 fields.push(("form_action".into(), action));
                 for (k, v) in resp.form {
-                    fields.push((format!("form_{k}"), v));
+                    fields.push((format!("form_{k}").into(), v));
                 }
             }
             if let Some(text) = resp.instructions {
@@ -666,8 +666,8 @@ fn apply_callback(
             .execute(params![id, report.external_id])?;
     }
     let mut fields = vec![
-        ("payment".to_string(), id.to_string()),
-        ("status".to_string(), now.to_string()),
+        ("payment".into(), id.to_string()),
+        ("status".into(), now.to_string()),
     ];
     if let Some(reply) = &report.reply {
         fields.push(("reply".into(), reply.clone()));
@@ -802,7 +802,7 @@ fn install_payment_refund(engine: &mut crate::Engine, host: &Arc<PluginHost>) {
             let id = parse_id("elid", p.required("elid")?)?;
             let plid = p.get("plid").map(|v| parse_id("plid", v)).transpose()?;
             if !sok(p) {
-                let mut form = vec![("elid".to_string(), id.to_string())];
+                let mut form = vec![("elid".into(), id.to_string())];
                 form.extend(ops.view(ctx, id, plid)?);
                 return Ok(Doc::Form(form));
             }
@@ -858,8 +858,8 @@ fn gateway_refund(ctx: &Ctx, host: &PluginHost, id: i64, p: &Params) -> FuncResu
     })?;
     let (outcome, error) = ask_refund(ctx, host, refund)?;
     let mut fields = vec![
-        ("refund".to_string(), refund.to_string()),
-        ("status".to_string(), outcome.to_string()),
+        ("refund".into(), refund.to_string()),
+        ("status".into(), outcome.to_string()),
     ];
     if let Some(e) = error {
         fields.push(("refund_error".into(), e));

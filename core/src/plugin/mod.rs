@@ -530,9 +530,9 @@ fn plugin_func(plugin: Arc<Plugin>, spec: &sdk::FuncSpec) -> FuncDecl {
                 .call("func.call", &call)
                 .map_err(|e| e.into_func_error(plugin.name()))?;
             Ok(if answer.ok {
-                Doc::Ok(answer.fields)
+                Doc::Ok(crate::doc::owned(answer.fields))
             } else {
-                Doc::Form(answer.fields)
+                Doc::Form(crate::doc::owned(answer.fields))
             })
         },
     )

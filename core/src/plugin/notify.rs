@@ -123,8 +123,8 @@ fn sms(ctx: &Ctx, host: &PluginHost, p: &Params) -> FuncResult<Doc> {
         w.history("account", account, text)
     })?;
     let mut fields = vec![
-        ("id".to_string(), id.to_string()),
-        ("status".to_string(), status.to_string()),
+        ("id".into(), id.to_string()),
+        ("status".into(), status.to_string()),
     ];
     if !error.is_empty() {
         fields.push(("delivery_error".into(), error));

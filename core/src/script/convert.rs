@@ -45,7 +45,7 @@ fn sorted_fields(t: &Table) -> mlua::Result<Fields> {
         let Value::String(k) = k else { continue };
         let key = k.to_str()?.to_string();
         if let Some(text) = value_text(&key, &v)? {
-            fields.push((key, text));
+            fields.push((key.into(), text));
         }
     }
     fields.sort_by(|a, b| (a.0 != "id", &a.0).cmp(&(b.0 != "id", &b.0)));
@@ -60,7 +60,7 @@ pub fn table_to_params(t: Option<Table>) -> mlua::Result<Params> {
 fn fields_table(lua: &Lua, fields: &Fields) -> mlua::Result<Table> {
     let t = lua.create_table_with_capacity(0, fields.len())?;
     for (k, v) in fields {
-        t.raw_set(k.as_str(), v.as_str())?;
+        t.raw_set(k.as_ref(), v.as_str())?;
     }
     Ok(t)
 }

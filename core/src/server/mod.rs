@@ -477,14 +477,15 @@ async fn read_call(app: &App, request: Request, format: &mut Format) -> Result<C
     if let Some((_, out)) = query.iter().rev().find(|(k, _)| k == "out") {
         *format = Format::parse(out)?;
     }
-    let mut params = Params::from_pairs(query.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let in_query = query.len();
+    let mut params = Params::from_pairs(query);
     let body_pairs = match parts.method {
         Method::GET | Method::HEAD => Vec::new(),
         Method::POST => {
             check_content_type(&parts.headers)?;
             let bytes = read_body(&parts.headers, body, app.config.body_limit).await?;
             // The limit counts the query's pairs and the body's together.
-            form::decode(&bytes, "body", limit - query.len()).map_err(|e| {
+            form::decode(&bytes, "body", limit - in_query).map_err(|e| {
                 if e.object == "params" {
                     form::too_many(limit)
                 } else {
