@@ -650,3 +650,40 @@ fn group_history(fx: &Fixture) -> usize {
         .expect("history");
     n as usize
 }
+
+/// `billhost init` and the first `serve`: the staff user is created with a generated password
+/// that works, kept when it exists, and reset when a password is given.
+#[test]
+fn staff_setup_creates_keeps_and_resets() {
+    use billhost::auth::AdminSetup;
+    let fx = Fixture::new("staff-setup");
+    let login_as = |login: &str, password: &str| {
+        fx.engine
+            .read(|c| billhost::auth::login(c, login, password, "127.0.0.1"))
+            .is_ok()
+    };
+    let Ok(AdminSetup::Created {
+        password,
+        generated: true,
+    }) = fx.engine.ensure_staff("chief", None)
+    else {
+        panic!("a new staff user with a generated password");
+    };
+    assert!(login_as("chief", &password), "the generated password works");
+    assert_eq!(fx.engine.ensure_staff("chief", None), Ok(AdminSetup::Kept));
+    assert!(login_as("chief", &password), "kept as it was");
+    assert_eq!(
+        fx.engine.ensure_staff("chief", Some("Replaced99")),
+        Ok(AdminSetup::PasswordReset)
+    );
+    assert!(!login_as("chief", &password));
+    assert!(login_as("chief", "Replaced99"));
+    assert_eq!(
+        fx.engine.ensure_staff("deputy", Some("Given12345")),
+        Ok(AdminSetup::Created {
+            password: "Given12345".into(),
+            generated: false
+        })
+    );
+    assert!(login_as("deputy", "Given12345"));
+}

@@ -408,6 +408,14 @@ pub fn end_user_sessions(conn: &Connection, user_id: i64) -> FuncResult<()> {
     Ok(())
 }
 
+/// The id of the user with this login, if any.
+pub fn user_id(conn: &Connection, login: &str) -> FuncResult<Option<i64>> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM users WHERE login = ?1")?
+        .query_row([login], |r| r.get(0))
+        .optional()?)
+}
+
 /// What `billhost init` did about the staff user `admin`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AdminSetup {
@@ -423,11 +431,18 @@ pub fn ensure_staff(
     login: &str,
     password: Option<&str>,
 ) -> FuncResult<AdminSetup> {
-    let existing: Option<i64> = conn
-        .prepare_cached("SELECT id FROM users WHERE login = ?1")?
-        .query_row([login], |r| r.get(0))
-        .optional()?;
-    match (existing, password) {
+    ensure_staff_with(conn, login, password, || random_token(9))
+}
+
+/// [`ensure_staff`], taking the password to generate from `generate` (called only when the
+/// user is created without one).
+pub fn ensure_staff_with(
+    conn: &Connection,
+    login: &str,
+    password: Option<&str>,
+    generate: impl FnOnce() -> FuncResult<String>,
+) -> FuncResult<AdminSetup> {
+    match (user_id(conn, login)?, password) {
         (Some(id), Some(pw)) => {
             conn.prepare_cached("UPDATE users SET password_hash = ?2, level = 'admin', account_id = NULL WHERE id = ?1")?
                 .execute(params![id, hash_password(pw)?])?;
@@ -438,7 +453,7 @@ pub fn ensure_staff(
         (None, pw) => {
             let (password, generated) = match pw {
                 Some(p) => (p.to_string(), false),
-                None => (random_token(9)?, true),
+                None => (generate()?, true),
             };
             conn.prepare_cached(
                 "INSERT INTO users (login, password_hash, level, created) VALUES (?1, ?2, 'admin', ?3)",

@@ -633,6 +633,28 @@ impl Engine {
         result
     }
 
+    /// Creates the staff user `login` (with `password`, or a generated one), or resets its
+    /// password when it exists and a password is given (`billhost init`, the first `serve`).
+    /// The argon2 hash is made before the writer is taken, as for any call that sets a password.
+    pub fn ensure_staff(
+        &self,
+        login: &str,
+        password: Option<&str>,
+    ) -> FuncResult<auth::AdminSetup> {
+        let exists = self.read(|c| auth::user_id(c, login))?.is_some();
+        // The password a create would generate, drawn now so that its hash can be made now. If
+        // the user appears meanwhile, it is not used (and the hash is made in the write).
+        let generated = auth::random_token(9)?;
+        let hashed = match (password, exists) {
+            (Some(p), _) => Some(p),
+            (None, false) => Some(generated.as_str()),
+            (None, true) => None,
+        };
+        auth::with_prehashed(hashed.as_slice(), || {
+            self.write(|c| auth::ensure_staff_with(c, login, password, || Ok(generated.clone())))
+        })
+    }
+
     /// Resolves the credentials of a request: `authinfo=user:pass`, or a session id from `auth`
     /// (or the `billmgrses5` cookie, passed as `session`). No credentials is the anonymous
     /// caller.

@@ -355,7 +355,7 @@ fn list_plugins(host: &PluginHost) -> ExitCode {
 
 fn serve(engine: Engine, db: &std::path::Path, args: ServeArgs) -> ExitCode {
     // A fresh machine gets a working server from one command: the staff user is made here.
-    match engine.write(|c| auth::ensure_staff(c, "admin", None)) {
+    match engine.ensure_staff("admin", None) {
         Ok(AdminSetup::Created { password, .. }) => {
             println!("database {}: staff user 'admin' created", db.display());
             println!("admin password (shown once): {password}");
@@ -425,7 +425,7 @@ fn serve(engine: Engine, db: &std::path::Path, args: ServeArgs) -> ExitCode {
 }
 
 fn init(engine: &Engine, db: &std::path::Path, password: Option<&str>) -> ExitCode {
-    match engine.write(|c| auth::ensure_staff(c, "admin", password)) {
+    match engine.ensure_staff("admin", password) {
         Ok(AdminSetup::Created {
             password,
             generated,
