@@ -401,10 +401,17 @@ fn testpay_partial_then_full_refund_ends_refunded() {
         &[&format!("elid={payment}"), "sok=ok", "amount=0.01"],
     );
 
-    // The retry job, still failing, then with the gateway back: confirmed once.
-    let doc = host.ok("payment.refund.retry", &[]);
+    // Staff ask again, still failing; then, once the retry is due and the gateway is back, the
+    // retry job confirms it once.
+    let doc = host.ok("payment.refund.retry", &[&format!("elid={refund}")]);
     assert_eq!(text(&doc["failed"]), "1", "{doc}");
     std::fs::remove_file(state.path().join("fail-refunds")).unwrap();
+    host.db()
+        .execute(
+            "UPDATE refund SET next_attempt = datetime('now', '-1 second') WHERE id = ?1",
+            [refund],
+        )
+        .expect("due");
     let jobs = host.run(&["run-jobs"]);
     assert!(jobs.status.success(), "{jobs:?}");
     assert!(
@@ -1048,4 +1055,65 @@ fn concurrent_callbacks_from_threads_in_one_process_credit_once() {
     }
     let violations = engine.read(billhost::ledger::check).expect("check");
     assert!(violations.is_empty(), "{violations:?}");
+}
+
+/// A refund the gateway fails waits longer after each failure before the retry job asks again
+/// (staff may ask at any time), and completes once the gateway is back.
+#[test]
+fn a_failing_gateway_refund_is_retried_with_growing_delays() {
+    let host = Host::new("plugins-refund-backoff", vec![shipped().to_path_buf()]);
+    let state = TempDir::new("testpay-state");
+    let (pm, account) = testpay_setup(&host, state.path());
+    let (payment, external) = add_payment(&host, account, pm, "10.00");
+    let paid = callback_body(payment, &external, "10.00", "paid");
+    host.ok(
+        "payment.callback",
+        &refs(&callback_args(pm, &paid, &sign(&paid))),
+    );
+    assert_eq!(host.balance(account), 1000);
+
+    std::fs::write(state.path().join("fail-refunds"), "").unwrap();
+    let doc = host.ok(
+        "payment.refund",
+        &[&format!("elid={payment}"), "sok=ok", "amount=10.00"],
+    );
+    assert!(doc.get("refund_error").is_some(), "{doc}");
+    let refund: i64 = text(&doc["refund"]).parse().expect("a refund id");
+    // Seconds from now until the refund's next attempt, and its attempts.
+    let wait = |host: &Host| {
+        host.query_i64(&format!(
+            "SELECT unixepoch(next_attempt) - unixepoch('now') FROM refund WHERE id = {refund}"
+        ))
+    };
+    let attempts =
+        |host: &Host| host.query_i64(&format!("SELECT attempts FROM refund WHERE id = {refund}"));
+    assert_eq!(attempts(&host), 1);
+    assert!((295..=300).contains(&wait(&host)), "{}", wait(&host));
+
+    // The job leaves it alone until it is due.
+    let doc = host.ok("payment.refund.retry", &[]);
+    assert_eq!(text(&doc["later"]), "1", "{doc}");
+    assert_eq!(text(&doc["failed"]), "0", "{doc}");
+    assert_eq!(attempts(&host), 1);
+
+    // Staff ask now: it fails again and waits longer.
+    let doc = host.ok("payment.refund.retry", &[&format!("elid={refund}")]);
+    assert_eq!(text(&doc["failed"]), "1", "{doc}");
+    assert_eq!(attempts(&host), 2);
+    assert!((895..=900).contains(&wait(&host)), "{}", wait(&host));
+
+    // Once due (as if 15 minutes had passed) and the gateway is back, the job completes it.
+    host.db()
+        .execute(
+            "UPDATE refund SET next_attempt = datetime('now', '-1 second') WHERE id = ?1",
+            [refund],
+        )
+        .expect("due");
+    std::fs::remove_file(state.path().join("fail-refunds")).unwrap();
+    let doc = host.ok("payment.refund.retry", &[]);
+    assert_eq!(text(&doc["done"]), "1", "{doc}");
+    assert_eq!(text(&doc["later"]), "0", "{doc}");
+    assert_eq!(host.payment_status(payment), 6);
+    assert_eq!(host.balance(account), 0);
+    host.check_clean();
 }

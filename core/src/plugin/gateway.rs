@@ -8,6 +8,7 @@
 //! concurrent duplicate finds the work done and changes nothing).
 
 use super::{CallError, Plugin, PluginHost};
+use crate::clock;
 use crate::doc::{Doc, Fields};
 use crate::engine::Ctx;
 use crate::error::{ErrorType, FuncError, FuncResult};
@@ -904,8 +905,13 @@ fn ask_refund(ctx: &Ctx, host: &PluginHost, refund: i64) -> FuncResult<(i64, Opt
     let name = plugin.name().to_string();
     let answer: Result<sdk::RefundReport, CallError> = plugin.call("gateway.refund", &req);
     ctx.write(|w| {
-        w.db.prepare_cached("UPDATE refund SET attempts = attempts + 1 WHERE id = ?1")?
-            .execute([refund])?;
+        let attempts: i64 = w
+            .db
+            .prepare_cached(
+                "UPDATE refund SET attempts = attempts + 1, next_attempt = NULL WHERE id = ?1 \
+                 RETURNING attempts",
+            )?
+            .query_row([refund], |r| r.get(0))?;
         match &answer {
             Ok(r) if r.outcome == sdk::RefundOutcome::Done => {
                 ledger::complete_refund(w, refund, r.external_id.as_deref())?;
@@ -925,8 +931,11 @@ fn ask_refund(ctx: &Ctx, host: &PluginHost, refund: i64) -> FuncResult<(i64, Opt
             }
             Err(e) => {
                 let text = e.message();
-                w.db.prepare_cached("UPDATE refund SET error = ?2 WHERE id = ?1 AND status = 5")?
-                    .execute(params![refund, text])?;
+                let next = clock::format_unix(clock::unix_now() + refund_retry_delay(attempts));
+                w.db.prepare_cached(
+                    "UPDATE refund SET error = ?2, next_attempt = ?3 WHERE id = ?1 AND status = 5",
+                )?
+                .execute(params![refund, text, next])?;
                 w.history(
                     "payment",
                     payment,
@@ -938,15 +947,35 @@ fn ask_refund(ctx: &Ctx, host: &PluginHost, refund: i64) -> FuncResult<(i64, Opt
     })
 }
 
+/// How long after its `attempts`-th ask a refund the gateway failed waits before the retry job
+/// asks again: 5 minutes (the job's period), then longer, then once a day for as long as it
+/// stays pending. Staff can ask at any time (`payment.refund.retry elid=N`).
+pub const REFUND_RETRY_SCHEDULE: &[i64] = &[300, 900, 3600, 4 * 3600, 12 * 3600, 24 * 3600];
+
+fn refund_retry_delay(attempts: i64) -> i64 {
+    let i = (attempts.max(1) - 1) as usize;
+    REFUND_RETRY_SCHEDULE[i.min(REFUND_RETRY_SCHEDULE.len() - 1)]
+}
+
 fn retry_refunds(ctx: &Ctx, host: &PluginHost, p: &Params) -> FuncResult<Doc> {
-    let ids: Vec<i64> = match p.get("elid") {
-        Some(v) => vec![parse_id("elid", v)?],
+    // Without `elid`: every pending refund that is due (a failed one waits out its delay).
+    let (ids, later): (Vec<i64>, i64) = match p.get("elid") {
+        Some(v) => (vec![parse_id("elid", v)?], 0),
         None => ctx.engine().read(|c| {
-            Ok(
-                c.prepare_cached("SELECT id FROM refund WHERE status = 5 ORDER BY id")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<Result<_, _>>()?,
-            )
+            let now = clock::now();
+            let due = c
+                .prepare_cached(
+                    "SELECT id FROM refund WHERE status = 5 \
+                     AND (next_attempt IS NULL OR next_attempt <= ?1) ORDER BY id",
+                )?
+                .query_map([&now], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let later = c
+                .prepare_cached(
+                    "SELECT count(*) FROM refund WHERE status = 5 AND next_attempt > ?1",
+                )?
+                .query_row([&now], |r| r.get(0))?;
+            Ok((due, later))
         })?,
     };
     let (mut done, mut pending, mut failed) = (0, 0, 0);
@@ -961,5 +990,6 @@ fn retry_refunds(ctx: &Ctx, host: &PluginHost, p: &Params) -> FuncResult<Doc> {
         ("done".into(), done.to_string()),
         ("pending".into(), pending.to_string()),
         ("failed".into(), failed.to_string()),
+        ("later".into(), later.to_string()),
     ]))
 }

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("v2_ledger.sql"),
     include_str!("v3_outbox.sql"),
     include_str!("v4_auth_epoch.sql"),
+    include_str!("v5_refund_retry.sql"),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
