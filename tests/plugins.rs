@@ -1117,3 +1117,63 @@ fn a_failing_gateway_refund_is_retried_with_growing_delays() {
     assert_eq!(host.balance(account), 0);
     host.check_clean();
 }
+
+/// A gateway's secret settings are never shown: the view has a mask in their place, the mask
+/// sent back with other changes keeps the stored secret, and a new value replaces it.
+#[test]
+fn gateway_secrets_are_masked_in_views_and_kept_when_the_mask_comes_back() {
+    let host = Host::new("plugins-secrets", vec![shipped().to_path_buf()]);
+    let state = TempDir::new("testpay-state");
+    let (pm, _account) = testpay_setup(&host, state.path());
+    let stored = |host: &Host| -> Value {
+        let text: String = host
+            .db()
+            .query_row("SELECT settings FROM paymethod WHERE id = ?1", [pm], |r| {
+                r.get(0)
+            })
+            .expect("settings");
+        serde_json::from_str(&text).expect("stored settings")
+    };
+
+    let view = host.ok("paymethod.edit", &[&format!("elid={pm}")]);
+    assert!(!view.to_string().contains(SECRET), "{view}");
+    let mut shown: Value = serde_json::from_str(&text(&view["settings"])).expect("settings");
+    assert_eq!(shown["secret"], "********");
+    assert_eq!(
+        shown["state_dir"],
+        state.path().to_str().unwrap(),
+        "not a secret"
+    );
+
+    // The view's settings, edited and sent back: the other change is made, the secret kept.
+    shown["base_url"] = "https://pay.example".into();
+    host.ok(
+        "paymethod.edit",
+        &[
+            &format!("elid={pm}"),
+            "sok=ok",
+            &format!("settings={shown}"),
+        ],
+    );
+    assert_eq!(stored(&host)["secret"], SECRET);
+    assert_eq!(stored(&host)["base_url"], "https://pay.example");
+
+    // A new secret replaces it, and is not shown either.
+    shown["secret"] = "n3w-secret".into();
+    host.ok(
+        "paymethod.edit",
+        &[
+            &format!("elid={pm}"),
+            "sok=ok",
+            &format!("settings={shown}"),
+        ],
+    );
+    assert_eq!(stored(&host)["secret"], "n3w-secret");
+    let view = host.ok("paymethod.edit", &[&format!("elid={pm}")]);
+    assert!(!view.to_string().contains("n3w-secret"), "{view}");
+    // History says that the settings changed, never what they are.
+    let leaked = host.query_i64(
+        "SELECT count(*) FROM history WHERE description LIKE '%s3cret%' OR description LIKE '%n3w-secret%'",
+    );
+    assert_eq!(leaked, 0);
+}

@@ -171,6 +171,10 @@ pub fn install(engine: &mut crate::Engine, host: &Arc<PluginHost>) {
 // ---------------------------------------------------------------------------------------------
 // Payment methods: the module is a loaded gateway (or `manual`), its settings are the plugin's.
 
+/// What a payment method's view shows in place of a secret setting; sent back, it keeps the
+/// stored value.
+pub const SECRET_MASK: &str = "********";
+
 struct PaymethodEdit {
     inner: Arc<FuncDecl>,
     host: Arc<PluginHost>,
@@ -195,15 +199,28 @@ impl PaymethodEdit {
         let given = match p.raw("settings") {
             Some(text) => {
                 let text = if text.trim().is_empty() { "{}" } else { text };
-                let v: Value = serde_json::from_str(text).map_err(|e| {
+                let mut v: Value = serde_json::from_str(text).map_err(|e| {
                     FuncError::value("settings", text, format!("The settings are not JSON: {e}"))
                 })?;
-                if !v.is_object() {
+                let Some(given) = v.as_object_mut() else {
                     return Err(FuncError::value(
                         "settings",
                         text,
                         "The settings are a JSON object",
                     ));
+                };
+                // The mask a view shows for a secret, sent back with the rest of the settings,
+                // keeps the stored secret (or nothing, when none is stored).
+                let masked: Vec<String> = given
+                    .iter()
+                    .filter(|(_, value)| value.as_str() == Some(SECRET_MASK))
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in masked {
+                    match cur_settings.get(&key) {
+                        Some(stored) => given.insert(key, stored.clone()),
+                        None => given.remove(&key),
+                    };
                 }
                 Some(v)
             }
@@ -255,6 +272,19 @@ impl PaymethodEdit {
         Ok(given.map(|v| v.to_string()))
     }
 
+    /// Whether `key` of a `module` method's settings is a secret: what its gateway declares;
+    /// every key while no gateway of that name is loaded (nothing tells which are not); none
+    /// for `manual`.
+    fn secret(&self, module: &str, key: &str) -> bool {
+        if module == "manual" {
+            return false;
+        }
+        match self.host.gateway(module) {
+            Some(plugin) => plugin.manifest.secret_settings.iter().any(|s| s == key),
+            None => true,
+        }
+    }
+
     fn store(&self, ctx: &Ctx, id: i64, settings: Option<String>) -> FuncResult<()> {
         if let Some(s) = settings
             && crate::funcs::set_column(ctx, "paymethod", "settings", id, &s)?
@@ -269,11 +299,15 @@ impl PaymethodEdit {
 impl EditOps for PaymethodEdit {
     fn view(&self, ctx: &Ctx, elid: i64, plid: Option<i64>) -> FuncResult<Fields> {
         let mut fields = self.ops().view(ctx, elid, plid)?;
-        let settings: String = ctx
-            .db
-            .prepare_cached("SELECT settings FROM paymethod WHERE id = ?1")?
-            .query_row([elid], |r| r.get(0))?;
-        fields.push(("settings".into(), settings));
+        let (module, mut settings) = method_module(ctx.db, elid)?;
+        if let Some(settings) = settings.as_object_mut() {
+            for (key, value) in settings.iter_mut() {
+                if !value.is_null() && self.secret(&module, key) {
+                    *value = Value::String(SECRET_MASK.into());
+                }
+            }
+        }
+        fields.push(("settings".into(), settings.to_string()));
         Ok(fields)
     }
 

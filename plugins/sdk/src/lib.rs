@@ -211,6 +211,11 @@ pub struct Manifest {
     /// Func handlers: the funcs added.
     #[serde(default)]
     pub funcs: Vec<FuncSpec>,
+    /// Gateways: the keys of a payment method's settings that are secrets (API keys, signing
+    /// secrets). The host never shows their values: a method's view has a mask in their place,
+    /// and a mask sent back keeps the stored value.
+    #[serde(default)]
+    pub secret_settings: Vec<String>,
 }
 
 /// Who may call a plugin func.
@@ -460,6 +465,11 @@ pub trait PaymentGateway: Send + Sync + 'static {
     fn validate_settings(&self, _settings: &Value) -> Result<()> {
         Ok(())
     }
+    /// The settings keys whose values are secrets, never shown back (see
+    /// [`Manifest::secret_settings`]).
+    fn secret_settings(&self) -> Vec<String> {
+        Vec::new()
+    }
     fn start(&self, req: StartRequest) -> Result<StartResponse>;
     fn callback(&self, _req: CallbackRequest) -> Result<CallbackReport> {
         Err(Error::new("this gateway takes no callbacks"))
@@ -527,6 +537,7 @@ impl<T: PaymentGateway> Dispatch for GatewayAdapter<T> {
             abi_version: ABI_VERSION,
             features: self.0.features(),
             funcs: Vec::new(),
+            secret_settings: self.0.secret_settings(),
         }
     }
 
@@ -555,6 +566,7 @@ impl<T: Notifier> Dispatch for NotifierAdapter<T> {
             abi_version: ABI_VERSION,
             features: self.0.features(),
             funcs: Vec::new(),
+            secret_settings: Vec::new(),
         }
     }
 
@@ -580,6 +592,7 @@ impl<T: FuncHandler> Dispatch for FuncsAdapter<T> {
             abi_version: ABI_VERSION,
             features: Vec::new(),
             funcs: self.0.funcs(),
+            secret_settings: Vec::new(),
         }
     }
 

@@ -87,6 +87,10 @@ impl PaymentGateway for TestPay {
             .to_vec()
     }
 
+    fn secret_settings(&self) -> Vec<String> {
+        vec!["secret".into()]
+    }
+
     fn validate_settings(&self, settings: &Value) -> Result<()> {
         secret(settings)?;
         for name in ["base_url", "state_dir"] {
