@@ -371,6 +371,37 @@ fn sessions_authinfo_and_su() {
         .field("level"),
         Some("user")
     );
+
+    // A session of a user disabled meanwhile (by any connection) is refused, and works again
+    // once the user is enabled.
+    let Doc::Auth { id: sid4, .. } = fx.engine.handle(
+        "auth",
+        Params::from_pairs([("username", "ann@example.com"), ("password", "NewSecret9")]),
+        None,
+        ip,
+    ) else {
+        panic!()
+    };
+    let enabled = |on: bool| {
+        rusqlite::Connection::open(fx.dir.db())
+            .and_then(|db| {
+                db.execute(
+                    "UPDATE users SET enabled = ?1 WHERE login = 'ann@example.com'",
+                    [on],
+                )
+            })
+            .expect("enabled");
+    };
+    enabled(false);
+    assert_eq!(
+        error_type(&whoami(Params::from_pairs([("auth", sid4.as_str())]), None)),
+        "auth"
+    );
+    enabled(true);
+    assert_eq!(
+        whoami(Params::from_pairs([("auth", sid4.as_str())]), None).field("login"),
+        Some("ann@example.com")
+    );
 }
 
 #[test]

@@ -153,36 +153,41 @@ enum By<'a> {
     Id(i64),
 }
 
-macro_rules! user_query {
-    ($clause:literal) => {
-        concat!(
-            "SELECT u.id, u.login, u.password_hash, u.level = 'admin', u.account_id, \
-             u.enabled AND coalesce((SELECT status <> 3 FROM account WHERE id = u.account_id), 1) \
-             FROM users u WHERE ",
-            $clause
-        )
+/// The columns [`user_row`] reads, of the user `u`.
+macro_rules! user_columns {
+    () => {
+        "u.id, u.login, u.password_hash, u.level = 'admin', u.account_id, \
+         u.enabled AND coalesce((SELECT status <> 3 FROM account WHERE id = u.account_id), 1)"
     };
 }
 
-fn user_by(conn: &Connection, by: By<'_>) -> FuncResult<Option<UserRow>> {
-    let row = |r: &rusqlite::Row<'_>| {
-        Ok(UserRow {
-            id: r.get(0)?,
-            login: r.get(1)?,
-            hash: r.get(2)?,
-            level: if r.get(3)? { Level::Admin } else { Level::User },
-            account_id: r.get(4)?,
-            enabled: r.get(5)?,
-        })
+macro_rules! user_query {
+    ($clause:literal) => {
+        concat!("SELECT ", user_columns!(), " FROM users u WHERE ", $clause)
     };
+}
+
+/// A user from the first columns of a row (see [`user_columns`]).
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        login: r.get(1)?,
+        hash: r.get(2)?,
+        level: if r.get(3)? { Level::Admin } else { Level::User },
+        account_id: r.get(4)?,
+        enabled: r.get(5)?,
+    })
+}
+
+fn user_by(conn: &Connection, by: By<'_>) -> FuncResult<Option<UserRow>> {
     // One static statement per key: the statement cache finds it without formatting SQL.
     let found = match by {
         By::Login(login) => conn
             .prepare_cached(user_query!("u.login = ?1"))?
-            .query_row([login], row),
+            .query_row([login], user_row),
         By::Id(id) => conn
             .prepare_cached(user_query!("u.id = ?1"))?
-            .query_row([id], row),
+            .query_row([id], user_row),
     };
     Ok(found.optional()?)
 }
@@ -364,27 +369,33 @@ pub fn resolve_session(
     sid: &str,
     ip: &str,
 ) -> FuncResult<Option<(Caller, bool)>> {
-    let row: Option<(i64, Option<i64>, i64)> = conn
-        .prepare_cached("SELECT user_id, su_from, last_seen FROM session WHERE id = ?1")?
-        .query_row([sid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    // The session, its user and the staff login behind an `su` session, in one statement: a
+    // session sent with every request costs one lookup.
+    const SESSION_SQL: &str = concat!(
+        "SELECT ",
+        user_columns!(),
+        ", s.last_seen, (SELECT login FROM users WHERE id = s.su_from) \
+         FROM session s JOIN users u ON u.id = s.user_id WHERE s.id = ?1"
+    );
+    let row = conn
+        .prepare_cached(SESSION_SQL)?
+        .query_row([sid], |r| {
+            Ok((
+                user_row(r)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, Option<String>>(7)?,
+            ))
+        })
         .optional()?;
-    let Some((user_id, su_from, last_seen)) = row else {
+    let Some((user, last_seen, su_from)) = row else {
         return Ok(None);
     };
     let now = clock::unix_now();
-    if now - last_seen > SESSION_IDLE_SECS {
-        return Ok(None);
-    }
-    let Some(user) = user_by(conn, By::Id(user_id))? else {
-        return Ok(None);
-    };
-    if !user.enabled {
+    if now - last_seen > SESSION_IDLE_SECS || !user.enabled {
         return Ok(None);
     }
     let mut caller = caller_of(user, ip);
-    if let Some(staff) = su_from {
-        caller.su_from = user_by(conn, By::Id(staff))?.map(|u| u.login);
-    }
+    caller.su_from = su_from;
     caller.session = Some(sid.to_string());
     Ok(Some((caller, now - last_seen > SESSION_TOUCH_SECS)))
 }
