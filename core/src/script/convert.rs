@@ -48,8 +48,13 @@ fn sorted_fields(t: &Table) -> mlua::Result<Fields> {
             fields.push((key.into(), text));
         }
     }
-    fields.sort_by(|a, b| (a.0 != "id", &a.0).cmp(&(b.0 != "id", &b.0)));
+    sort_fields(&mut fields);
     Ok(fields)
+}
+
+/// Key order, `id` first.
+fn sort_fields(fields: &mut Fields) {
+    fields.sort_by(|a, b| (a.0 != "id", &a.0).cmp(&(b.0 != "id", &b.0)));
 }
 
 pub fn table_to_params(t: Option<Table>) -> mlua::Result<Params> {
@@ -124,18 +129,35 @@ pub fn doc_to_lua(lua: &Lua, doc: &Doc) -> mlua::Result<Table> {
     }
 }
 
-/// Keeps what `after` hooks added to (or changed in) a form or ok result.
+/// Keeps what `after` hooks added to (or changed in) a form or ok result: changed fields take
+/// their new value in place, new fields follow in key order (`id` first). A field a hook left
+/// as it was is compared where it lies, without a copy.
 pub fn merge_result(doc: Doc, res: &Table) -> mlua::Result<Doc> {
     let merge = |mut fields: Fields| -> mlua::Result<Fields> {
-        for (k, v) in sorted_fields(res)? {
-            if k == "ok" {
+        let mut added = Fields::new();
+        for pair in res.pairs::<Value, Value>() {
+            let (k, v) = pair?;
+            let Value::String(k) = k else { continue };
+            let key = k.to_str()?;
+            if &*key == "ok" {
                 continue;
             }
-            match fields.iter_mut().find(|(fk, _)| *fk == k) {
-                Some(slot) => slot.1 = v,
-                None => fields.push((k, v)),
+            let slot = fields.iter().position(|(fk, _)| *fk == *key);
+            if let (Value::String(v), Some(i)) = (&v, slot)
+                && *v.as_bytes() == *fields[i].1.as_bytes()
+            {
+                continue;
+            }
+            let Some(text) = value_text(&key, &v)? else {
+                continue;
+            };
+            match slot {
+                Some(i) => fields[i].1 = text,
+                None => added.push((key.to_string().into(), text)),
             }
         }
+        sort_fields(&mut added);
+        fields.extend(added);
         Ok(fields)
     };
     Ok(match doc {
