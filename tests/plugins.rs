@@ -179,6 +179,16 @@ impl Host {
         ))
     }
 
+    /// Makes a gateway refund's next retry due now, as if its delay had passed.
+    fn refund_due(&self, refund: i64) {
+        self.db()
+            .execute(
+                "UPDATE refund SET next_attempt = datetime('now', '-1 second') WHERE id = ?1",
+                [refund],
+            )
+            .expect("due");
+    }
+
     fn payment_status(&self, id: i64) -> i64 {
         self.query_i64(&format!("SELECT status FROM payment WHERE id = {id}"))
     }
@@ -406,12 +416,7 @@ fn testpay_partial_then_full_refund_ends_refunded() {
     let doc = host.ok("payment.refund.retry", &[&format!("elid={refund}")]);
     assert_eq!(text(&doc["failed"]), "1", "{doc}");
     std::fs::remove_file(state.path().join("fail-refunds")).unwrap();
-    host.db()
-        .execute(
-            "UPDATE refund SET next_attempt = datetime('now', '-1 second') WHERE id = ?1",
-            [refund],
-        )
-        .expect("due");
+    host.refund_due(refund);
     let jobs = host.run(&["run-jobs"]);
     assert!(jobs.status.success(), "{jobs:?}");
     assert!(
@@ -1103,12 +1108,7 @@ fn a_failing_gateway_refund_is_retried_with_growing_delays() {
     assert!((895..=900).contains(&wait(&host)), "{}", wait(&host));
 
     // Once due (as if 15 minutes had passed) and the gateway is back, the job completes it.
-    host.db()
-        .execute(
-            "UPDATE refund SET next_attempt = datetime('now', '-1 second') WHERE id = ?1",
-            [refund],
-        )
-        .expect("due");
+    host.refund_due(refund);
     std::fs::remove_file(state.path().join("fail-refunds")).unwrap();
     let doc = host.ok("payment.refund.retry", &[]);
     assert_eq!(text(&doc["done"]), "1", "{doc}");
