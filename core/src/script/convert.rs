@@ -62,23 +62,16 @@ pub fn table_to_params(t: Option<Table>) -> mlua::Result<Params> {
     Ok(Params::from_pairs(sorted_fields(&t)?))
 }
 
+/// One table built in one pass (`create_table_from` holds the state once for every entry).
 fn fields_table(lua: &Lua, fields: &Fields) -> mlua::Result<Table> {
-    let t = lua.create_table_with_capacity(0, fields.len())?;
-    for (k, v) in fields {
-        t.raw_set(k.as_ref(), v.as_str())?;
-    }
-    Ok(t)
+    lua.create_table_from(fields.iter().map(|(k, v)| (k.as_ref(), v.as_str())))
 }
 
 /// `req`: `func`, `params` (a table of strings), `user` (`login`, `level`, `account`).
 pub fn request(lua: &Lua, ctx: &Ctx, func: &str, params: &Params) -> mlua::Result<Table> {
     let req = lua.create_table()?;
     req.raw_set("func", func)?;
-    let p = lua.create_table()?;
-    for (k, v) in params.iter() {
-        p.raw_set(k, v)?;
-    }
-    req.raw_set("params", p)?;
+    req.raw_set("params", lua.create_table_from(params.iter())?)?;
     let user = lua.create_table()?;
     user.raw_set("login", ctx.caller.login.as_str())?;
     user.raw_set("level", ctx.caller.level.as_str())?;
