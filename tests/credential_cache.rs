@@ -84,7 +84,7 @@ fn the_engine_answers_repeated_authinfo_from_the_cache() {
 
 fn if_cached(fx: &Fixture, cache: &CredentialCache, user: &str, password: &str) -> bool {
     fx.engine
-        .read(|c| auth::login_if_cached(c, cache, user, password, "127.0.0.1"))
+        .read(|c| auth::login_if_cached(c, cache, None, user, password, "127.0.0.1"))
         .expect("read")
         .is_some()
 }

@@ -718,3 +718,38 @@ fn staff_setup_creates_keeps_and_resets() {
     );
     assert!(login_as("deputy", "Given12345"));
 }
+
+/// A view answered inline sees every write committed before it, and leaves no read transaction
+/// open behind it: a checkpoint from another connection can still take every frame.
+#[test]
+fn inline_views_see_the_latest_commit_and_hold_no_snapshot() {
+    let fx = Fixture::new("inline-snapshot");
+    let ann = fx.register("ann@example.com").to_string();
+    let params = Params::from_pairs([
+        ("authinfo", "ann@example.com:Secret123"),
+        ("elid", ann.as_str()),
+    ]);
+    // The first call verifies the password (argon2); the inline lane then knows the caller.
+    assert!(
+        !fx.engine
+            .handle("account.edit", params.clone(), None, "127.0.0.1")
+            .is_error()
+    );
+    for i in 0..3 {
+        let name = format!("Ann {i}");
+        fx.ok(
+            "account.edit",
+            &[("elid", &ann), ("sok", "ok"), ("name", &name)],
+        );
+        let doc = fx
+            .engine
+            .handle_inline("account.edit", &params, None, "127.0.0.1")
+            .expect("the inline lane");
+        assert_eq!(doc.field("name"), Some(name.as_str()));
+    }
+    let db = rusqlite::Connection::open(fx.dir.db()).expect("open");
+    let busy: i64 = db
+        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+        .expect("checkpoint");
+    assert_eq!(busy, 0, "a reader still holds a snapshot");
+}

@@ -287,11 +287,15 @@ pub fn login_cached(
 pub fn login_if_cached(
     conn: &Connection,
     cache: &CredentialCache,
+    epoch: Option<i64>,
     login: &str,
     password: &str,
     ip: &str,
 ) -> FuncResult<Option<Caller>> {
-    let epoch = auth_epoch(conn)?;
+    let epoch = match epoch {
+        Some(epoch) => epoch,
+        None => auth_epoch(conn)?,
+    };
     if let Some(known) = cache.known(login, password, epoch) {
         return Ok(Some(caller_known(known, ip)));
     }
@@ -309,9 +313,12 @@ pub fn login_if_cached(
 /// changes in a way that could change who a login and password are.
 pub fn auth_epoch(conn: &Connection) -> FuncResult<i64> {
     Ok(conn
-        .prepare_cached("SELECT n FROM auth_epoch WHERE id = 1")?
+        .prepare_cached(EPOCH_SQL)?
         .query_row([], |r| r.get(0))?)
 }
+
+/// The auth epoch's query.
+pub const EPOCH_SQL: &str = "SELECT n FROM auth_epoch WHERE id = 1";
 
 fn learn(cache: &CredentialCache, login: &str, password: &str, epoch: i64, user: &UserRow) {
     cache.learn(login, password, &user.hash, epoch, known_of(user));

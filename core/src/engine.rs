@@ -593,6 +593,45 @@ impl Engine {
     /// Runs `f` in a read transaction on a pooled read-only connection (one snapshot for the
     /// whole func, so that a page and its `p_elems` agree).
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
+        self.with_reader(|conn| {
+            // Cached statements: `execute_batch` would parse both on every call.
+            conn.prepare_cached("BEGIN")?.execute([])?;
+            let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
+                .unwrap_or_else(|p| Err(panic_message(p)));
+            // A connection the rollback failed on is still in a transaction: not pooled.
+            let _ = conn
+                .prepare_cached("ROLLBACK")
+                .and_then(|mut s| s.execute([]));
+            result
+        })
+    }
+
+    /// [`Engine::read`] for a request's credentials and its func: the read transaction is the
+    /// one the auth epoch's query opens and holds until `f` returns (SQLite keeps a read
+    /// transaction while a statement is active), and `f` gets that epoch. One statement instead
+    /// of `BEGIN`, the epoch's query and `ROLLBACK`.
+    fn read_with_epoch<T>(
+        &self,
+        f: impl FnOnce(&Connection, i64) -> FuncResult<T>,
+    ) -> FuncResult<T> {
+        self.with_reader(|conn| {
+            let mut pin = conn.prepare_cached(auth::EPOCH_SQL)?;
+            let mut rows = pin.query([])?;
+            let epoch: i64 = match rows.next()? {
+                Some(row) => row.get(0)?,
+                None => return Err(FuncError::internal("the auth epoch is missing")),
+            };
+            // `rows` stays on its row (never stepped to the end) while `f` runs.
+            let result = catch_unwind(AssertUnwindSafe(|| f(conn, epoch)))
+                .unwrap_or_else(|p| Err(panic_message(p)));
+            drop(rows);
+            result
+        })
+    }
+
+    /// Runs `f` on a pooled read-only connection, which goes back to the pool if `f` left it
+    /// outside any transaction.
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
         /// How much of the database file a read connection maps (read-only) into memory: pages
         /// read through the map skip SQLite's page cache, whose lock every connection of the
         /// process shares, so that concurrent reads stop queueing on it.
@@ -617,14 +656,8 @@ impl Engine {
                 c
             }
         };
-        // Cached statements: `execute_batch` would parse both on every call.
-        conn.prepare_cached("BEGIN")?.execute([])?;
-        let result =
-            catch_unwind(AssertUnwindSafe(|| f(&conn))).unwrap_or_else(|p| Err(panic_message(p)));
-        let ended = conn
-            .prepare_cached("ROLLBACK")
-            .and_then(|mut s| s.execute([]));
-        if ended.is_ok() {
+        let result = f(&conn);
+        if conn.is_autocommit() {
             let mut pool = lock(&self.readers);
             if pool.len() < READER_POOL {
                 pool.push((me, conn));
@@ -715,7 +748,7 @@ impl Engine {
         session: Option<&str>,
         ip: &str,
     ) -> Option<Caller> {
-        self.read(|conn| Ok(self.authenticate_in(conn, params, session, ip)))
+        self.read(|conn| Ok(self.authenticate_in(conn, params, session, ip, None)))
             .ok()
             .flatten()
     }
@@ -726,10 +759,12 @@ impl Engine {
         params: &Params,
         session: Option<&str>,
         ip: &str,
+        // The auth epoch, when the transaction has read it already.
+        epoch: Option<i64>,
     ) -> Option<Caller> {
         if let Some(authinfo) = params.get("authinfo") {
             let (user, pass) = authinfo.split_once(':')?;
-            return auth::login_if_cached(conn, &self.credentials, user, pass, ip)
+            return auth::login_if_cached(conn, &self.credentials, epoch, user, pass, ip)
                 .ok()
                 .flatten();
         }
@@ -759,8 +794,8 @@ impl Engine {
             return None;
         }
         let scope = CallScope::new(&generation);
-        self.read(|conn| {
-            let Some(caller) = self.authenticate_in(conn, params, session, ip) else {
+        self.read_with_epoch(|conn, epoch| {
+            let Some(caller) = self.authenticate_in(conn, params, session, ip, Some(epoch)) else {
                 return Ok(None);
             };
             let result = self.dispatch_as(conn, &caller, &decl, params, &scope);
