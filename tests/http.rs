@@ -3,12 +3,18 @@
 //! built binary), and every test stops it by itself.
 
 mod common;
+#[path = "support/http1.rs"]
+mod http1;
+#[path = "support/serving.rs"]
+mod serving;
 
 use billhost::auth;
+use billhost::server::ServerConfig;
 use billhost::server::throttle::ThrottleConfig;
-use billhost::server::{self, ServerConfig};
 use billhost::{Engine, EngineConfig};
 use common::TempDir;
+use http1::enc;
+use serving::Serving;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -26,8 +32,7 @@ const PASSWORD: &str = "Secret123";
 struct Server {
     addr: SocketAddr,
     dir: TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _serving: Serving,
 }
 
 impl Server {
@@ -46,39 +51,11 @@ impl Server {
         engine
             .write(|c| auth::ensure_staff(c, "admin", Some(ADMIN_PASSWORD)))
             .expect("admin");
-        let engine = Arc::new(engine);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (bound, addr) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .max_blocking_threads(blocking_threads)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                bound
-                    .send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                let shutdown = async {
-                    let _ = stopped.await;
-                };
-                server::serve(listener, engine, config, shutdown)
-                    .await
-                    .expect("serve");
-            });
-        });
-        let addr = addr
-            .recv_timeout(Duration::from_secs(10))
-            .expect("server up");
+        let serving = Serving::start(Arc::new(engine), config, blocking_threads);
         Server {
-            addr,
+            addr: serving.addr,
             dir,
-            stop: Some(stop),
-            thread: Some(thread),
+            _serving: serving,
         }
     }
 
@@ -115,17 +92,6 @@ impl Server {
         reply
             .xml_attr("auth", "id")
             .unwrap_or_else(|| panic!("no session: {}", reply.body))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -299,18 +265,6 @@ fn post(addr: SocketAddr, query: &str, body: &str, headers: &[(&str, &str)]) -> 
         &request_bytes("POST", query, headers, body.as_bytes()),
     )
     .expect("answer")
-}
-
-/// Percent-encodes a parameter value.
-fn enc(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 // ------------------------------------------------------------------ sessions and identities

@@ -6,11 +6,14 @@
 //! HTTP download and as the CLI's `--output`.
 
 mod common;
+#[path = "support/serving.rs"]
+mod serving;
 
 use base64::Engine as _;
 use billhost::config::{Config, SmtpFile};
 use billhost::{Doc, Engine, EngineConfig, mail};
 use common::{Fixture, TempDir, column, error_type, id_of};
+use serving::Serving;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -915,30 +918,8 @@ fn over_http_the_pdf_is_a_download() {
     let fx = fixture("inv-http", Config::default());
     invoice_setup(&fx);
     let Fixture { dir, engine } = fx;
-    let engine = Arc::new(engine);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (bound, addr) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            bound
-                .send(listener.local_addr().expect("addr"))
-                .expect("send");
-            billhost::server::serve(listener, engine, Default::default(), async {
-                let _ = stopped.await;
-            })
-            .await
-            .expect("serve");
-        });
-    });
-    let addr: SocketAddr = addr.recv().expect("bound");
+    let server = Serving::start(Arc::new(engine), Default::default(), 512);
+    let addr = server.addr;
     let get = |query: &str| -> (String, Vec<u8>) {
         let mut s = TcpStream::connect(addr).expect("connect");
         write!(
@@ -978,8 +959,6 @@ fn over_http_the_pdf_is_a_download() {
     let (head, body) = get("func=payment.print.pdf&elid=999&authinfo=ivan@example.com:Secret123");
     assert!(head.contains("text/xml"), "{head}");
     assert!(String::from_utf8_lossy(&body).contains("<error"));
-    let _ = stop.send(());
-    thread.join().expect("server thread");
 }
 
 fn billhost(db: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {

@@ -252,6 +252,18 @@ fn add_payment(host: &Host, account: i64, pm: i64, amount: &str) -> (i64, String
     (id_of(&doc), text(&doc["external_id"]))
 }
 
+/// A payment made through testpay and confirmed paid by its signed callback: its id and
+/// external id.
+fn paid_by_testpay(host: &Host, account: i64, pm: i64, amount: &str) -> (i64, String) {
+    let (payment, external) = add_payment(host, account, pm, amount);
+    let body = callback_body(payment, &external, amount, "paid");
+    host.ok(
+        "payment.callback",
+        &refs(&callback_args(pm, &body, &sign(&body))),
+    );
+    (payment, external)
+}
+
 fn callback_body(payment: i64, external: &str, amount: &str, status: &str) -> String {
     serde_json::json!({
         "payment_id": payment,
@@ -369,12 +381,7 @@ fn testpay_partial_then_full_refund_ends_refunded() {
     let host = Host::new("plugins-refund", vec![shipped().to_path_buf()]);
     let state = TempDir::new("testpay-state");
     let (pm, account) = testpay_setup(&host, state.path());
-    let (payment, external) = add_payment(&host, account, pm, "10.00");
-    let body = callback_body(payment, &external, "10.00", "paid");
-    host.ok(
-        "payment.callback",
-        &refs(&callback_args(pm, &body, &sign(&body))),
-    );
+    let (payment, external) = paid_by_testpay(&host, account, pm, "10.00");
     assert_eq!(host.balance(account), 1000);
 
     // Partial refund: done at the gateway, the payment stays paid.
@@ -537,12 +544,7 @@ fn a_manual_refund_while_a_gateway_refund_is_pending_keeps_the_ledger_consistent
     let host = Host::new("plugins-mixed", vec![shipped().to_path_buf()]);
     let state = TempDir::new("testpay-state");
     let (pm, account) = testpay_setup(&host, state.path());
-    let (payment, external) = add_payment(&host, account, pm, "10.00");
-    let body = callback_body(payment, &external, "10.00", "paid");
-    host.ok(
-        "payment.callback",
-        &refs(&callback_args(pm, &body, &sign(&body))),
-    );
+    let (payment, _) = paid_by_testpay(&host, account, pm, "10.00");
     std::fs::write(state.path().join("pending-refunds"), "").unwrap();
     host.ok(
         "payment.refund",
@@ -1069,12 +1071,7 @@ fn a_failing_gateway_refund_is_retried_with_growing_delays() {
     let host = Host::new("plugins-refund-backoff", vec![shipped().to_path_buf()]);
     let state = TempDir::new("testpay-state");
     let (pm, account) = testpay_setup(&host, state.path());
-    let (payment, external) = add_payment(&host, account, pm, "10.00");
-    let paid = callback_body(payment, &external, "10.00", "paid");
-    host.ok(
-        "payment.callback",
-        &refs(&callback_args(pm, &paid, &sign(&paid))),
-    );
+    let (payment, _) = paid_by_testpay(&host, account, pm, "10.00");
     assert_eq!(host.balance(account), 1000);
 
     std::fs::write(state.path().join("fail-refunds"), "").unwrap();

@@ -2,43 +2,30 @@
 
 mod common;
 
-use billhost::auth::Caller;
-use billhost::{Doc, Engine, EngineConfig, Params};
-use common::{TempDir, column, error_type};
+use common::{Fixture, column, error_type};
 use std::path::PathBuf;
 
-struct Shipped {
-    _dir: TempDir,
-    engine: Engine,
+/// An engine with the shipped scripts loaded.
+struct Shipped(Fixture);
+
+impl std::ops::Deref for Shipped {
+    type Target = Fixture;
+    fn deref(&self) -> &Fixture {
+        &self.0
+    }
 }
 
 impl Shipped {
     fn new() -> Shipped {
-        let dir = TempDir::new("shipped");
         let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts");
-        let engine =
-            Engine::open(EngineConfig::new(dir.db()).with_scripts(scripts)).expect("engine");
-        let status = engine.scripts().status();
+        let fx = Fixture::with("shipped", |config| config.with_scripts(scripts));
+        let status = fx.engine.scripts().status();
         assert!(
             status.last_error.is_none(),
             "shipped scripts do not load: {status:?}"
         );
         assert_eq!(status.files.len(), 4, "{status:?}");
-        Shipped { _dir: dir, engine }
-    }
-
-    fn call(&self, func: &str, params: &[(&str, &str)]) -> Doc {
-        self.engine.call(
-            &Caller::superuser(),
-            func,
-            Params::from_pairs(params.iter().copied()),
-        )
-    }
-
-    fn ok(&self, func: &str, params: &[(&str, &str)]) -> Doc {
-        let doc = self.call(func, params);
-        assert!(!doc.is_error(), "{func} {params:?}: {doc:?}");
-        doc
+        Shipped(fx)
     }
 
     /// A provider in USD with a bank method (1) and a bonus method (2), and one client (1).
@@ -221,12 +208,8 @@ fn the_revenue_report_sums_credited_payments_per_provider_and_month() {
             ("passwd", "Secret123"),
         ],
     );
-    let bob = s
-        .engine
-        .read(|c| billhost::auth::switch_user(c, &Caller::superuser(), "bob@example.com"))
-        .expect("bob");
     assert_eq!(
-        error_type(&s.engine.call(&bob, "report.revenue", Params::new())),
+        error_type(&s.call_as(Some("bob@example.com"), "report.revenue", &[])),
         "access"
     );
 }

@@ -271,13 +271,14 @@ pub fn login_cached(
     if !user.enabled {
         return Err(wrong_login());
     }
-    if !cache.verified(user.id, login, password, &user.hash) {
-        if !verify_password(password, &user.hash) {
-            return Err(wrong_login());
+    let verified = match cache.verified_at(user.id, login, password, &user.hash) {
+        Some(at) => at,
+        None if verify_password(password, &user.hash) => {
+            cache.remember(user.id, login, password, &user.hash)
         }
-        cache.remember(user.id, login, password, &user.hash);
-    }
-    learn(cache, login, password, epoch, &user);
+        None => return Err(wrong_login()),
+    };
+    cache.learn(login, password, epoch, known_of(&user), verified);
     Ok(caller_of(user, ip))
 }
 
@@ -302,10 +303,13 @@ pub fn login_if_cached(
     let Some(user) = user_by(conn, By::Login(login))? else {
         return Ok(None);
     };
-    if !user.enabled || !cache.verified(user.id, login, password, &user.hash) {
+    if !user.enabled {
         return Ok(None);
     }
-    learn(cache, login, password, epoch, &user);
+    let Some(verified) = cache.verified_at(user.id, login, password, &user.hash) else {
+        return Ok(None);
+    };
+    cache.learn(login, password, epoch, known_of(&user), verified);
     Ok(Some(caller_of(user, ip)))
 }
 
@@ -319,10 +323,6 @@ pub fn auth_epoch(conn: &Connection) -> FuncResult<i64> {
 
 /// The auth epoch's query.
 pub const EPOCH_SQL: &str = "SELECT n FROM auth_epoch WHERE id = 1";
-
-fn learn(cache: &CredentialCache, login: &str, password: &str, epoch: i64, user: &UserRow) {
-    cache.learn(login, password, &user.hash, epoch, known_of(user));
-}
 
 fn caller_known(known: cache::Known, ip: &str) -> Caller {
     Caller {

@@ -43,8 +43,13 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(tag: &str) -> Fixture {
+        Fixture::with(tag, |config| config)
+    }
+
+    /// A fixture whose engine is opened with `configure`d settings (scripts, durability).
+    pub fn with(tag: &str, configure: impl FnOnce(EngineConfig) -> EngineConfig) -> Fixture {
         let dir = TempDir::new(tag);
-        let engine = Engine::open(EngineConfig::new(dir.db())).expect("open engine");
+        let engine = Engine::open(configure(EngineConfig::new(dir.db()))).expect("open engine");
         Fixture { dir, engine }
     }
 

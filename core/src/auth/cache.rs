@@ -119,7 +119,7 @@ impl CredentialCache {
     }
 
     /// When these credentials were verified against this very stored hash, if within `ttl`.
-    fn verified_at(
+    pub fn verified_at(
         &self,
         user_id: i64,
         login: &str,
@@ -144,15 +144,22 @@ impl CredentialCache {
             .is_some()
     }
 
-    /// Remembers credentials that argon2 has just accepted.
-    pub fn remember(&self, user_id: i64, login: &str, password: &str, stored_hash: &str) {
-        let Some(tag) = self.tag(user_id, login, password, stored_hash) else {
-            return;
-        };
-        let mut entries = self.lock();
-        let verified = &mut entries.verified;
-        self.make_room(verified, |at| *at);
-        verified.insert(tag, Instant::now());
+    /// Remembers credentials that argon2 has just accepted; answers the verification's time.
+    pub fn remember(
+        &self,
+        user_id: i64,
+        login: &str,
+        password: &str,
+        stored_hash: &str,
+    ) -> Instant {
+        let now = Instant::now();
+        if let Some(tag) = self.tag(user_id, login, password, stored_hash) {
+            let mut entries = self.lock();
+            let verified = &mut entries.verified;
+            self.make_room(verified, |at| *at);
+            verified.insert(tag, now);
+        }
+        now
     }
 
     /// Keeps a map under `max_entries`: drops what expired, or everything if that is not
@@ -183,19 +190,16 @@ impl CredentialCache {
         }
     }
 
-    /// Learns who credentials just verified against `stored_hash` (on the user row read at
-    /// auth epoch `epoch`) are; they stay known as long as their verification does.
-    pub fn learn(&self, login: &str, password: &str, stored_hash: &str, epoch: i64, who: Known) {
-        let (Some(at), Some(tag)) = (
-            self.verified_at(who.user_id, login, password, stored_hash),
-            self.known_tag(login, password),
-        ) else {
+    /// Learns who credentials `verified` at that time (on the user row read at auth epoch
+    /// `epoch`) are; they stay known as long as their verification does.
+    pub fn learn(&self, login: &str, password: &str, epoch: i64, who: Known, verified: Instant) {
+        let Some(tag) = self.known_tag(login, password) else {
             return;
         };
         let mut entries = self.lock();
         let known = &mut entries.known;
         self.make_room(known, |(_, _, at)| *at);
-        known.insert(tag, (epoch, who, at));
+        known.insert(tag, (epoch, who, verified));
     }
 
     pub fn len(&self) -> usize {

@@ -195,12 +195,7 @@ fn flag_int(p: &Params, name: &str) -> Option<i64> {
 }
 
 fn ensure_login_free(ctx: &Ctx, email: &str, except_user: Option<i64>) -> FuncResult<()> {
-    let taken: Option<i64> = ctx
-        .db
-        .prepare_cached("SELECT id FROM users WHERE login = ?1")?
-        .query_row([email], |r| r.get(0))
-        .optional()?;
-    match taken {
+    match crate::auth::user_id(ctx.db, email)? {
         Some(id) if Some(id) != except_user => Err(FuncError::exists(
             "email",
             email,
