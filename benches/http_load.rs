@@ -15,7 +15,7 @@
 //! `cargo bench --bench http_load`; `BENCH_SECS` scales the measuring time (default 1.0, about
 //! 20 s in all), `BENCH_READERS` sets the connections of (a) (default 16), `BENCH_WORKERS` the
 //! async workers (as `serve --workers N`; default as `serve`), `BENCH_PARTS=a` or `=b` runs one
-//! part only.
+//! part only, `BENCH_PROFILE=view` or `=bare` one side of (a) alone (for `perf`).
 
 #[path = "../tests/support/http1.rs"]
 mod http1;
@@ -148,6 +148,9 @@ fn read_func_against_bare_endpoint(bench: &Bench, readers: usize) {
         "(a) account.edit view by elid vs a bare endpoint answering {} bytes, {readers} keep-alive connections",
         view.body.len()
     );
+    if let Ok(side) = std::env::var("BENCH_PROFILE") {
+        profile_one_side(bench, &side, server.addr, bare.addr, readers);
+    }
     let mut rates = Vec::new();
     for (client, what) in [
         (Client::Threads, "a thread per connection"),
@@ -163,10 +166,7 @@ fn read_func_against_bare_endpoint(bench: &Bench, readers: usize) {
                 server.addr,
                 readers,
                 bench.secs(1.5),
-                |t, i| {
-                    let elid = (t as i64 * 7919 + i as i64 * 104_729) % ACCOUNTS + 1;
-                    Some(format!("/billmgr?func=account.edit&elid={elid}&{authinfo}"))
-                },
+                view_target(authinfo),
             ));
         }
         println!("    load generator: {what}");
@@ -235,6 +235,42 @@ fn read_func_against_bare_endpoint(bench: &Bench, readers: usize) {
     println!();
     drop(bare);
     bench.stop(server);
+}
+
+/// (a)'s requests: connection `t`'s `i`th views a client spread over all of them.
+fn view_target(authinfo: &str) -> impl Fn(usize, u64) -> Option<String> + Sync + '_ {
+    move |t, i| {
+        let elid = (t as i64 * 7919 + i as i64 * 104_729) % ACCOUNTS + 1;
+        Some(format!("/billmgr?func=account.edit&elid={elid}&{authinfo}"))
+    }
+}
+
+/// `BENCH_PROFILE=view` (or `=bare`): after a 2 s pause (for `perf record -D 3000`), one side
+/// of (a) alone for 4 s with the event-loop generator; prints its rate and ends the process.
+fn profile_one_side(
+    bench: &Bench,
+    side: &str,
+    server: SocketAddr,
+    bare: SocketAddr,
+    readers: usize,
+) -> ! {
+    std::thread::sleep(Duration::from_secs(2));
+    eprintln!("profiling the {side} side");
+    let stats = if side == "bare" {
+        load(Client::Events, bare, readers, bench.secs(4.0), |_, _| {
+            Some("/bare".to_string())
+        })
+    } else {
+        load(
+            Client::Events,
+            server,
+            readers,
+            bench.secs(4.0),
+            view_target(&bench.authinfo),
+        )
+    };
+    eprintln!("rate {:.0} /s", stats.rate());
+    std::process::exit(0)
 }
 
 /// (b) Durable `payment.setpaid` from 64 HTTP clients against raw rusqlite one transaction at

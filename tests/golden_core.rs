@@ -413,6 +413,26 @@ const STEPS: &[Step] = &[
         "account.edit",
         &[("elid", "1; DROP TABLE account")],
     ),
+    // account.edit's view checks its object itself (`EditOps::view_checks_object`): the same
+    // answers as the dispatcher's check.
+    (
+        "account-view-missing",
+        None,
+        "account.edit",
+        &[("elid", "999")],
+    ),
+    (
+        "account-user-view-missing",
+        BOB,
+        "account.edit",
+        &[("elid", "999")],
+    ),
+    (
+        "account-user-view-own-again",
+        BOB,
+        "account.edit",
+        &[("elid", "2")],
+    ),
 ];
 
 /// Steps whose documents are also kept in `sjson` and `text`: one of each kind.

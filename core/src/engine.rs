@@ -968,7 +968,8 @@ impl Engine {
                 if decl.parent_required && plid.is_none() {
                     return Err(FuncError::missed_param("plid"));
                 }
-                let elid = single_elid(conn, caller, decl, params)?;
+                let checked_by_view = !sok && ops.view_checks_object();
+                let elid = single_elid(conn, caller, decl, params, !checked_by_view)?;
                 match (sok, elid) {
                     (false, Some(id)) => {
                         let mut form = ops.view(ctx, id, plid)?;
@@ -1001,7 +1002,7 @@ impl Engine {
                 Ok(Doc::ok())
             }
             Handler::Action(f) => {
-                let elid = single_elid(conn, caller, decl, params)?;
+                let elid = single_elid(conn, caller, decl, params, true)?;
                 if decl.object.is_some() && elid.is_none() {
                     return Err(FuncError::missed_param("elid"));
                 }
@@ -1193,17 +1194,19 @@ fn writes(decl: &FuncDecl, params: &Params) -> bool {
     }
 }
 
+/// The call's `elid`, parsed and, when `check` and the func names an object type, checked.
 fn single_elid(
     conn: &Connection,
     caller: &Caller,
     decl: &FuncDecl,
     params: &Params,
+    check: bool,
 ) -> FuncResult<Option<i64>> {
     let Some(raw) = params.get("elid") else {
         return Ok(None);
     };
     let id = parse_id("elid", raw)?;
-    if let Some(object) = decl.object {
+    if let (Some(object), true) = (decl.object, check) {
         check_object(conn, caller, object, id)?;
     }
     Ok(Some(id))
@@ -1233,15 +1236,28 @@ pub fn check_object(
     let Some(owner) = owner else {
         return Err(FuncError::missed_object(object.name, id));
     };
-    if caller.level != Level::Admin && object.owner.is_some() && owner != caller.account_id {
-        return Err(FuncError::new(
-            ErrorType::Access,
-            object.name,
-            id.to_string(),
-            format!("The {} {id} is not yours", object.name),
-        ));
+    if object.owner.is_some() {
+        check_owner(caller, object, id, owner)?;
     }
     Ok(())
+}
+
+/// A client user may only reach the objects of its own client (`owner`); staff reach all.
+pub fn check_owner(
+    caller: &Caller,
+    object: ObjectType,
+    id: i64,
+    owner: Option<i64>,
+) -> FuncResult<()> {
+    if caller.level == Level::Admin || owner == caller.account_id {
+        return Ok(());
+    }
+    Err(FuncError::new(
+        ErrorType::Access,
+        object.name,
+        id.to_string(),
+        format!("The {} {id} is not yours", object.name),
+    ))
 }
 
 fn blank_fields(params: &[Param]) -> Fields {

@@ -122,11 +122,19 @@ impl Param {
 }
 
 /// The object operations behind an `.edit` func. The dispatcher decides which one runs from
-/// `sok` and `elid`, has already checked that `elid`/`plid` exist and belong to the caller, and
-/// has validated the declared parameters.
+/// `sok` and `elid`, has already checked that `elid`/`plid` exist and belong to the caller
+/// (before a view, unless [`EditOps::view_checks_object`]), and has validated the declared
+/// parameters.
 pub trait EditOps: Send + Sync {
     /// The form of an existing object (without `elid`, which the dispatcher adds).
     fn view(&self, ctx: &Ctx, elid: i64, plid: Option<i64>) -> FuncResult<Fields>;
+    /// Whether [`EditOps::view`] checks `elid` itself, answering exactly what the dispatcher's
+    /// check would ([`crate::engine::check_object`]: the missing object, then the access error
+    /// for a client user's view of another client's object); the dispatcher then skips its own
+    /// query before a view. A view that reads the object's row anyway saves a statement.
+    fn view_checks_object(&self) -> bool {
+        false
+    }
     /// The blank form for a new object.
     fn blank(&self, ctx: &Ctx, plid: Option<i64>) -> FuncResult<Fields>;
     /// Creates the object and answers its id.

@@ -7,7 +7,7 @@ use super::{
 };
 use crate::auth;
 use crate::doc::{Doc, Fields, Level};
-use crate::engine::Ctx;
+use crate::engine::{Ctx, check_owner};
 use crate::error::{FuncError, FuncResult};
 use crate::func::{Access, ActionMode, EditOps, FuncDecl, Param, Registry, Ty};
 use crate::list::{FilterField, FilterOp, ListSpec, value_text};
@@ -371,23 +371,34 @@ impl EditOps for AccountEdit {
             registration_date, registration_ip, attitude, employee_id, nocalcstat, note, status \
             FROM account WHERE id = ?1";
         let admin = ctx.is_admin();
-        let fields = ctx.db.prepare_cached(VIEW_SQL)?.query_row([elid], |r| {
-            // One spare slot: the form gets `elid` in front.
-            let mut fields = Vec::with_capacity(NAMES.len() + 1);
-            for (i, name) in NAMES.into_iter().enumerate() {
-                if !admin && ADMIN_ONLY.contains(&name) {
-                    continue;
+        let fields = ctx
+            .db
+            .prepare_cached(VIEW_SQL)?
+            .query_row([elid], |r| {
+                // One spare slot: the form gets `elid` in front.
+                let mut fields = Vec::with_capacity(NAMES.len() + 1);
+                for (i, name) in NAMES.into_iter().enumerate() {
+                    if !admin && ADMIN_ONLY.contains(&name) {
+                        continue;
+                    }
+                    let value = value_text(r.get_ref(i)?).unwrap_or_default();
+                    let value = match name {
+                        "verify_email" | "nocalcstat" => on_off(value == "1"),
+                        _ => value,
+                    };
+                    fields.push((name.into(), value));
                 }
-                let value = value_text(r.get_ref(i)?).unwrap_or_default();
-                let value = match name {
-                    "verify_email" | "nocalcstat" => on_off(value == "1"),
-                    _ => value,
-                };
-                fields.push((name.into(), value));
-            }
-            Ok(fields)
-        })?;
+                Ok(fields)
+            })
+            .optional()?
+            .ok_or_else(|| FuncError::missed_object(ACCOUNT.name, elid))?;
+        // A client is its own owner.
+        check_owner(ctx.caller, ACCOUNT, elid, Some(elid))?;
         Ok(fields)
+    }
+
+    fn view_checks_object(&self) -> bool {
+        true
     }
 
     fn blank(&self, _ctx: &Ctx, _plid: Option<i64>) -> FuncResult<Fields> {
