@@ -1168,6 +1168,35 @@ fn gateway_secrets_are_masked_in_views_and_kept_when_the_mask_comes_back() {
     assert_eq!(stored(&host)["secret"], "n3w-secret");
     let view = host.ok("paymethod.edit", &[&format!("elid={pm}")]);
     assert!(!view.to_string().contains("n3w-secret"), "{view}");
+    // A key named like a secret is masked too, whether or not the gateway declares it (a
+    // gateway built before `secret_settings` declares none).
+    shown["api_token"] = "t0ken-of-the-gateway".into();
+    host.ok(
+        "paymethod.edit",
+        &[
+            &format!("elid={pm}"),
+            "sok=ok",
+            &format!("settings={shown}"),
+        ],
+    );
+    let view = host.ok("paymethod.edit", &[&format!("elid={pm}")]);
+    assert!(!view.to_string().contains("t0ken-of-the-gateway"), "{view}");
+    let again: Value = serde_json::from_str(&text(&view["settings"])).expect("settings");
+    assert_eq!(again["api_token"], "********");
+    assert_eq!(again["base_url"], "https://pay.example", "not a secret");
+    assert_eq!(stored(&host)["api_token"], "t0ken-of-the-gateway");
+
+    // Settings that are not JSON, or not an object, are refused without being echoed.
+    for bad in ["{\"secret\": \"n3w-secret\"", "[\"n3w-secret\"]"] {
+        let e = host.error(
+            "paymethod.edit",
+            &[&format!("elid={pm}"), "sok=ok", &format!("settings={bad}")],
+        );
+        assert!(!e.to_string().contains("n3w-secret"), "{e}");
+        assert_eq!(e["$object"], "settings", "{e}");
+    }
+    assert_eq!(stored(&host)["secret"], "n3w-secret", "unchanged");
+
     // History says that the settings changed, never what they are.
     let leaked = host.query_i64(
         "SELECT count(*) FROM history WHERE description LIKE '%s3cret%' OR description LIKE '%n3w-secret%'",

@@ -175,6 +175,17 @@ pub fn install(engine: &mut crate::Engine, host: &Arc<PluginHost>) {
 /// stored value.
 pub const SECRET_MASK: &str = "********";
 
+/// A settings key named like a secret: it contains `secret`, `password`, `passwd`, `token` or
+/// `private`, or is `key` or ends in `key` (`api_key`, `apikey`, `signing_key`), in any case.
+/// Masking a key that is not a secret costs little: the mask sent back keeps its value.
+pub fn secret_like(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["secret", "password", "passwd", "token", "private"]
+        .iter()
+        .any(|word| key.contains(word))
+        || key.ends_with("key")
+}
+
 struct PaymethodEdit {
     inner: Arc<FuncDecl>,
     host: Arc<PluginHost>,
@@ -199,13 +210,14 @@ impl PaymethodEdit {
         let given = match p.raw("settings") {
             Some(text) => {
                 let text = if text.trim().is_empty() { "{}" } else { text };
+                // The errors never echo the text: it may hold a secret.
                 let mut v: Value = serde_json::from_str(text).map_err(|e| {
-                    FuncError::value("settings", text, format!("The settings are not JSON: {e}"))
+                    FuncError::value("settings", "", format!("The settings are not JSON: {e}"))
                 })?;
                 let Some(given) = v.as_object_mut() else {
                     return Err(FuncError::value(
                         "settings",
-                        text,
+                        "",
                         "The settings are a JSON object",
                     ));
                 };
@@ -272,15 +284,18 @@ impl PaymethodEdit {
         Ok(given.map(|v| v.to_string()))
     }
 
-    /// Whether `key` of a `module` method's settings is a secret: what its gateway declares;
-    /// every key while no gateway of that name is loaded (nothing tells which are not); none
-    /// for `manual`.
+    /// Whether `key` of a `module` method's settings is a secret: what its gateway declares,
+    /// and any key named like a secret ([`secret_like`]: a gateway built before
+    /// `secret_settings` existed declares none); every key while no gateway of that name is
+    /// loaded (nothing tells which are not); none for `manual`.
     fn secret(&self, module: &str, key: &str) -> bool {
         if module == "manual" {
             return false;
         }
         match self.host.gateway(module) {
-            Some(plugin) => plugin.manifest.secret_settings.iter().any(|s| s == key),
+            Some(plugin) => {
+                secret_like(key) || plugin.manifest.secret_settings.iter().any(|s| s == key)
+            }
             None => true,
         }
     }
