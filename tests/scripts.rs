@@ -97,6 +97,94 @@ fn before_hooks_veto_and_rewrite_after_hooks_add_fields() {
     );
 }
 
+/// `after` hooks get the `req` table the `before` hooks left (their notes too) and a result
+/// whose changed fields are kept in place, new ones after them in key order.
+#[test]
+fn after_hooks_see_what_before_hooks_left_and_change_fields_in_place() {
+    let s = scripted(&[(
+        "notes.lua",
+        r#"
+        billing.on("account.edit", "before", function(req)
+          req.note = "seen by before"
+          req.params.lang = "de"
+        end)
+        billing.on("account.edit", "after", function(req, res)
+          res.email = string.upper(res.email)
+          res.realname = res.realname
+          res.zeta = req.note .. " in " .. req.params.lang
+          res.count = 3
+          res.flag = true
+        end)
+        billing.on("account.edit", "after", function(req, res)
+          res.alpha = res.zeta .. "!"
+        end)
+        "#,
+    )]);
+    s.call("register", REGISTER);
+    let plain = Engine::open(EngineConfig::new(s.dir.db())).expect("engine");
+    let unhooked = plain.call(
+        &Caller::superuser(),
+        "account.edit",
+        Params::from_pairs([("elid", "1")]),
+    );
+    let Doc::Form(before) = unhooked else {
+        panic!("a form: {unhooked:?}")
+    };
+    let doc = s.call("account.edit", &[("elid", "1")]);
+    let Doc::Form(fields) = doc else {
+        panic!("a form: {doc:?}")
+    };
+    let names: Vec<&str> = fields.iter().map(|(k, _)| k.as_ref()).collect();
+    let mut expected: Vec<&str> = before.iter().map(|(k, _)| k.as_ref()).collect();
+    expected.extend(["alpha", "count", "flag", "zeta"]);
+    assert_eq!(names, expected);
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(field("email"), Some("ANN@EXAMPLE.COM"));
+    assert_eq!(
+        field("realname"),
+        before
+            .iter()
+            .find(|(k, _)| k == "realname")
+            .map(|(_, v)| v.as_str())
+    );
+    assert_eq!(field("zeta"), Some("seen by before in de"));
+    assert_eq!(field("alpha"), Some("seen by before in de!"));
+    assert_eq!(field("count"), Some("3"));
+    assert_eq!(field("flag"), Some("on"));
+
+    // Money crosses as its exact text; a float fails the call.
+    let s = scripted(&[(
+        "values.lua",
+        r#"
+        billing.on("account.edit", "after", function(req, res)
+          res.credit = billing.money("1.50")
+          if req.params.elid == "2" then res.ratio = 0.5 end
+        end)
+        "#,
+    )]);
+    s.call("register", REGISTER);
+    let doc = s.call("account.edit", &[("elid", "1")]);
+    assert_eq!(doc.field("credit"), Some("1.50"));
+    let second = [
+        ("sok", "ok"),
+        ("email", "bob@example.com"),
+        ("passwd", "Secret123"),
+    ];
+    s.call("register", &second);
+    let doc = s.call("account.edit", &[("elid", "2")]);
+    assert_eq!(error_type(&doc), "script");
+    assert!(
+        msg(&doc).contains("'ratio' = 0.5 is a float"),
+        "{}",
+        msg(&doc)
+    );
+}
+
 #[test]
 fn a_failing_after_hook_rolls_the_func_back() {
     let s = scripted(&[(

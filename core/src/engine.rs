@@ -926,9 +926,9 @@ impl Engine {
             return self.protocol(&ctx, decl, params);
         }
         let mut params = params.clone();
-        script::before(&ctx, &decl.name, &mut params)?;
+        let req = script::before(&ctx, &decl.name, &mut params)?;
         let doc = self.protocol(&ctx, decl, &params)?;
-        script::after(&ctx, &decl.name, &params, doc)
+        script::after(&ctx, &decl.name, &params, doc, req)
     }
 
     /// The BILLmanager protocol of the func's kind.

@@ -4,7 +4,6 @@
 
 use super::money::Money;
 use crate::doc::{Doc, Fields, ListDoc};
-use crate::engine::Ctx;
 use crate::params::Params;
 use mlua::{Lua, Table, Value};
 
@@ -67,21 +66,6 @@ fn fields_table(lua: &Lua, fields: &Fields) -> mlua::Result<Table> {
     lua.create_table_from(fields.iter().map(|(k, v)| (k.as_ref(), v.as_str())))
 }
 
-/// `req`: `func`, `params` (a table of strings), `user` (`login`, `level`, `account`).
-pub fn request(lua: &Lua, ctx: &Ctx, func: &str, params: &Params) -> mlua::Result<Table> {
-    let req = lua.create_table()?;
-    req.raw_set("func", func)?;
-    req.raw_set("params", lua.create_table_from(params.iter())?)?;
-    let user = lua.create_table()?;
-    user.raw_set("login", ctx.caller.login.as_str())?;
-    user.raw_set("level", ctx.caller.level.as_str())?;
-    if let Some(a) = ctx.caller.account_id {
-        user.raw_set("account", a)?;
-    }
-    req.raw_set("user", user)?;
-    Ok(req)
-}
-
 /// A document as a Lua table: a list is `{ elem = {...}, p_elems = N, ... }`, a form its fields,
 /// an ok `{ ok = true, ... }`, a session `{ auth = SID, level = L }`, a file
 /// `{ name = .., mime = .., size = N }` (its bytes stay out of Lua).
@@ -122,29 +106,21 @@ pub fn doc_to_lua(lua: &Lua, doc: &Doc) -> mlua::Result<Table> {
     }
 }
 
-/// Keeps what `after` hooks added to (or changed in) a form or ok result: changed fields take
-/// their new value in place, new fields follow in key order (`id` first). A field a hook left
-/// as it was is compared where it lies, without a copy.
-pub fn merge_result(doc: Doc, res: &Table) -> mlua::Result<Doc> {
+/// Keeps what `after` hooks added to or changed in a form or ok result, from `changes`, the
+/// `{key, value, ...}` sequence of the keys whose values differ from the document's: changed
+/// fields take their new value in place, new fields follow in key order (`id` first).
+pub fn merge_changes(doc: Doc, changes: &Table) -> mlua::Result<Doc> {
     let merge = |mut fields: Fields| -> mlua::Result<Fields> {
         let mut added = Fields::new();
-        for pair in res.pairs::<Value, Value>() {
-            let (k, v) = pair?;
-            let Value::String(k) = k else { continue };
-            let key = k.to_str()?;
-            if &*key == "ok" {
-                continue;
-            }
-            let slot = fields.iter().position(|(fk, _)| *fk == *key);
-            if let (Value::String(v), Some(i)) = (&v, slot)
-                && *v.as_bytes() == *fields[i].1.as_bytes()
-            {
-                continue;
-            }
-            let Some(text) = value_text(&key, &v)? else {
+        let n = changes.raw_len();
+        for i in (1..n).step_by(2) {
+            let key: mlua::LuaString = changes.raw_get(i)?;
+            let value: Value = changes.raw_get(i + 1)?;
+            let key = key.to_str()?;
+            let Some(text) = value_text(&key, &value)? else {
                 continue;
             };
-            match slot {
+            match fields.iter().position(|(fk, _)| *fk == *key) {
                 Some(i) => fields[i].1 = text,
                 None => added.push((key.to_string().into(), text)),
             }

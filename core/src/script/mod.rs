@@ -74,11 +74,46 @@ pub struct Job {
     pub(crate) func: Function,
 }
 
+/// Lua functions of every generation's state, out of the scripts' reach, that cut the
+/// crossings between Rust and Lua around hooks (each crossing of a value costs more than the
+/// same work inside Lua): `request` builds `req` from its parts in one call; `copy(t)` answers
+/// a shallow copy of `t`; `changes(now, was)` answers `{k1, v1, k2, v2, ...}` for each string
+/// key of `now` but `ok` whose value is not the one `was` has.
+struct Helpers {
+    request: Function,
+    copy: Function,
+    changes: Function,
+}
+
+const HELPERS: &str = r#"
+local next, type = next, type
+local function request(func, params, login, level, account)
+  return { func = func, params = params, user = { login = login, level = level, account = account } }
+end
+local function copy(t)
+  local c = {}
+  for k, v in next, t do c[k] = v end
+  return c
+end
+local function changes(now, was)
+  local out, n = {}, 0
+  for k, v in next, now do
+    if type(k) == "string" and k ~= "ok" and was[k] ~= v then
+      out[n + 1], out[n + 2] = k, v
+      n = n + 2
+    end
+  end
+  return out
+end
+return request, copy, changes
+"#;
+
 /// One loaded set of scripts.
 pub struct Generation {
     pub id: u64,
     pub files: Vec<String>,
     lua: Option<Mutex<Lua>>,
+    helpers: Option<Helpers>,
     before: HashMap<String, Vec<Function>>,
     after: HashMap<String, Vec<Function>>,
     pub funcs: Vec<Arc<FuncDecl>>,
@@ -92,6 +127,7 @@ impl Generation {
             id,
             files: Vec::new(),
             lua: None,
+            helpers: None,
             before: HashMap::new(),
             after: HashMap::new(),
             funcs: Vec::new(),
@@ -308,41 +344,87 @@ fn enter<R>(ctx: &Ctx, f: impl FnOnce(&Lua) -> mlua::Result<R>) -> FuncResult<R>
     })
 }
 
+/// The `req` table of one call's hooks: built for its `before` hooks and handed on to its
+/// `after` hooks, which see the parameters as the `before` hooks left them and anything else
+/// they put in `req`.
+#[derive(Default)]
+pub struct HookReq(Option<Table>);
+
 /// Runs the `before` hooks of the func: each sees `req` and may rewrite `req.params` or veto.
-pub fn before(ctx: &Ctx, func: &str, params: &mut Params) -> FuncResult<()> {
-    let Some(hooks) = ctx.scope().generation.before.get(func) else {
-        return Ok(());
+pub fn before(ctx: &Ctx, func: &str, params: &mut Params) -> FuncResult<HookReq> {
+    let generation = &ctx.scope().generation;
+    let (Some(hooks), Some(helpers)) = (generation.before.get(func), &generation.helpers) else {
+        return Ok(HookReq::default());
     };
-    *params = enter(ctx, |lua| {
-        let req = convert::request(lua, ctx, func, params)?;
+    let req;
+    (*params, req) = enter(ctx, |lua| {
+        let req = request(lua, helpers, ctx, func, params)?;
         for hook in hooks {
             hook.call::<()>(req.clone())?;
         }
-        convert::table_to_params(Some(req.raw_get("params")?))
+        let params = convert::table_to_params(Some(req.raw_get("params")?))?;
+        Ok((params, req))
     })?;
-    Ok(())
+    Ok(HookReq(Some(req)))
 }
 
-/// Runs the `after` hooks: each sees `(req, res)`; fields they add to a form or ok result are
-/// kept.
-pub fn after(ctx: &Ctx, func: &str, params: &Params, doc: Doc) -> FuncResult<Doc> {
-    let Some(hooks) = ctx.scope().generation.after.get(func) else {
+/// Runs the `after` hooks: each sees `(req, res)`; fields they add to a form or ok result, or
+/// change in it, are kept.
+pub fn after(ctx: &Ctx, func: &str, params: &Params, doc: Doc, req: HookReq) -> FuncResult<Doc> {
+    let generation = &ctx.scope().generation;
+    let (Some(hooks), Some(helpers)) = (generation.after.get(func), &generation.helpers) else {
         return Ok(doc);
     };
     enter(ctx, |lua| {
-        let req = convert::request(lua, ctx, func, params)?;
-        let res = convert::doc_to_lua(lua, &doc)?;
+        let req = match req.0 {
+            Some(req) => req,
+            None => request(lua, helpers, ctx, func, params)?,
+        };
+        let shown = convert::doc_to_lua(lua, &doc)?;
+        if !matches!(doc, Doc::Form(_) | Doc::Ok(_)) {
+            // Nothing of other documents is read back.
+            for hook in hooks {
+                hook.call::<()>((req.clone(), shown.clone()))?;
+            }
+            return Ok(doc);
+        }
+        let res: Table = helpers.copy.call(&shown)?;
         for hook in hooks {
             hook.call::<()>((req.clone(), res.clone()))?;
         }
-        convert::merge_result(doc, &res)
+        let changes: Table = helpers.changes.call((res, shown))?;
+        convert::merge_changes(doc, &changes)
     })
+}
+
+/// `req`: `func`, `params` (a table of strings), `user` (`login`, `level`, `account`).
+fn request(
+    lua: &Lua,
+    helpers: &Helpers,
+    ctx: &Ctx,
+    func: &str,
+    params: &Params,
+) -> mlua::Result<Table> {
+    let caller = ctx.caller;
+    helpers.request.call((
+        func,
+        lua.create_table_from(params.iter())?,
+        caller.login.as_str(),
+        caller.level.as_str(),
+        caller.account_id,
+    ))
 }
 
 /// Runs a script func and turns what it returned into a document.
 fn run_func(ctx: &Ctx, func: &Function, name: &str, params: &Params) -> FuncResult<Doc> {
+    let helpers = ctx
+        .scope()
+        .generation
+        .helpers
+        .as_ref()
+        .ok_or_else(|| FuncError::internal("no scripts are loaded"))?;
     enter(ctx, |lua| {
-        let req = convert::request(lua, ctx, name, params)?;
+        let req = request(lua, helpers, ctx, name, params)?;
         let ret: Value = func.call(req)?;
         convert::lua_to_doc(lua, ret)
     })

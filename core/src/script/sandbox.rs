@@ -70,6 +70,11 @@ pub fn build(id: u64, config: &ScriptConfig, builtin: &[String]) -> Result<Gener
         names.push(name);
     }
 
+    let (request, copy, changes) = lua
+        .load(super::HELPERS)
+        .set_name("=billhost")
+        .eval::<(Function, Function, Function)>()
+        .map_err(lerr)?;
     let collected = std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
     let funcs = collected
         .funcs
@@ -80,6 +85,11 @@ pub fn build(id: u64, config: &ScriptConfig, builtin: &[String]) -> Result<Gener
         id,
         files: names,
         lua: Some(Mutex::new(lua)),
+        helpers: Some(super::Helpers {
+            request,
+            copy,
+            changes,
+        }),
         before: collected.before,
         after: collected.after,
         funcs,
