@@ -97,6 +97,51 @@ fn before_hooks_veto_and_rewrite_after_hooks_add_fields() {
     );
 }
 
+/// What `before` hooks do to `req.params` is what the func gets: a removed parameter is gone,
+/// a replaced table replaces them all, a value they set crosses as text.
+#[test]
+fn before_hooks_remove_and_replace_parameters() {
+    let s = scripted(&[(
+        "params.lua",
+        r#"
+        billing.on("register", "before", function(req)
+          if req.params.email == "ann@example.com" then
+            req.params.realname = nil
+          else
+            req.params = {
+              sok = "ok", email = req.params.email, passwd = req.params.passwd,
+              realname = "Replaced", country = 276,
+            }
+          end
+        end)
+        "#,
+    )]);
+    let doc = s.call(
+        "register",
+        &[
+            ("sok", "ok"),
+            ("email", "ann@example.com"),
+            ("passwd", "Secret123"),
+            ("realname", "Ann"),
+        ],
+    );
+    assert_eq!(doc.field("id"), Some("1"), "{doc:?}");
+    let doc = s.call(
+        "register",
+        &[
+            ("sok", "ok"),
+            ("email", "bob@example.com"),
+            ("passwd", "Secret123"),
+            ("realname", "Bob"),
+        ],
+    );
+    assert_eq!(doc.field("id"), Some("2"), "{doc:?}");
+    let list = s.call("account", &[]);
+    assert_eq!(column(&list, "name"), vec!["ann@example.com", "Replaced"]);
+    let bob = s.call("account.edit", &[("elid", "2")]);
+    assert_eq!(bob.field("country"), Some("276"));
+}
+
 /// `after` hooks get the `req` table the `before` hooks left (their notes too) and a result
 /// whose changed fields are kept in place, new ones after them in key order.
 #[test]

@@ -106,6 +106,24 @@ pub fn doc_to_lua(lua: &Lua, doc: &Doc) -> mlua::Result<Table> {
     }
 }
 
+/// Applies what `before` hooks did to `req.params`: `set`, the `{key, value, ...}` sequence of
+/// the keys they gave a new value (in place; new keys at the end), and `gone`, the keys they
+/// removed.
+pub fn edit_params(params: &mut Params, set: &Table, gone: &Table) -> mlua::Result<()> {
+    for i in (1..set.raw_len()).step_by(2) {
+        let key: mlua::LuaString = set.raw_get(i)?;
+        let value: Value = set.raw_get(i + 1)?;
+        let key = key.to_str()?;
+        if let Some(text) = value_text(&key, &value)? {
+            params.set(&*key, text);
+        }
+    }
+    for key in gone.sequence_values::<mlua::LuaString>() {
+        params.remove(&key?.to_str()?);
+    }
+    Ok(())
+}
+
 /// Keeps what `after` hooks added to or changed in a form or ok result, from `changes`, the
 /// `{key, value, ...}` sequence of the keys whose values differ from the document's: changed
 /// fields take their new value in place, new fields follow in key order (`id` first).

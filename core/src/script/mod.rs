@@ -78,15 +78,17 @@ pub struct Job {
 /// crossings between Rust and Lua around hooks (each crossing of a value costs more than the
 /// same work inside Lua): `request` builds `req` from its parts in one call; `copy(t)` answers
 /// a shallow copy of `t`; `changes(now, was)` answers `{k1, v1, k2, v2, ...}` for each string
-/// key of `now` but `ok` whose value is not the one `was` has.
+/// key of `now` but `ok` whose value is not the one `was` has; `edits(now, was)` answers the
+/// same for every string key, and the keys of `was` that `now` no longer has.
 struct Helpers {
     request: Function,
     copy: Function,
     changes: Function,
+    edits: Function,
 }
 
 const HELPERS: &str = r#"
-local next, type = next, type
+local next, type, rawget = next, type, rawget
 local function request(func, params, login, level, account)
   return { func = func, params = params, user = { login = login, level = level, account = account } }
 end
@@ -105,7 +107,23 @@ local function changes(now, was)
   end
   return out
 end
-return request, copy, changes
+local function edits(now, was)
+  local set, n, gone, m = {}, 0, {}, 0
+  for k, v in next, now do
+    if type(k) == "string" and was[k] ~= v then
+      set[n + 1], set[n + 2] = k, v
+      n = n + 2
+    end
+  end
+  for k in next, was do
+    if rawget(now, k) == nil then
+      m = m + 1
+      gone[m] = k
+    end
+  end
+  return set, gone
+end
+return request, copy, changes, edits
 "#;
 
 /// One loaded set of scripts.
@@ -356,14 +374,18 @@ pub fn before(ctx: &Ctx, func: &str, params: &mut Params) -> FuncResult<HookReq>
     let (Some(hooks), Some(helpers)) = (generation.before.get(func), &generation.helpers) else {
         return Ok(HookReq::default());
     };
-    let req;
-    (*params, req) = enter(ctx, |lua| {
-        let req = request(lua, helpers, ctx, func, params)?;
+    let req = enter(ctx, |lua| {
+        let given = lua.create_table_from(params.iter())?;
+        let was: Table = helpers.copy.call(&given)?;
+        let req = request(helpers, ctx, func, given)?;
         for hook in hooks {
             hook.call::<()>(req.clone())?;
         }
-        let params = convert::table_to_params(Some(req.raw_get("params")?))?;
-        Ok((params, req))
+        // Only what the hooks changed crosses back.
+        let now: Table = req.raw_get("params")?;
+        let (set, gone): (Table, Table) = helpers.edits.call((now, was))?;
+        convert::edit_params(params, &set, &gone)?;
+        Ok(req)
     })?;
     Ok(HookReq(Some(req)))
 }
@@ -378,7 +400,7 @@ pub fn after(ctx: &Ctx, func: &str, params: &Params, doc: Doc, req: HookReq) -> 
     enter(ctx, |lua| {
         let req = match req.0 {
             Some(req) => req,
-            None => request(lua, helpers, ctx, func, params)?,
+            None => request(helpers, ctx, func, lua.create_table_from(params.iter())?)?,
         };
         let shown = convert::doc_to_lua(lua, &doc)?;
         if !matches!(doc, Doc::Form(_) | Doc::Ok(_)) {
@@ -398,17 +420,11 @@ pub fn after(ctx: &Ctx, func: &str, params: &Params, doc: Doc, req: HookReq) -> 
 }
 
 /// `req`: `func`, `params` (a table of strings), `user` (`login`, `level`, `account`).
-fn request(
-    lua: &Lua,
-    helpers: &Helpers,
-    ctx: &Ctx,
-    func: &str,
-    params: &Params,
-) -> mlua::Result<Table> {
+fn request(helpers: &Helpers, ctx: &Ctx, func: &str, params: Table) -> mlua::Result<Table> {
     let caller = ctx.caller;
     helpers.request.call((
         func,
-        lua.create_table_from(params.iter())?,
+        params,
         caller.login.as_str(),
         caller.level.as_str(),
         caller.account_id,
@@ -424,7 +440,7 @@ fn run_func(ctx: &Ctx, func: &Function, name: &str, params: &Params) -> FuncResu
         .as_ref()
         .ok_or_else(|| FuncError::internal("no scripts are loaded"))?;
     enter(ctx, |lua| {
-        let req = request(lua, helpers, ctx, name, params)?;
+        let req = request(helpers, ctx, name, lua.create_table_from(params.iter())?)?;
         let ret: Value = func.call(req)?;
         convert::lua_to_doc(lua, ret)
     })

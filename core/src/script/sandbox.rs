@@ -70,10 +70,10 @@ pub fn build(id: u64, config: &ScriptConfig, builtin: &[String]) -> Result<Gener
         names.push(name);
     }
 
-    let (request, copy, changes) = lua
+    let (request, copy, changes, edits) = lua
         .load(super::HELPERS)
         .set_name("=billhost")
-        .eval::<(Function, Function, Function)>()
+        .eval::<(Function, Function, Function, Function)>()
         .map_err(lerr)?;
     let collected = std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
     let funcs = collected
@@ -89,6 +89,7 @@ pub fn build(id: u64, config: &ScriptConfig, builtin: &[String]) -> Result<Gener
             request,
             copy,
             changes,
+            edits,
         }),
         before: collected.before,
         after: collected.after,
