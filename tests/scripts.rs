@@ -202,6 +202,22 @@ fn after_hooks_see_what_before_hooks_left_and_change_fields_in_place() {
     assert_eq!(field("count"), Some("3"));
     assert_eq!(field("flag"), Some("on"));
 
+    // A script that replaces library functions for everyone does not change how results
+    // are read back.
+    let s2 = scripted(&[(
+        "meddle.lua",
+        r#"
+        _G.next = function() return nil end
+        _G.type = function() return "nil" end
+        billing.on("account.edit", "after", function(req, res) res.kept = "yes" end)
+        "#,
+    )]);
+    s2.call("register", REGISTER);
+    assert_eq!(
+        s2.call("account.edit", &[("elid", "1")]).field("kept"),
+        Some("yes")
+    );
+
     // Money crosses as its exact text; a float fails the call.
     let s = scripted(&[(
         "values.lua",

@@ -42,6 +42,13 @@ pub fn build(id: u64, config: &ScriptConfig, builtin: &[String]) -> Result<Gener
     let collected = Arc::new(Mutex::new(Collected::default()));
     install_billing(&lua, &collected, builtin).map_err(lerr)?;
 
+    // Before any script runs: the helpers keep the library functions they use as they are now.
+    let (request, copy, changes, edits) = lua
+        .load(super::HELPERS)
+        .set_name("=billhost")
+        .eval::<(Function, Function, Function, Function)>()
+        .map_err(lerr)?;
+
     let mut names = Vec::new();
     for path in &files {
         let name = path
@@ -70,11 +77,6 @@ pub fn build(id: u64, config: &ScriptConfig, builtin: &[String]) -> Result<Gener
         names.push(name);
     }
 
-    let (request, copy, changes, edits) = lua
-        .load(super::HELPERS)
-        .set_name("=billhost")
-        .eval::<(Function, Function, Function, Function)>()
-        .map_err(lerr)?;
     let collected = std::mem::take(&mut *collected.lock().unwrap_or_else(|e| e.into_inner()));
     let funcs = collected
         .funcs
