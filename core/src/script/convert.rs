@@ -106,18 +106,25 @@ pub fn doc_to_lua(lua: &Lua, doc: &Doc) -> mlua::Result<Table> {
     }
 }
 
+/// Each key and value of `changes`, a `{key, value, ...}` sequence, with the value as wire text
+/// (a `nil` value is passed over).
+fn each_change(changes: &Table, mut f: impl FnMut(&str, String)) -> mlua::Result<()> {
+    for i in (1..changes.raw_len()).step_by(2) {
+        let key: mlua::LuaString = changes.raw_get(i)?;
+        let value: Value = changes.raw_get(i + 1)?;
+        let key = key.to_str()?;
+        if let Some(text) = value_text(&key, &value)? {
+            f(&key, text);
+        }
+    }
+    Ok(())
+}
+
 /// Applies what `before` hooks did to `req.params`: `set`, the `{key, value, ...}` sequence of
 /// the keys they gave a new value (in place; new keys at the end), and `gone`, the keys they
 /// removed.
 pub fn edit_params(params: &mut Params, set: &Table, gone: &Table) -> mlua::Result<()> {
-    for i in (1..set.raw_len()).step_by(2) {
-        let key: mlua::LuaString = set.raw_get(i)?;
-        let value: Value = set.raw_get(i + 1)?;
-        let key = key.to_str()?;
-        if let Some(text) = value_text(&key, &value)? {
-            params.set(&*key, text);
-        }
-    }
+    each_change(set, |key, text| params.set(key, text))?;
     for key in gone.sequence_values::<mlua::LuaString>() {
         params.remove(&key?.to_str()?);
     }
@@ -130,19 +137,12 @@ pub fn edit_params(params: &mut Params, set: &Table, gone: &Table) -> mlua::Resu
 pub fn merge_changes(doc: Doc, changes: &Table) -> mlua::Result<Doc> {
     let merge = |mut fields: Fields| -> mlua::Result<Fields> {
         let mut added = Fields::new();
-        let n = changes.raw_len();
-        for i in (1..n).step_by(2) {
-            let key: mlua::LuaString = changes.raw_get(i)?;
-            let value: Value = changes.raw_get(i + 1)?;
-            let key = key.to_str()?;
-            let Some(text) = value_text(&key, &value)? else {
-                continue;
-            };
+        each_change(changes, |key, text| {
             match fields.iter().position(|(fk, _)| *fk == *key) {
                 Some(i) => fields[i].1 = text,
                 None => added.push((key.to_string().into(), text)),
             }
-        }
+        })?;
         sort_fields(&mut added);
         fields.extend(added);
         Ok(fields)

@@ -77,9 +77,9 @@ pub struct Job {
 /// Lua functions of every generation's state, out of the scripts' reach, that cut the
 /// crossings between Rust and Lua around hooks (each crossing of a value costs more than the
 /// same work inside Lua): `request` builds `req` from its parts in one call; `copy(t)` answers
-/// a shallow copy of `t`; `changes(now, was)` answers `{k1, v1, k2, v2, ...}` for each string
-/// key of `now` but `ok` whose value is not the one `was` has; `edits(now, was)` answers the
-/// same for every string key, and the keys of `was` that `now` no longer has.
+/// a shallow copy of `t`; `changes(now, was, skip)` answers `{k1, v1, k2, v2, ...}` for each
+/// string key of `now` but `skip` whose value is not the one `was` has; `edits(now, was)`
+/// answers `changes(now, was)` and the keys of `was` that `now` no longer has.
 struct Helpers {
     request: Function,
     copy: Function,
@@ -97,10 +97,10 @@ local function copy(t)
   for k, v in next, t do c[k] = v end
   return c
 end
-local function changes(now, was)
+local function changes(now, was, skip)
   local out, n = {}, 0
   for k, v in next, now do
-    if type(k) == "string" and k ~= "ok" and was[k] ~= v then
+    if type(k) == "string" and k ~= skip and was[k] ~= v then
       out[n + 1], out[n + 2] = k, v
       n = n + 2
     end
@@ -108,20 +108,14 @@ local function changes(now, was)
   return out
 end
 local function edits(now, was)
-  local set, n, gone, m = {}, 0, {}, 0
-  for k, v in next, now do
-    if type(k) == "string" and was[k] ~= v then
-      set[n + 1], set[n + 2] = k, v
-      n = n + 2
-    end
-  end
+  local gone, m = {}, 0
   for k in next, was do
     if rawget(now, k) == nil then
       m = m + 1
       gone[m] = k
     end
   end
-  return set, gone
+  return changes(now, was), gone
 end
 return request, copy, changes, edits
 "#;
@@ -414,7 +408,7 @@ pub fn after(ctx: &Ctx, func: &str, params: &Params, doc: Doc, req: HookReq) -> 
         for hook in hooks {
             hook.call::<()>((req.clone(), res.clone()))?;
         }
-        let changes: Table = helpers.changes.call((res, shown))?;
+        let changes: Table = helpers.changes.call((res, shown, "ok"))?;
         convert::merge_changes(doc, &changes)
     })
 }
