@@ -1203,3 +1203,62 @@ fn gateway_secrets_are_masked_in_views_and_kept_when_the_mask_comes_back() {
     );
     assert_eq!(leaked, 0);
 }
+
+#[test]
+fn listings_report_every_library_that_cannot_load_and_survive_huge_manifests() {
+    let folder = TempDir::new("plugins-odd-files");
+    let dir = folder.path().join("plugins");
+    std::fs::create_dir(&dir).unwrap();
+    let many = format!(
+        "libbillhost_test_many_funcs.{}",
+        std::env::consts::DLL_EXTENSION
+    );
+    std::fs::copy(faulty().join(&many), dir.join(&many)).unwrap();
+    let so = |name: &str| dir.join(format!("{name}.{}", std::env::consts::DLL_EXTENSION));
+    std::fs::write(so("empty"), b"").unwrap();
+    std::fs::write(so("text"), b"#!/bin/sh\necho not a library\n").unwrap();
+    std::fs::create_dir(so("folder")).unwrap();
+    let fifo = Command::new("mkfifo").arg(so("pipe")).status().unwrap();
+    assert!(fifo.success());
+    let host = Host::new("plugins-odd", vec![dir.clone()]);
+
+    let list = host.run(&["plugins"]);
+    let listing = String::from_utf8_lossy(&list.stdout);
+    // Exit 1 for the libraries that did not load, not 101 for a panic.
+    assert_eq!(list.status.code(), Some(1), "{listing}\n{list:?}");
+    for (file, why) in [
+        ("empty", "the file is empty, not a shared library"),
+        (
+            "text",
+            "not a shared library: the file does not start with the ELF header",
+        ),
+        ("folder", "not a library: a folder"),
+        ("pipe", "not a library: not a regular file"),
+    ] {
+        let line = listing
+            .lines()
+            .find(|l| l.starts_with("error ") && l.contains(&format!("/{file}.")))
+            .unwrap_or_else(|| panic!("no error line for {file}: {listing}"));
+        assert!(line.contains(why), "{line}");
+    }
+    let row = listing
+        .lines()
+        .find(|l| l.starts_with("manyfuncs"))
+        .unwrap_or_else(|| panic!("{listing}"));
+    assert!(row.contains("many.func00000,"), "{row}");
+    assert!(row.contains("(20000 funcs;"), "{row}");
+    assert!(row.len() < 1000, "{row}");
+
+    let funcs = host.run(&["funcs"]);
+    assert!(funcs.status.success(), "{funcs:?}");
+    let text = String::from_utf8_lossy(&funcs.stdout);
+    assert!(
+        text.contains("many.func19999"),
+        "{}",
+        &text[..200.min(text.len())]
+    );
+    assert_eq!(
+        host.call("many.func12345", &[])["func"]["$"],
+        "many.func12345"
+    );
+}

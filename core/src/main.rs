@@ -323,12 +323,16 @@ fn list_plugins(host: &PluginHost) -> ExitCode {
                 p.manifest.kind.as_str().to_string(),
                 p.manifest.abi_version.to_string(),
                 if p.manifest.kind == plugin::Kind::Funcs {
-                    p.manifest
-                        .funcs
-                        .iter()
-                        .map(|f| f.name.clone())
-                        .collect::<Vec<_>>()
-                        .join(",")
+                    // A plugin may declare thousands: the table names a few, `funcs` lists all.
+                    const SHOWN: usize = 8;
+                    let funcs = &p.manifest.funcs;
+                    let mut names: Vec<&str> =
+                        funcs.iter().take(SHOWN).map(|f| f.name.as_str()).collect();
+                    let more = format!("... ({} funcs; `billhost funcs` lists them)", funcs.len());
+                    if funcs.len() > SHOWN {
+                        names.push(&more);
+                    }
+                    names.join(",")
                 } else {
                     p.manifest.features.join(",")
                 },
@@ -584,22 +588,5 @@ fn check(engine: &Engine) -> ExitCode {
 }
 
 fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", padded.join("  ").trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
+    print!("{}", billhost::wire::table(header, rows));
 }

@@ -433,25 +433,34 @@ pub fn render_console(doc: &Doc) -> String {
 }
 
 /// Rows under a header, each column as wide as its widest cell.
-pub fn table<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
+pub fn table<S: AsRef<str>, R: AsRef<[S]>>(header: &[&str], rows: &[R]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
+        for (w, cell) in widths.iter_mut().zip(row.as_ref()) {
             *w = (*w).max(cell.as_ref().chars().count());
         }
     }
     let mut out = String::new();
+    // Padded by hand: `format!`'s width is limited to u16, and a cell may be longer.
     let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let padded: Vec<String> = cells
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(padded.join("  ").trim_end());
+        let start = out.len();
+        for (i, (c, w)) in cells.zip(&widths).enumerate() {
+            if i > 0 {
+                out.push_str("  ");
+            }
+            out.push_str(c);
+            out.extend(std::iter::repeat_n(
+                ' ',
+                w.saturating_sub(c.chars().count()),
+            ));
+        }
+        let end = out[start..].trim_end().len() + start;
+        out.truncate(end);
         out.push('\n');
     };
     line(&mut header.iter().copied());
     for row in rows {
-        line(&mut row.iter().map(AsRef::as_ref));
+        line(&mut row.as_ref().iter().map(AsRef::as_ref));
     }
     out
 }

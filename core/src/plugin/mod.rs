@@ -283,13 +283,26 @@ impl PluginHost {
             let mut files: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
-                    p.is_file()
-                        && p.extension()
-                            .is_some_and(|x| x == std::env::consts::DLL_EXTENSION)
+                    p.extension()
+                        .is_some_and(|x| x == std::env::consts::DLL_EXTENSION)
                 })
                 .collect();
             files.sort();
             for path in files {
+                // Something named like a library that is not a file is reported, never
+                // skipped in silence: the operator meant it to load.
+                if !path.is_file() {
+                    let what = match std::fs::metadata(&path) {
+                        Ok(m) if m.is_dir() => "a folder",
+                        Ok(_) => "not a regular file (a device, socket or pipe)",
+                        Err(_) => "a broken link",
+                    };
+                    host.errors.push(LoadError {
+                        message: format!("not a library: {what}"),
+                        path,
+                    });
+                    continue;
+                }
                 match load_one(&path, config) {
                     Ok(plugin) => {
                         if let Some(first) = host.get(plugin.name()) {
@@ -347,12 +360,64 @@ impl PluginHost {
     }
 }
 
+/// An error with the causes it carries (libloading's own message is only "dlopen failed"; the
+/// loader's reason is its source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Says plainly why a file cannot be a shared library before the loader is asked: an empty
+/// file, or one without the platform's library header.
+fn check_library_file(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    let mut file = std::fs::File::open(path).map_err(|e| format!("cannot open the file: {e}"))?;
+    let n = file
+        .read(&mut head)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if n == 0 {
+        return Err("the file is empty, not a shared library".into());
+    }
+    let magic: &[&[u8]] = if cfg!(target_os = "macos") {
+        &[
+            b"\xcf\xfa\xed\xfe",
+            b"\xce\xfa\xed\xfe",
+            b"\xca\xfe\xba\xbe",
+        ]
+    } else if cfg!(windows) {
+        &[b"MZ"]
+    } else {
+        &[b"\x7fELF"]
+    };
+    if !magic.iter().any(|m| head[..n].starts_with(m)) {
+        return Err(format!(
+            "not a shared library: the file does not start with the {} header",
+            if cfg!(target_os = "macos") {
+                "Mach-O"
+            } else if cfg!(windows) {
+                "PE"
+            } else {
+                "ELF"
+            }
+        ));
+    }
+    Ok(())
+}
+
 /// Loads one library: the entry symbol, the ABI version and struct size, then the manifest.
 fn load_one(path: &Path, config: &PluginConfig) -> Result<Plugin, String> {
     // SAFETY: loading runs the library's initialisers; plugin folders are trusted code, as the
     // operator's choice of `--plugins` says.
+    check_library_file(path)?;
     let library = unsafe { libloading::Library::new(path) }
-        .map_err(|e| format!("cannot load the library: {e}"))?;
+        .map_err(|e| format!("cannot load the library: {}", error_chain(&e)))?;
     // Never unloaded (dlclose is unreliable with thread-locals and code that may still run):
     // the handle is leaked for the life of the process.
     let library: &'static libloading::Library = Box::leak(Box::new(library));
