@@ -698,6 +698,26 @@ fn bad_input_is_answered_with_an_error_document_and_changes_nothing() {
         other.body
     );
 
+    // What hyper refuses before any handler runs is a document too: a request line over its
+    // 64 KiB, and a header section over its buffer.
+    let long = s.get(&format!(
+        "func=account&{}&x={}",
+        admin(),
+        "a".repeat(70_000)
+    ));
+    assert_eq!(long.status, 414, "{long:?}");
+    assert!(long.content_type().starts_with("text/xml"), "{long:?}");
+    assert_eq!(long.xml_attr("error", "type").as_deref(), Some("value"));
+    assert_eq!(long.xml_attr("error", "object").as_deref(), Some("uri"));
+    assert!(long.msg().contains("POST"), "{}", long.msg());
+    let big_header = "b".repeat(500_000);
+    let huge = get(s.addr, "func=account", &[("X-Big", &big_header)]);
+    assert_eq!(huge.status, 431, "{huge:?}");
+    assert_eq!(huge.xml_attr("error", "object").as_deref(), Some("headers"));
+    for r in [&long, &huge, &other] {
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{r:?}");
+    }
+
     assert_eq!(
         common::dump(&s.db()),
         before,

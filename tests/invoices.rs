@@ -940,6 +940,7 @@ fn over_http_the_pdf_is_a_download() {
     };
     // The local superuser is not an HTTP caller: log in as the client.
     let (head, body) = get("func=payment.print.pdf&elid=1&authinfo=ivan@example.com:Secret123");
+    let pdf_head = head.clone();
     assert!(head.contains("content-type: application/pdf"), "{head}");
     assert!(
         head.contains("content-disposition: attachment; filename=\"invoice-inv-"),
@@ -954,6 +955,17 @@ fn over_http_the_pdf_is_a_download() {
     let (head, body) = get("func=payment.print&elid=1&authinfo=ivan@example.com:Secret123");
     assert!(head.contains("content-type: text/html"), "{head}");
     assert!(head.contains("content-disposition: inline"), "{head}");
+    for h in [&head, &pdf_head] {
+        assert!(h.contains("x-content-type-options: nosniff"), "{h}");
+        let csp = h
+            .lines()
+            .find_map(|l| l.strip_prefix("content-security-policy: "))
+            .unwrap_or_else(|| panic!("no policy: {h}"));
+        for part in ["default-src 'none'", "frame-ancestors 'none'", "sandbox"] {
+            assert!(csp.contains(part), "{csp}");
+        }
+        assert!(!csp.contains("script-src"), "{csp}");
+    }
     assert_invoice_text(&html_text(&String::from_utf8_lossy(&body)));
     // An error is still a document.
     let (head, body) = get("func=payment.print.pdf&elid=999&authinfo=ivan@example.com:Secret123");

@@ -6,6 +6,11 @@
 //! Requests in progress are not affected as long as `idle` is longer than the request
 //! deadline: a handler always answers within that deadline, and writing the answer counts as
 //! activity.
+//!
+//! The stream also puts a document into the answers hyper makes on its own, before any
+//! handler runs, for a request line or header section over its limits (hyper's request
+//! URI is limited to 64 KiB, and it answers a bare `414`/`431`): clients read `doc.error` in
+//! every answer.
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
@@ -59,6 +64,50 @@ pub struct IdleStream {
     inner: TcpStream,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// An answer of ours standing in for hyper's bare one, and how much of it is written.
+    replacement: Option<(Vec<u8>, usize)>,
+}
+
+/// Our answer for a response head that hyper wrote without a handler, if `head` is one.
+fn replace_bare_answer(head: &[u8]) -> Option<Vec<u8>> {
+    let (status, object, msg) = if head.starts_with(b"HTTP/1.1 414 ") {
+        (
+            "414 URI Too Long",
+            "uri",
+            "The request line is longer than 64 KiB: send the parameters in a POST body",
+        )
+    } else if head.starts_with(b"HTTP/1.1 431 ") {
+        (
+            "431 Request Header Fields Too Large",
+            "headers",
+            "The request's header section is too large",
+        )
+    } else {
+        return None;
+    };
+    let doc = crate::Doc::Error(crate::error::FuncError::new(
+        crate::error::ErrorType::Value,
+        object,
+        "",
+        msg,
+    ));
+    let body = crate::wire::render(
+        &doc,
+        crate::wire::Format::Xml,
+        crate::wire::Meta {
+            func: "",
+            lang: "en",
+        },
+    );
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: {}\r\ncontent-length: {}\r\n\
+         x-content-type-options: nosniff\r\nconnection: close\r\n\r\n",
+        crate::wire::Format::Xml.content_type(),
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body.as_bytes());
+    Some(out)
 }
 
 impl IdleStream {
@@ -67,12 +116,38 @@ impl IdleStream {
             inner,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
+            replacement: None,
         }
     }
 
     fn touch(&mut self) {
         let next = Instant::now() + self.idle;
         self.deadline.as_mut().reset(next);
+    }
+
+    /// Writes what is left of a replacement answer; ready once it is all out.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((bytes, done)) = &mut self.replacement {
+            if *done == bytes.len() {
+                self.replacement = None;
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &bytes[*done..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *done += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Takes hyper's bare answer (all of `len` bytes starting with `head`) as written and
+    /// queues ours instead.
+    fn swallow(&mut self, head: &[u8], len: usize) -> Option<usize> {
+        let ours = replace_bare_answer(head)?;
+        self.replacement = Some((ours, 0));
+        Some(len)
     }
 }
 
@@ -107,6 +182,13 @@ impl AsyncWrite for IdleStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.drain(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        if let Some(n) = self.swallow(buf, buf.len()) {
+            self.touch();
+            return Poll::Ready(Ok(n));
+        }
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
@@ -121,6 +203,16 @@ impl AsyncWrite for IdleStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.drain(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            let total = bufs.iter().map(|b| b.len()).sum();
+            if let Some(n) = self.swallow(first, total) {
+                self.touch();
+                return Poll::Ready(Ok(n));
+            }
+        }
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
@@ -135,10 +227,16 @@ impl AsyncWrite for IdleStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.drain(cx)?.is_pending() {
+            return Poll::Pending;
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.drain(cx)?.is_pending() {
+            return Poll::Pending;
+        }
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

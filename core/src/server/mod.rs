@@ -597,6 +597,14 @@ fn render(doc: &Doc, format: Format, func: &str, lang: &str, cookie: Option<Stri
         HeaderValue::from_static(format.content_type()),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DOC_CSP),
+    );
     if let Some(value) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.insert(header::SET_COOKIE, value);
     }
@@ -644,8 +652,26 @@ fn file_response(file: &FileDoc) -> Response {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // An invoice is shown as itself, never sniffed into something else, never framed, and
+    // runs nothing: its template may style itself inline, and that is all.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(FILE_CSP),
+    );
     response
 }
+
+/// The policy of file answers (the HTML and PDF invoices): no script, no fetch, no frame, no
+/// form; inline styles and embedded (data:) images and fonts only.
+pub const FILE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; \
+    font-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; sandbox";
+
+/// The policy of documents: nothing of theirs is ever run or framed.
+const DOC_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
 /// The logins a request tries: `authinfo`'s user, and `auth`'s username.
 struct Logins {
