@@ -271,3 +271,82 @@ fn a_script_func_is_called_through_billhost_call() {
     assert!(stdout(&o).contains("type=\"script\""), "{}", stdout(&o));
     assert!(stdout(&o).contains("report.lua:2:"), "{}", stdout(&o));
 }
+
+/// The median wall time of `runs` runs of `billhost call auth` with these credentials.
+fn auth_time(db: &Path, username: &str, password: &str, runs: usize) -> std::time::Duration {
+    let mut times: Vec<std::time::Duration> = (0..runs)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            let out = billhost(
+                db,
+                &[
+                    "call",
+                    "auth",
+                    &format!("username={username}"),
+                    &format!("password={password}"),
+                    "--out",
+                    "text",
+                ],
+            );
+            let took = started.elapsed();
+            assert_eq!(out.status.code(), Some(1), "{out:?}");
+            assert!(
+                stdout(&out).starts_with("ERROR auth(auth): Wrong login or password"),
+                "{}",
+                stdout(&out)
+            );
+            took
+        })
+        .collect();
+    times.sort();
+    times[runs / 2]
+}
+
+#[test]
+fn a_failed_login_takes_as_long_whether_or_not_the_login_exists() {
+    let dir = TempDir::new("cli-login-timing");
+    let db = dir.db();
+    assert!(
+        billhost(&db, &["init", "--admin-password", "secret"])
+            .status
+            .success()
+    );
+    let reg = billhost(
+        &db,
+        &[
+            "call",
+            "register",
+            "sok=ok",
+            "email=ann@example.com",
+            "passwd=Secret123",
+        ],
+    );
+    assert!(reg.status.success(), "{reg:?}");
+    // A client without a password and a disabled login are refused at the same cost too.
+    let nopw = billhost(
+        &db,
+        &["call", "account.edit", "sok=ok", "email=nopw@example.com"],
+    );
+    assert!(nopw.status.success(), "{nopw:?}");
+
+    // One warm-up each, then medians, alternating so that the machine's phases hit both.
+    auth_time(&db, "ann@example.com", "wrong-one", 1);
+    let (mut known, mut unknown, mut without) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        known.push(auth_time(&db, "ann@example.com", "wrong-one", 3));
+        unknown.push(auth_time(&db, "nobody@example.com", "wrong-one", 3));
+        without.push(auth_time(&db, "nopw@example.com", "wrong-one", 3));
+    }
+    let total = |v: &[std::time::Duration]| v.iter().sum::<std::time::Duration>().as_secs_f64();
+    // Before the decoy check an unknown login answered in a fraction of the time (no argon2).
+    for (what, t) in [
+        ("unknown", total(&unknown)),
+        ("no password", total(&without)),
+    ] {
+        let ratio = t / total(&known);
+        assert!(
+            (0.7..1.4).contains(&ratio),
+            "{what} login / wrong password for a known login: {ratio:.2} ({known:?} vs {unknown:?} / {without:?})"
+        );
+    }
+}

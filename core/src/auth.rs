@@ -122,12 +122,30 @@ fn hash_fresh(password: &str) -> FuncResult<String> {
 /// one is set.
 pub const NO_PASSWORD: &str = "!";
 
+/// A well-formed argon2id hash (the default parameters) that no password matches: checked
+/// instead of a hash that is missing, unusable or not to be trusted, so that every failed
+/// login costs one argon2 verification and its time tells nothing of which logins exist.
+const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$ZGVjb3ktc2FsdC1iaWxs$ZGVjb3kgaGFzaCB0aGF0IG1hdGNoZXMgbm8gcGFzc3c";
+
+/// Whether `password` matches `stored`. Costs one argon2 verification whatever `stored` is:
+/// a hash that does not parse (e.g. [`NO_PASSWORD`]) is answered false after the decoy's.
 pub fn verify_password(password: &str, stored: &str) -> bool {
     match PasswordHash::new(stored) {
         Ok(parsed) => Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .is_ok(),
-        Err(_) => false,
+        Err(_) => {
+            refuse_slowly(password);
+            false
+        }
+    }
+}
+
+/// Spends what a password check costs, for a login that is refused without one (an unknown
+/// login, a disabled user), so that refusals take the same time.
+fn refuse_slowly(password: &str) {
+    if let Ok(decoy) = PasswordHash::new(DECOY_HASH) {
+        let _ = Argon2::default().verify_password(password.as_bytes(), &decoy);
     }
 }
 
@@ -227,8 +245,11 @@ pub fn verify_login(
     password: &str,
     ip: &str,
 ) -> FuncResult<Verified> {
-    let user = user_by(conn, By::Login(login))?.ok_or_else(wrong_login)?;
-    if !user.enabled || !verify_password(password, &user.hash) {
+    let Some(user) = user_by(conn, By::Login(login))?.filter(|u| u.enabled) else {
+        refuse_slowly(password);
+        return Err(wrong_login());
+    };
+    if !verify_password(password, &user.hash) {
         return Err(wrong_login());
     }
     let (user_id, hash) = (user.id, user.hash.clone());
@@ -267,10 +288,10 @@ pub fn login_cached(
     if let Some(known) = cache.known(login, password, epoch) {
         return Ok(caller_known(known, ip));
     }
-    let user = user_by(conn, By::Login(login))?.ok_or_else(wrong_login)?;
-    if !user.enabled {
+    let Some(user) = user_by(conn, By::Login(login))?.filter(|u| u.enabled) else {
+        refuse_slowly(password);
         return Err(wrong_login());
-    }
+    };
     let verified = match cache.verified_at(user.id, login, password, &user.hash) {
         Some(at) => at,
         None if verify_password(password, &user.hash) => {
@@ -488,6 +509,21 @@ pub fn ensure_staff_with(
 #[cfg(test)]
 mod prehash_tests {
     use super::*;
+
+    #[test]
+    fn the_decoy_hash_is_a_real_argon2_hash_of_the_default_parameters() {
+        let decoy = PasswordHash::new(DECOY_HASH).expect("parses");
+        let real = hash_fresh("anything").expect("hash");
+        let real = PasswordHash::new(&real).expect("parses");
+        assert_eq!(decoy.algorithm, real.algorithm);
+        assert_eq!(decoy.params, real.params);
+        assert_eq!(
+            decoy.hash.map(|h| h.len()),
+            real.hash.map(|h| h.len()),
+            "same output length, same cost"
+        );
+        assert!(!verify_password("", DECOY_HASH));
+    }
 
     fn ready() -> usize {
         PREHASHED.with(|h| h.borrow().len())
