@@ -492,3 +492,20 @@ fn commands_funcs_out_scripts_reload_as() {
     assert!(out.contains("unknown command"), "{out}");
     repl.quit();
 }
+
+#[test]
+fn type_ahead_at_continuation_prompts_is_never_lost() {
+    let mut repl = Repl::start();
+    // Pasted (no bracketed paste) or typed faster than the REPL answers: all in one write.
+    repl.send("function twice(x)\r  return 2*x\rend\rreturn twice(21)\r");
+    let out = repl.expect("42\n");
+    assert!(!out.contains("expected"), "{out}");
+    repl.expect(PROMPT);
+    // And a func call right behind a chunk's end.
+    repl.send("t = {}\rfor i = 1, 3 do\rt[i] = i * i\rend\rreturn t[3]\rwhoami\r");
+    repl.expect("9\n");
+    let out = repl.expect(PROMPT);
+    let out = out + &repl.expect(PROMPT);
+    assert!(out.contains("root"), "{out}");
+    repl.quit();
+}
