@@ -32,15 +32,17 @@ pub fn run(
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 s.spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_io()
-                        .build()
-                        .expect("client runtime");
-                    let mine = (t..connections).step_by(threads);
-                    runtime.block_on(join_all(
-                        mine.map(|c| connection(addr, c, deadline, target))
-                            .collect(),
-                    ))
+                    super::cpu::as_generator(|| {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_io()
+                            .build()
+                            .expect("client runtime");
+                        let mine = (t..connections).step_by(threads);
+                        runtime.block_on(join_all(
+                            mine.map(|c| connection(addr, c, deadline, target))
+                                .collect(),
+                        ))
+                    })
                 })
             })
             .collect();

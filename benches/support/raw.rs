@@ -1,5 +1,5 @@
 //! The raw rusqlite baseline the benches compare `payment.setpaid` with: the same writes by
-//! hand, one transaction, no engine.
+//! hand, no engine: one transaction each, or in group-commit batches (a savepoint each).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -7,6 +7,23 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// balance), look for unpaid expenses, write the history row; one transaction.
 pub fn raw_setpaid(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
+    setpaid_writes(conn, id, now)?;
+    conn.execute_batch("COMMIT")
+}
+
+/// `ids` set paid in one transaction, each in a savepoint of its own: group commit by hand.
+#[allow(dead_code)]
+pub fn raw_setpaid_batch(conn: &Connection, ids: &[i64], now: &str) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    for &id in ids {
+        conn.prepare_cached("SAVEPOINT func")?.execute([])?;
+        setpaid_writes(conn, id, now)?;
+        conn.prepare_cached("RELEASE func")?.execute([])?;
+    }
+    conn.execute_batch("COMMIT")
+}
+
+fn setpaid_writes(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()> {
     let (status, subaccount, amount): (i64, i64, i64) = conn
         .prepare_cached(
             "SELECT status, subaccount_id, subaccountamount FROM payment WHERE id = ?1",
@@ -33,5 +50,5 @@ pub fn raw_setpaid(conn: &Connection, id: i64, now: &str) -> rusqlite::Result<()
         id,
         format!("paid: {}.00 USD credited to subaccount {subaccount}", amount / 100)
     ])?;
-    conn.execute_batch("COMMIT")
+    Ok(())
 }
