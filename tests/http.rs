@@ -714,7 +714,14 @@ fn bad_input_is_answered_with_an_error_document_and_changes_nothing() {
     let huge = get(s.addr, "func=account", &[("X-Big", &big_header)]);
     assert_eq!(huge.status, 431, "{huge:?}");
     assert_eq!(huge.xml_attr("error", "object").as_deref(), Some("headers"));
-    for r in [&long, &huge, &other] {
+    let raw = exchange(
+        connect(s.addr).expect("connect"),
+        b"GET /billmgr?func=account&x=\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .expect("answer");
+    assert_eq!(raw.status, 400, "{raw:?}");
+    assert_eq!(raw.xml_attr("error", "object").as_deref(), Some("request"));
+    for r in [&long, &huge, &other, &raw] {
         assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{r:?}");
     }
 

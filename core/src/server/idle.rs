@@ -10,7 +10,8 @@
 //! The stream also puts a document into the answers hyper makes on its own, before any
 //! handler runs, for a request line or header section over its limits (hyper's request
 //! URI is limited to 64 KiB, and it answers a bare `414`/`431`): clients read `doc.error` in
-//! every answer.
+//! every answer. Only answers without a content type are replaced (every handler's has one):
+//! hyper's bare `400`, `414` and `431`.
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
@@ -70,7 +71,23 @@ pub struct IdleStream {
 
 /// Our answer for a response head that hyper wrote without a handler, if `head` is one.
 fn replace_bare_answer(head: &[u8]) -> Option<Vec<u8>> {
-    let (status, object, msg) = if head.starts_with(b"HTTP/1.1 414 ") {
+    // Every answer of a handler has a content type; hyper's own have none.
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    if head[..end]
+        .to_ascii_lowercase()
+        .windows(14)
+        .any(|w| w == b"\ncontent-type:")
+    {
+        return None;
+    }
+    let (status, object, msg) = if head.starts_with(b"HTTP/1.1 400 ") {
+        (
+            "400 Bad Request",
+            "request",
+            "The request is not HTTP/1.1 as it should be (control characters in the request \
+             line? percent-encode them)",
+        )
+    } else if head.starts_with(b"HTTP/1.1 414 ") {
         (
             "414 URI Too Long",
             "uri",
