@@ -412,6 +412,7 @@ fn open(path: &Path, durability: Durability) -> Engine {
     let config = EngineConfig {
         durability,
         background_checkpoints: true,
+        deferred_sync: true,
         ..EngineConfig::new(path)
     };
     Engine::open(config).expect("engine")

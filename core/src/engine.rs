@@ -16,6 +16,7 @@ use crate::outbox::MailSignal;
 use crate::params::{Params, parse_id, parse_id_list, parse_int};
 use crate::script::{self, CallScope, Generation, ScriptConfig, ScriptHost};
 use crate::store::checkpoint::{self, Checkpointer};
+use crate::store::walsync::{Durable, WalSync};
 use crate::store::{self, Durability, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::VecDeque;
@@ -46,6 +47,10 @@ pub struct EngineConfig {
     /// never wait for a checkpoint); a lone writer is faster without it (the checkpoint's
     /// fsyncs of the database file then never run beside its commits' fsyncs).
     pub background_checkpoints: bool,
+    /// With [`Durability::Full`]: the writer commits without syncing and the WAL is synced
+    /// separately before a batch is answered ([`store::walsync`]), so that a batch's fsync
+    /// overlaps the next batch's work ([`Engine::call_batch_deferred`]); on for `billhost serve`.
+    pub deferred_sync: bool,
 }
 
 impl EngineConfig {
@@ -56,6 +61,7 @@ impl EngineConfig {
             scripts: ScriptConfig::default(),
             settings: Config::default(),
             background_checkpoints: false,
+            deferred_sync: false,
         }
     }
 
@@ -129,6 +135,8 @@ struct WriterInner {
     poisoned: bool,
     /// Checkpoints the WAL off the writer's path, when it could be started.
     checkpointer: Option<Checkpointer>,
+    /// Syncs the WAL after commits made without it ([`EngineConfig::deferred_sync`]).
+    wal_sync: Option<Arc<WalSync>>,
 }
 
 /// What a func runs with: the connection inside the func's transaction, the caller, the time
@@ -314,12 +322,29 @@ impl WriterInner {
         }
     }
 
-    /// Commits (or, when poisoned, rolls back) the open batch and records how it ended.
-    fn commit(&mut self, batch: u64) {
+    /// Commits (or, when poisoned, rolls back) the open batch and records how it ended. With a
+    /// deferred sync, answers what to wait for before the batch is durable when `defer`, and
+    /// otherwise waits for it here.
+    fn commit(&mut self, batch: u64, defer: bool) -> Option<Durable> {
+        let mut durable = None;
         let outcome = if self.poisoned {
             Err("a savepoint could not be closed".to_string())
         } else {
-            self.conn.execute_batch("COMMIT").map_err(|e| e.to_string())
+            self.conn
+                .execute_batch("COMMIT")
+                .map_err(|e| e.to_string())
+                .and_then(|()| match &self.wal_sync {
+                    Some(sync) => {
+                        let pending = sync.committed(batch);
+                        if defer {
+                            durable = Some(pending);
+                            Ok(())
+                        } else {
+                            pending.wait().map_err(|e| durability_lost(&e))
+                        }
+                    }
+                    None => Ok(()),
+                })
         };
         if outcome.is_err() {
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -336,6 +361,7 @@ impl WriterInner {
                 self.failed.pop_front();
             }
         }
+        durable
     }
 
     /// Why `batch` did not commit, if it did not.
@@ -344,6 +370,22 @@ impl WriterInner {
             FuncError::internal(format!("the commit failed ({e}); nothing was changed"))
         })
     }
+}
+
+/// Waits until a batch is on disk; if it cannot be made so, every document of the batch that
+/// answered a success answers that error instead.
+pub fn settle(docs: &mut [Doc], durable: &Durable) {
+    if let Err(e) = durable.wait() {
+        let e = FuncError::internal(durability_lost(&e));
+        for doc in docs.iter_mut().filter(|d| !d.is_error()) {
+            *doc = Doc::Error(e.clone());
+        }
+    }
+}
+
+/// Why a batch that committed is not known to be on disk.
+fn durability_lost(e: &std::io::Error) -> String {
+    format!("syncing the WAL failed ({e}); the changes may not survive a power loss")
 }
 
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> FuncError {
@@ -360,7 +402,16 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> FuncError {
 impl Engine {
     /// Opens (creating and migrating) the database and registers the built-in funcs.
     pub fn open(config: EngineConfig) -> Result<Engine, StoreError> {
-        let writer = store::open(&config.db_path, config.durability)?;
+        let deferred = config.deferred_sync && config.durability == Durability::Full;
+        let writer = store::open(
+            &config.db_path,
+            if deferred {
+                Durability::Normal
+            } else {
+                config.durability
+            },
+        )?;
+        let wal_sync = deferred.then(|| WalSync::new(&config.db_path));
         let checkpointer = if config.background_checkpoints {
             Checkpointer::start(&config.db_path, config.durability)
         } else {
@@ -387,6 +438,7 @@ impl Engine {
                     failed: VecDeque::new(),
                     poisoned: false,
                     checkpointer,
+                    wal_sync,
                 }),
                 committed: Condvar::new(),
                 waiting: AtomicUsize::new(0),
@@ -519,7 +571,7 @@ impl Engine {
                     .unwrap_or_else(|e| e.into_inner());
             }
         } else {
-            w.commit(batch);
+            w.commit(batch, false);
             self.writer.committed.notify_all();
         }
         match w.failure(batch) {
@@ -539,11 +591,30 @@ impl Engine {
     /// Meant for calls that write: a call-out func (a gateway's `payment.add`) must not run
     /// here, as it needs a write transaction of its own after its network call.
     pub fn call_batch(&self, calls: &[(&Caller, &str, &Params)]) -> Vec<Doc> {
+        let (mut docs, durable) = self.call_batch_deferred(calls);
+        if let Some(durable) = durable {
+            settle(&mut docs, &durable);
+        }
+        docs
+    }
+
+    /// [`Engine::call_batch`] that does not wait for the batch to be on disk: with
+    /// [`EngineConfig::deferred_sync`] it answers the documents and what to wait for before
+    /// any of them may be answered ([`settle`] them), so that the caller can run the next batch
+    /// meanwhile (the server's writer thread hands them to its sync thread). Without a deferred
+    /// sync the batch is durable on return and there is nothing to wait for.
+    pub fn call_batch_deferred(
+        &self,
+        calls: &[(&Caller, &str, &Params)],
+    ) -> (Vec<Doc>, Option<Durable>) {
         if calls.is_empty() {
-            return Vec::new();
+            return (Vec::new(), None);
         }
         if IN_WRITE.with(|w| w.get()) {
-            return calls.iter().map(|_| Doc::Error(nested_write())).collect();
+            return (
+                calls.iter().map(|_| Doc::Error(nested_write())).collect(),
+                None,
+            );
         }
         let generation = self.scripts.current();
         let mut w = self.writer.lock();
@@ -551,7 +622,7 @@ impl Engine {
             Ok(b) => b,
             Err(e) => {
                 let e = FuncError::from(e);
-                return calls.iter().map(|_| Doc::Error(e.clone())).collect();
+                return (calls.iter().map(|_| Doc::Error(e.clone())).collect(), None);
             }
         };
         w.members += calls.len() - 1;
@@ -562,14 +633,14 @@ impl Engine {
                 result.unwrap_or_else(Doc::Error)
             })
             .collect();
-        w.commit(batch);
+        let durable = w.commit(batch, true);
         self.writer.committed.notify_all();
         if let Some(e) = w.failure(batch) {
             for doc in docs.iter_mut().filter(|d| !d.is_error()) {
                 *doc = Doc::Error(e.clone());
             }
         }
-        docs
+        (docs, durable)
     }
 
     /// Runs `f` with a [`Batch`] in one write transaction, committed only if `f` succeeds.

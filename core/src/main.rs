@@ -169,6 +169,7 @@ fn main() -> ExitCode {
     // The server's writes come from many clients at once: checkpoints go to a thread of their
     // own so that no write waits for one.
     config.background_checkpoints = matches!(cli.command, Command::Serve(_));
+    config.deferred_sync = config.background_checkpoints;
     let mut engine = match Engine::open(config) {
         Ok(e) => e,
         Err(e) => {

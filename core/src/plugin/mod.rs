@@ -663,7 +663,9 @@ mod tests {
         assert!(host.plugins().is_empty());
         assert_eq!(host.errors().len(), 1);
         assert!(
-            host.errors()[0].message.contains("cannot load the library"),
+            host.errors()[0]
+                .message
+                .contains("not a shared library: the file does not start with the ELF header"),
             "{:?}",
             host.errors()
         );

@@ -84,6 +84,7 @@ impl Dry {
             scripts: live.config().scripts.clone(),
             settings: live.config().settings.clone(),
             background_checkpoints: false,
+            deferred_sync: false,
         };
         let engine = Engine::open(config).map_err(|e| e.to_string())?;
         Ok(Dry {

@@ -5,12 +5,17 @@
 //! While it commits, the next calls queue up, so under load one fsync covers a whole batch and
 //! no request pays a thread handoff of its own on the way in.
 //!
+//! With the engine's deferred sync (`billhost serve`), the writer does not wait for a batch's
+//! fsync: it hands the batch's answers to the sync thread, which syncs the WAL and only then
+//! answers them, while the writer already runs the next batch ([`crate::store::walsync`]).
+//!
 //! A request that timed out (or whose client left) before its turn is skipped, never run
 //! behind its caller's back. Stopping lets the calls already queued finish and commit.
 
 use crate::auth::Caller;
-use crate::engine::MAX_BATCH;
+use crate::engine::{MAX_BATCH, settle};
 use crate::error::FuncError;
+use crate::store::walsync::Durable;
 use crate::{Doc, Engine, Params};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -44,12 +49,28 @@ pub struct WriterThread {
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// A committed batch's answers, sent once it is durable.
+struct Settling {
+    durable: Durable,
+    replies: Vec<(oneshot::Sender<Doc>, Doc)>,
+}
+
 impl WriterThread {
     pub fn start(engine: Arc<Engine>) -> std::io::Result<WriterThread> {
         let (queue, calls) = mpsc::channel();
+        let (settle_queue, settling) = mpsc::channel();
+        let syncer = std::thread::Builder::new()
+            .name("billhost-sync".into())
+            .spawn(move || sync(&settling))?;
         let thread = std::thread::Builder::new()
             .name("billhost-writer".into())
-            .spawn(move || run(&engine, &calls))?;
+            .spawn(move || {
+                run(&engine, &calls, &settle_queue);
+                // The sync thread ends once the writer's queue to it is gone, after answering
+                // every batch handed to it.
+                drop(settle_queue);
+                let _ = syncer.join();
+            })?;
         Ok(WriterThread {
             queue,
             thread: Mutex::new(Some(thread)),
@@ -73,7 +94,25 @@ impl WriterThread {
     }
 }
 
-fn run(engine: &Engine, calls: &mpsc::Receiver<Msg>) {
+/// The sync thread: waits for each handed batch to be durable and answers it. Batches waiting
+/// together share one fsync (the newest covers the older ones).
+fn sync(settling: &mpsc::Receiver<Settling>) {
+    while let Ok(first) = settling.recv() {
+        let mut waiting = vec![first];
+        waiting.extend(settling.try_iter());
+        // The newest batch's sync covers every older one: run it first, and the older ones
+        // then find themselves durable without an fsync of their own. (A failure is found and
+        // answered per batch below, which tries again.)
+        if let Some(newest) = waiting.last() {
+            let _ = newest.durable.wait();
+        }
+        for s in waiting {
+            answer_when_durable(s);
+        }
+    }
+}
+
+fn run(engine: &Engine, calls: &mpsc::Receiver<Msg>, settle_queue: &mpsc::Sender<Settling>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut stopping = false;
     while !stopping {
@@ -101,11 +140,31 @@ fn run(engine: &Engine, calls: &mpsc::Receiver<Msg>) {
             .iter()
             .map(|job| (&job.caller, job.func.as_str(), &job.params))
             .collect();
-        let docs = engine.call_batch(&calls);
+        let (docs, durable) = engine.call_batch_deferred(&calls);
         drop(calls);
-        for (job, doc) in batch.drain(..).zip(docs) {
-            let _ = job.reply.send(doc);
+        let replies: Vec<(oneshot::Sender<Doc>, Doc)> =
+            batch.drain(..).map(|job| job.reply).zip(docs).collect();
+        match durable {
+            Some(durable) => {
+                if let Err(mpsc::SendError(s)) = settle_queue.send(Settling { durable, replies }) {
+                    // No sync thread (it could not run): wait here.
+                    answer_when_durable(s);
+                }
+            }
+            None => {
+                for (reply, doc) in replies {
+                    let _ = reply.send(doc);
+                }
+            }
         }
+    }
+}
+
+fn answer_when_durable(s: Settling) {
+    let (replies, mut docs): (Vec<_>, Vec<Doc>) = s.replies.into_iter().unzip();
+    settle(&mut docs, &s.durable);
+    for (reply, doc) in replies.into_iter().zip(docs) {
+        let _ = reply.send(doc);
     }
 }
 

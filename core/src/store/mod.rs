@@ -59,6 +59,7 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 pub mod checkpoint;
+pub mod walsync;
 
 /// Opens (creating if needed) the database and brings its schema up to date.
 pub fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {

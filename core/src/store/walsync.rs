@@ -1,0 +1,123 @@
+//! Durability by syncing the WAL file ourselves, so that the fsync of one group-commit batch
+//! runs while the writer already executes the next one.
+//!
+//! With `synchronous=FULL` SQLite fsyncs the WAL inside `COMMIT`, on the writer's thread: the
+//! writer does nothing else meanwhile, and under load a batch's execution and its fsync add
+//! up. In `serve` the writer connection instead commits with `synchronous=NORMAL` (the frames
+//! are written to the WAL, not synced) and the server's sync thread fsyncs the WAL file before
+//! it answers the batch's requests. An answered write is therefore exactly as durable as with
+//! `FULL`: its frames, and every earlier one, were on disk before its answer left. (SQLite, at
+//! `NORMAL`, syncs the WAL before each checkpoint and the database after it, so a checkpoint
+//! never makes the database run ahead of a synced WAL.) What changes: a commit is visible to
+//! readers a moment before it is durable, so a read may show a write that a power loss then
+//! takes back; never one that was answered.
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The WAL file of one database and how far it is known to be on disk.
+pub struct WalSync {
+    path: PathBuf,
+    /// The newest batch whose `COMMIT` returned (its frames are written, maybe not synced).
+    committed: AtomicU64,
+    state: Mutex<State>,
+}
+
+struct State {
+    file: Option<File>,
+    synced_through: u64,
+}
+
+/// A committed batch whose durability is still to be waited for.
+pub struct Durable {
+    sync: Arc<WalSync>,
+    batch: u64,
+}
+
+impl Durable {
+    /// Blocks until the batch (and every one before it) is on disk.
+    pub fn wait(&self) -> io::Result<()> {
+        self.sync.sync_through(self.batch)
+    }
+
+    pub fn batch(&self) -> u64 {
+        self.batch
+    }
+}
+
+impl WalSync {
+    /// For the database at `db` (its WAL is `db-wal`).
+    pub fn new(db: &Path) -> Arc<WalSync> {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        Arc::new(WalSync {
+            path: PathBuf::from(wal),
+            committed: AtomicU64::new(0),
+            state: Mutex::new(State {
+                file: None,
+                synced_through: 0,
+            }),
+        })
+    }
+
+    /// Records that `batch` committed; answers what to wait for before answering it.
+    pub fn committed(self: &Arc<Self>, batch: u64) -> Durable {
+        self.committed.fetch_max(batch, Ordering::SeqCst);
+        Durable {
+            sync: self.clone(),
+            batch,
+        }
+    }
+
+    /// Syncs the WAL unless a sync that started after `batch` committed already ended. One
+    /// fsync covers every batch committed before it starts, so waiters coalesce.
+    fn sync_through(&self, batch: u64) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.synced_through >= batch {
+            return Ok(());
+        }
+        let target = self.committed.load(Ordering::SeqCst).max(batch);
+        match self.open(&mut state) {
+            Ok(file) => file.sync_data()?,
+            // No WAL: SQLite removed it after checkpointing (and syncing) all of it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => state.file = None,
+            Err(e) => return Err(e),
+        }
+        state.synced_through = target;
+        Ok(())
+    }
+
+    /// The WAL file, opened again if SQLite replaced it since (a WAL is removed when the last
+    /// connection closes and made anew by the next writer).
+    fn open<'s>(&self, state: &'s mut State) -> io::Result<&'s File> {
+        let current = match &state.file {
+            Some(file) => same_file(file, &self.path)?,
+            None => false,
+        };
+        if !current {
+            state.file = Some(File::open(&self.path)?);
+        }
+        state
+            .file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the WAL file is not open"))
+    }
+}
+
+#[cfg(unix)]
+fn same_file(file: &File, path: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let open = file.metadata()?;
+    Ok(match std::fs::metadata(path) {
+        Ok(now) => now.ino() == open.ino() && now.dev() == open.dev(),
+        Err(_) => false,
+    })
+}
+
+#[cfg(not(unix))]
+fn same_file(_file: &File, _path: &Path) -> io::Result<bool> {
+    Ok(false)
+}
