@@ -527,3 +527,266 @@ fn subaccounts_one_active_per_provider() {
     assert_eq!(w.balance(), "-50.00");
     w.clean();
 }
+
+impl World {
+    /// The error document of a call that must fail.
+    fn error(&self, func: &str, params: &[(&str, &str)]) -> billhost::FuncError {
+        match self.call(func, params) {
+            Doc::Error(e) => e,
+            other => panic!("{func} {params:?} should fail: {other:?}"),
+        }
+    }
+
+    /// A refusal as "too large", naming `object`, that changed nothing the ledger shows.
+    fn too_large(&self, func: &str, params: &[(&str, &str)], object: &str) {
+        let before = self.snapshot();
+        let e = self.error(func, params);
+        assert_eq!(e.kind, ErrorType::Value, "{func} {params:?}: {e:?}");
+        assert_eq!(e.object, object, "{func} {params:?}: {e:?}");
+        assert!(e.msg.contains("too large"), "{func} {params:?}: {e:?}");
+        assert_eq!(
+            self.snapshot(),
+            before,
+            "{func} {params:?} changed something"
+        );
+    }
+
+    /// Every row of the ledger's tables, as text.
+    fn snapshot(&self) -> Vec<String> {
+        self.engine
+            .read(|c| {
+                let mut out = Vec::new();
+                for table in [
+                    "subaccount",
+                    "payment",
+                    "expense",
+                    "payment_expense",
+                    "refund",
+                    "history",
+                ] {
+                    let mut stmt = c.prepare(&format!("SELECT * FROM {table} ORDER BY id"))?;
+                    let n = stmt.column_count();
+                    let mut rows = stmt.query([])?;
+                    while let Some(r) = rows.next()? {
+                        let cells: Vec<String> = (0..n)
+                            .map(|i| format!("{:?}", r.get_ref(i).map(|v| v.to_owned()).ok()))
+                            .collect();
+                        out.push(format!("{table}: {}", cells.join("|")));
+                    }
+                }
+                Ok(out)
+            })
+            .expect("snapshot")
+    }
+}
+
+/// The largest amount accepted in a currency with 2 minor digits, and the largest balance.
+const MAX_USD: &str = "999999999999999.99";
+const MAX_BALANCE_USD: &str = "9999999999999999.99";
+
+#[test]
+fn sums_never_overflow_amounts_and_balances_stay_within_their_bounds() {
+    let w = World::new("bounds");
+    // The issue's amounts: beyond what any single amount may be.
+    w.too_large(
+        "subaccount.expense.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("amount", "92233720368547758.07"),
+            ("postpaid", "on"),
+        ],
+        "amount",
+    );
+    w.too_large(
+        "payment.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("paymethod", "1"),
+            ("paymethodamount", "1000000000000000.00"),
+        ],
+        "paymethodamount",
+    );
+    w.too_large(
+        "payment.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("paymethod", "1"),
+            ("subaccountamount", "1000000000000000"),
+        ],
+        "subaccountamount",
+    );
+    // Ten payments of the largest amount, then the balance at its limit exactly.
+    let mut paid = Vec::new();
+    for _ in 0..10 {
+        let p = w.pay("1", MAX_USD);
+        w.ok("payment.setpaid", &[("elid", &p)]);
+        paid.push(p);
+    }
+    assert_eq!(w.balance(), "9999999999999999.90");
+    let over = w.pay("1", "0.10");
+    w.too_large("payment.setpaid", &[("elid", &over)], "elid");
+    assert_eq!(w.payment(&over, "status"), "1");
+    let last = w.pay("1", "0.09");
+    w.ok("payment.setpaid", &[("elid", &last)]);
+    assert_eq!(w.balance(), MAX_BALANCE_USD);
+    w.clean();
+    // Expenses down to the lowest balance: 20 of the largest amount and 0.18, paid from the
+    // payments as far as they go, the rest owed.
+    let mut expenses = Vec::new();
+    for _ in 0..20 {
+        expenses.push(w.expense(MAX_USD, &[("postpaid", "on")]));
+    }
+    w.expense("0.18", &[("postpaid", "on")]);
+    assert_eq!(w.balance(), format!("-{MAX_BALANCE_USD}"));
+    assert_eq!(w.payment(&paid[0], "usedamount"), MAX_USD);
+    w.clean();
+    w.too_large(
+        "subaccount.expense.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("amount", "0.01"),
+            ("postpaid", "on"),
+        ],
+        "amount",
+    );
+    // A refund would debit beyond the lowest balance too.
+    w.too_large(
+        "payment.refund",
+        &[("elid", &paid[0]), ("sok", "ok"), ("amount", "0.01")],
+        "amount",
+    );
+    // Deleting an expense gives its amount back; then refunds work again, down to the bound.
+    w.ok("subaccount.expense.delete", &[("elid", &expenses[19])]);
+    assert_eq!(w.balance(), "-9000000000000000.00");
+    w.ok(
+        "payment.refund",
+        &[("elid", &paid[9]), ("sok", "ok"), ("amount", MAX_USD)],
+    );
+    assert_eq!(w.payment(&paid[9], "status"), "6");
+    assert_eq!(w.balance(), "-9999999999999999.99");
+    w.too_large(
+        "payment.refund",
+        &[("elid", &paid[8]), ("sok", "ok"), ("amount", "0.01")],
+        "amount",
+    );
+    w.clean();
+    let cli_check = w.engine.read(billhost::ledger::check).expect("check");
+    assert!(cli_check.is_empty(), "{cli_check:?}");
+}
+
+#[test]
+fn the_schema_refuses_anything_but_integers_in_money_columns() {
+    let w = World::new("schema-money");
+    let p = w.pay("1", "10.00");
+    w.ok("payment.setpaid", &[("elid", &p)]);
+    w.expense("4.00", &[]);
+    let raw = rusqlite::Connection::open(w.dir.join("ledger.db")).expect("raw connection");
+    for sql in [
+        "UPDATE subaccount SET balance = 1.5 WHERE id = 1",
+        "UPDATE subaccount SET balance = '6.01' WHERE id = 1",
+        "UPDATE subaccount SET balance = 'six' WHERE id = 1",
+        "UPDATE subaccount SET balance = -1.8446744073709552e19 WHERE id = 1",
+        // SQLite turns an overflowing integer sum into a REAL
+        "UPDATE subaccount SET balance = balance + 9223372036854775807 WHERE id = 1",
+        "UPDATE payment SET subaccountamount = 10.5 WHERE id = 1",
+        "UPDATE payment SET usedamount = 'x' WHERE id = 1",
+        "UPDATE expense SET amount = 4.25 WHERE id = 1",
+        "UPDATE expense SET notpayd = 0.5 WHERE id = 1",
+        "UPDATE payment_expense SET amount = 1.5 WHERE id = 1",
+        "UPDATE paymethod SET minamount = 0.5 WHERE id = 1",
+        "INSERT INTO orderinfo (payment_id, name, cost) VALUES (1, 'line', 1.25)",
+        "INSERT INTO refund (payment_id, amount, paymethodamount, status, created)
+             VALUES (1, 1.5, 1, 6, '2020-01-01')",
+    ] {
+        let e = raw.execute(sql, []).expect_err(sql);
+        assert!(
+            e.to_string().contains("CHECK constraint failed"),
+            "{sql}: {e}"
+        );
+    }
+    // A value that is an integer however it is written is stored as one.
+    raw.execute("UPDATE paymethod SET minamount = NULL WHERE id = 1", [])
+        .expect("null minamount");
+    raw.execute("UPDATE subaccount SET creditlimit = 100.0 WHERE id = 1", [])
+        .expect("integral real");
+    assert_eq!(w.balance(), "6.00");
+    w.clean();
+}
+
+#[test]
+fn ids_are_never_reused_after_the_newest_object_is_deleted() {
+    let w = World::new("ids");
+    let history = |object: &str, id: &str| -> Vec<String> {
+        w.engine
+            .read(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT description FROM history WHERE object_type = ?1 AND object_id = ?2 ORDER BY id",
+                )?;
+                let rows = stmt.query_map(rusqlite::params![object, id], |r| r.get(0))?;
+                Ok(rows.collect::<Result<Vec<String>, _>>()?)
+            })
+            .expect("history")
+    };
+    type Make<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let kinds: Vec<Make> = vec![
+        (
+            "discount",
+            "account.discount",
+            vec![("sok", "ok"), ("name", "Autumn"), ("percentage", "5")],
+        ),
+        (
+            "taxrule",
+            "account.taxrule",
+            vec![("sok", "ok"), ("taxrate", "19")],
+        ),
+        (
+            "currencyrate",
+            "account.currencyrate",
+            vec![
+                ("sok", "ok"),
+                ("currency_base", "840"),
+                ("currency_relate", "978"),
+                ("rate", "1.1"),
+            ],
+        ),
+        (
+            "accountgroup",
+            "accountgroup",
+            vec![("sok", "ok"), ("name", "First")],
+        ),
+    ];
+    for (object, func, params) in &kinds {
+        let edit = format!("{func}.edit");
+        let first = w.id(&edit, params);
+        w.ok(&format!("{func}.delete"), &[("elid", &first)]);
+        let mut again = params.clone();
+        if *object == "accountgroup" {
+            again[1] = ("name", "Second");
+        }
+        let second = w.id(&edit, &again);
+        assert!(
+            second.parse::<i64>().expect("id") > first.parse::<i64>().expect("id"),
+            "{object}: {second} after the deleted {first}"
+        );
+        // The deleted object's history still reads as its own, and the new one's as the new one's.
+        let old = history(object, &first);
+        assert!(
+            old.last().is_some_and(|d| d.contains("deleted")),
+            "{object}: {old:?}"
+        );
+        let new = history(object, &second);
+        assert!(
+            new.iter().all(|d| !d.contains("deleted")),
+            "{object}: {new:?}"
+        );
+    }
+    // The newest payment canceled, expense deleted: their ids stay theirs too.
+    let p = w.pay("1", "5");
+    w.ok("payment.delete", &[("elid", &p)]);
+    assert!(w.pay("1", "5").parse::<i64>().expect("id") > p.parse::<i64>().expect("id"));
+    w.clean();
+}

@@ -172,7 +172,64 @@ pub fn rate_in_force(
 }
 
 fn too_large(object: &str) -> FuncError {
-    FuncError::value(object, "", "The amount is too large")
+    money::too_large(object, "")
+}
+
+/// Moves a subaccount's balance by `delta`, computed in Rust and checked: a balance beyond
+/// [`money::MAX_BALANCE`] is the "too large" `value` error naming `object` (the parameter
+/// that asked for the change) and `value`. Answers the new balance.
+fn move_balance(
+    ctx: &Ctx,
+    subaccount: i64,
+    delta: i64,
+    object: &str,
+    value: &str,
+) -> FuncResult<i64> {
+    let balance: i64 = ctx
+        .db
+        .prepare_cached("SELECT balance FROM subaccount WHERE id = ?1")?
+        .query_row([subaccount], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| FuncError::missed_object("subaccount", subaccount))?;
+    let new = money::add_to_balance(balance, delta, object, value)?;
+    ctx.db
+        .prepare_cached("UPDATE subaccount SET balance = ?2 WHERE id = ?1")?
+        .execute(params![subaccount, new])?;
+    Ok(new)
+}
+
+/// Moves what a payment pays (`usedamount`) and what an expense owes (`notpayd`) by `delta` in
+/// opposite directions, computed in Rust; refused as an internal fault when either would leave
+/// its bounds (`usedamount + refundedamount <= subaccountamount`, `0 <= notpayd <= amount`).
+fn move_allocation(ctx: &Ctx, payment: i64, expense: i64, delta: i64) -> FuncResult<()> {
+    let (used, refunded, total): (i64, i64, i64) = ctx
+        .db
+        .prepare_cached(
+            "SELECT usedamount, refundedamount, subaccountamount FROM payment WHERE id = ?1",
+        )?
+        .query_row([payment], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let (notpayd, amount): (i64, i64) = ctx
+        .db
+        .prepare_cached("SELECT notpayd, amount FROM expense WHERE id = ?1")?
+        .query_row([expense], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let new_used = used
+        .checked_add(delta)
+        .filter(|&u| u >= 0 && u.checked_add(refunded).is_some_and(|s| s <= total));
+    let new_notpayd = notpayd
+        .checked_sub(delta)
+        .filter(|&n| (0..=amount).contains(&n));
+    let (Some(new_used), Some(new_notpayd)) = (new_used, new_notpayd) else {
+        return Err(FuncError::internal(format!(
+            "allocation of {delta} between payment {payment} and expense {expense} is out of bounds"
+        )));
+    };
+    ctx.db
+        .prepare_cached("UPDATE payment SET usedamount = ?2 WHERE id = ?1")?
+        .execute(params![payment, new_used])?;
+    ctx.db
+        .prepare_cached("UPDATE expense SET notpayd = ?2 WHERE id = ?1")?
+        .execute(params![expense, new_notpayd])?;
+    Ok(())
 }
 
 /// `round(minor * num / den)` from one scale to another: the one way amounts are converted.
@@ -624,9 +681,13 @@ pub fn set_paid(ctx: &Ctx, id: i64) -> FuncResult<()> {
     ctx.db
         .prepare_cached("UPDATE payment SET status = 4, paydate = ?2 WHERE id = ?1")?
         .execute(params![id, ctx.now])?;
-    ctx.db
-        .prepare_cached("UPDATE subaccount SET balance = balance + ?2 WHERE id = ?1")?
-        .execute(params![p.subaccount, p.subaccountamount])?;
+    move_balance(
+        ctx,
+        p.subaccount,
+        p.subaccountamount,
+        "elid",
+        &id.to_string(),
+    )?;
     let sub = subaccount(ctx.db, p.subaccount)?;
     if p.commissionamount > 0 {
         let label = if p.number.is_empty() {
@@ -644,6 +705,7 @@ pub fn set_paid(ctx: &Ctx, id: i64) -> FuncResult<()> {
                 payment: Some(id),
                 ..ExpenseRow::default()
             },
+            "elid",
         )?;
     }
     allocate(ctx, p.subaccount)?;
@@ -694,7 +756,8 @@ struct ExpenseRow {
     postpaid: bool,
 }
 
-fn insert_expense(ctx: &Ctx, sub: &Subaccount, e: &ExpenseRow) -> FuncResult<i64> {
+/// Stores an expense and debits it; `object` names the parameter a "too large" balance blames.
+fn insert_expense(ctx: &Ctx, sub: &Subaccount, e: &ExpenseRow, object: &str) -> FuncResult<i64> {
     let taxrate = if e.taxrate.is_empty() {
         "0"
     } else {
@@ -725,9 +788,8 @@ fn insert_expense(ctx: &Ctx, sub: &Subaccount, e: &ExpenseRow) -> FuncResult<i64
             ctx.now
         ])?;
     let id = ctx.db.last_insert_rowid();
-    ctx.db
-        .prepare_cached("UPDATE subaccount SET balance = balance - ?2 WHERE id = ?1")?
-        .execute(params![sub.id, e.amount])?;
+    let value = money::format_minor(e.amount, sub.currency.scale);
+    move_balance(ctx, sub.id, -e.amount, object, &value)?;
     ctx.history(
         "expense",
         id,
@@ -820,6 +882,7 @@ pub fn add_expense(ctx: &Ctx, e: &NewExpense) -> FuncResult<i64> {
             cdate: e.cdate.clone(),
             postpaid: e.postpaid,
         },
+        "amount",
     )?;
     allocate(ctx, sub.id)?;
     Ok(id)
@@ -832,13 +895,7 @@ pub fn allocate_one(ctx: &Ctx, payment: i64, expense: i64, amount: i64) -> FuncR
             "INSERT INTO payment_expense (payment_id, expense_id, amount, created) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![payment, expense, amount, ctx.now])?;
-    ctx.db
-        .prepare_cached("UPDATE payment SET usedamount = usedamount + ?2 WHERE id = ?1")?
-        .execute(params![payment, amount])?;
-    ctx.db
-        .prepare_cached("UPDATE expense SET notpayd = notpayd - ?2 WHERE id = ?1")?
-        .execute(params![expense, amount])?;
-    Ok(())
+    move_allocation(ctx, payment, expense, amount)
 }
 
 /// Pays the subaccount's unpaid expenses, oldest first, from the free parts of its credited
@@ -916,12 +973,7 @@ fn release(
                 )?
                 .execute(params![payment, expense, value - take, ctx.now])?;
         }
-        ctx.db
-            .prepare_cached("UPDATE payment SET usedamount = usedamount - ?2 WHERE id = ?1")?
-            .execute(params![payment, take])?;
-        ctx.db
-            .prepare_cached("UPDATE expense SET notpayd = notpayd + ?2 WHERE id = ?1")?
-            .execute(params![expense, take])?;
+        move_allocation(ctx, payment, expense, -take)?;
         left -= take;
         released += take;
     }
@@ -960,9 +1012,7 @@ pub fn delete_expense(ctx: &Ctx, id: i64) -> FuncResult<()> {
     ctx.db
         .prepare_cached("UPDATE expense SET deleted = 1, deleted_at = ?2 WHERE id = ?1")?
         .execute(params![id, ctx.now])?;
-    ctx.db
-        .prepare_cached("UPDATE subaccount SET balance = balance + ?2 WHERE id = ?1")?
-        .execute(params![subaccount, amount])?;
+    move_balance(ctx, subaccount, amount, "elid", &id.to_string())?;
     let sub = subaccount_currency(ctx.db, subaccount)?;
     ctx.history(
         "expense",
@@ -1126,7 +1176,10 @@ fn proportional(x: i64, num: i64, den: i64) -> FuncResult<i64> {
         .checked_mul(Decimal::from(num))
         .and_then(|v| v.checked_div(Decimal::from(den)))
         .ok_or_else(|| too_large("amount"))?;
-    i64::try_from(money::round(v, 0).mantissa()).map_err(|_| too_large("amount"))
+    i64::try_from(money::round(v, 0).mantissa())
+        .ok()
+        .and_then(|v| money::bounded(v, "amount").ok())
+        .ok_or_else(|| too_large("amount"))
 }
 
 /// Records a done refund of `sub_amount` (subaccount currency) and `pm_amount` (method
@@ -1155,18 +1208,40 @@ fn refund_exact(
         )?
         .execute(params![p.id, sub_amount, pm_amount, description, status, ctx.now, completed])?;
     let refund = ctx.db.last_insert_rowid();
+    let now = payment(ctx.db, p.id)?;
+    let refunded = now
+        .refundedamount
+        .checked_add(sub_amount)
+        .filter(|&r| {
+            r <= now.subaccountamount
+                && r.checked_add(now.usedamount)
+                    .is_some_and(|s| s <= now.subaccountamount)
+        })
+        .ok_or_else(|| {
+            FuncError::internal(format!(
+                "refund {refund} exceeds what payment {} can refund",
+                p.id
+            ))
+        })?;
+    // A payment with a refund pending stays in status 5 until that one completes.
+    let new_status = if pending || now.status == status::REFUND_PENDING {
+        status::REFUND_PENDING
+    } else if refunded >= now.subaccountamount {
+        status::REFUNDED
+    } else {
+        now.status
+    };
     ctx.db
-        .prepare_cached(
-            "UPDATE payment SET refundedamount = refundedamount + ?2,
-                    status = CASE WHEN ?3 OR status = 5 THEN 5 WHEN refundedamount + ?2 >= subaccountamount THEN 6 ELSE status END
-             WHERE id = ?1",
-        )?
-        // A payment with a refund pending stays in status 5 until that one completes.
-        .execute(params![p.id, sub_amount, pending])?;
-    ctx.db
-        .prepare_cached("UPDATE subaccount SET balance = balance - ?2 WHERE id = ?1")?
-        .execute(params![p.subaccount, sub_amount])?;
+        .prepare_cached("UPDATE payment SET refundedamount = ?2, status = ?3 WHERE id = ?1")?
+        .execute(params![p.id, refunded, new_status])?;
     let pm_cur = currency(ctx.db, p.currency)?;
+    move_balance(
+        ctx,
+        p.subaccount,
+        -sub_amount,
+        "amount",
+        &money::format_minor(pm_amount, pm_cur.scale),
+    )?;
     let mut text = format!(
         "refund {refund}: {} {} {}",
         money::format_minor(pm_amount, pm_cur.scale),
