@@ -831,3 +831,87 @@ fn inline_views_see_the_latest_commit_and_hold_no_snapshot() {
         .expect("checkpoint");
     assert_eq!(busy, 0, "a reader still holds a snapshot");
 }
+
+#[test]
+fn id_lists_refuse_empty_elements_and_more_than_the_group_bound() {
+    let fx = Fixture::new("elid-lists");
+    let a = fx.register("a@example.com");
+    let b = fx.register("b@example.com");
+    let before = fx.dump();
+    for func in [
+        "account.delete",
+        "account.project.suspend",
+        "accountgroup.delete",
+    ] {
+        for elid in [
+            format!("{a},,{b}"),
+            format!("{a},"),
+            format!(",{a}"),
+            format!("{a}, , {b}"),
+        ] {
+            let doc = fx.call(func, &[("elid", &elid), ("plid", &a.to_string())]);
+            match &doc {
+                Doc::Error(e) => {
+                    assert_eq!(
+                        (error_type(&doc), e.object.as_str()),
+                        ("value", "elid"),
+                        "{func} {elid}"
+                    )
+                }
+                other => panic!("{func} elid={elid} accepted: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(fx.dump(), before);
+    // The bound: 1000 elements are one group, 1001 are refused before any runs.
+    let ids = |n: usize| {
+        (1..=n)
+            .map(|i| (i + 1000).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let doc = fx.call("account.delete", &[("elid", &ids(1001))]);
+    match &doc {
+        Doc::Error(e) => {
+            assert_eq!((error_type(&doc), e.object.as_str()), ("value", "elid"));
+            assert!(e.msg.contains("1000"), "{}", e.msg);
+        }
+        other => panic!("1001 elements accepted: {other:?}"),
+    }
+    // 1000 get as far as the elements themselves (none of these clients exists).
+    assert_eq!(
+        error_type(&fx.call("account.delete", &[("elid", &ids(1000))])),
+        "missed"
+    );
+    assert_eq!(fx.dump(), before);
+}
+
+#[test]
+fn stored_filters_refuse_control_characters_like_every_text_parameter() {
+    let fx = Fixture::new("filter-control");
+    fx.register("a@example.com");
+    for field in ["name", "email", "label"] {
+        for bad in ["a\u{1}b", "line\nbreak", "tab\there", "esc\u{1b}[31m"] {
+            let doc = fx.call("account.filter", &[("sok", "ok"), (field, bad)]);
+            match &doc {
+                Doc::Error(e) => {
+                    assert_eq!(
+                        (error_type(&doc), e.object.as_str()),
+                        ("value", field),
+                        "{bad:?}"
+                    )
+                }
+                other => panic!("{field}={bad:?} stored: {other:?}"),
+            }
+        }
+    }
+    // Nothing was stored: the filter form is blank, and the list shows every client.
+    let form = fx.call("account.filter", &[]);
+    for field in ["name", "email", "label"] {
+        assert_eq!(form.field(field), Some(""), "{field}");
+    }
+    assert_eq!(list_len(&fx.call("account", &[])), 1);
+    // A plain value is stored as before.
+    fx.ok("account.filter", &[("sok", "ok"), ("name", "a@")]);
+    assert_eq!(fx.call("account.filter", &[]).field("name"), Some("a@"));
+}

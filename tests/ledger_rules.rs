@@ -790,3 +790,229 @@ fn ids_are_never_reused_after_the_newest_object_is_deleted() {
     assert!(w.pay("1", "5").parse::<i64>().expect("id") > p.parse::<i64>().expect("id"));
     w.clean();
 }
+
+#[test]
+fn check_adds_up_credits_past_the_range_of_i64() {
+    // Paying and refunding the largest amount over and over credits more than i64 holds in all
+    // (93 * 0.99e17 > 9.22e18): every step is accepted, and the check must still add it up.
+    let w = World::new("check-sums");
+    for _ in 0..95 {
+        let p = w.pay("1", MAX_USD);
+        w.ok("payment.setpaid", &[("elid", &p)]);
+        w.ok(
+            "payment.refund",
+            &[("elid", &p), ("sok", "ok"), ("amount", MAX_USD)],
+        );
+    }
+    assert_eq!(w.balance(), "0.00");
+    w.clean();
+}
+
+#[test]
+fn amounts_are_never_rounded_on_input_and_zeros_past_the_minor_units_are_exact() {
+    let w = World::new("input");
+    let make = |amount: &str| {
+        w.call(
+            "payment.edit",
+            &[
+                ("plid", "1"),
+                ("sok", "ok"),
+                ("paymethod", "1"),
+                ("paymethodamount", amount),
+            ],
+        )
+    };
+    for bad in [
+        "9.9999999999999999999999999999999",
+        "10.0000000000000000000000000000001",
+        "10.011",
+        "10.001",
+    ] {
+        let before = w.snapshot();
+        match make(bad) {
+            Doc::Error(e) => {
+                assert_eq!(
+                    (e.kind, e.object.as_str()),
+                    (ErrorType::Value, "paymethodamount"),
+                    "{bad}"
+                )
+            }
+            other => panic!("{bad} accepted: {other:?}"),
+        }
+        assert_eq!(w.snapshot(), before, "{bad}");
+    }
+    // Zeros past the currency's digits change nothing: the amount is exact.
+    for (text, shown) in [
+        ("10.010", "10.01"),
+        ("10.0000000000000000000000000000000", "10.00"),
+    ] {
+        let id = make(text).field("id").expect("id").to_string();
+        assert_eq!(w.payment(&id, "paymethodamount"), shown, "{text}");
+    }
+    // The subaccount amount given with the method's amount is checked, never ignored.
+    let e = w.error(
+        "payment.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("paymethod", "1"),
+            ("paymethodamount", "10"),
+            ("subaccountamount", "0.001"),
+        ],
+    );
+    assert_eq!(
+        (e.kind, e.object.as_str()),
+        (ErrorType::Value, "subaccountamount")
+    );
+    let e = w.error(
+        "payment.edit",
+        &[
+            ("elid", "1"),
+            ("sok", "ok"),
+            ("paymethodamount", "10"),
+            ("subaccountamount", "x"),
+        ],
+    );
+    assert_eq!(
+        (e.kind, e.object.as_str()),
+        (ErrorType::Value, "subaccountamount")
+    );
+    w.clean();
+}
+
+/// A world whose payment method takes yen onto the provider's dollars: `amount` JPY cost `rate`
+/// USD.
+fn yen_world(name: &str, rate: &str, amount: &str) -> World {
+    let w = World::new(name);
+    w.ok(
+        "currency.edit",
+        &[("elid", "392"), ("sok", "ok"), ("active", "on")],
+    );
+    w.ok(
+        "paymethod.edit",
+        &[("sok", "ok"), ("name", "Yen"), ("currency", "392")],
+    );
+    w.ok(
+        "account.currencyrate.edit",
+        &[
+            ("sok", "ok"),
+            ("currency_base", "840"),
+            ("currency_relate", "392"),
+            ("rate", rate),
+            ("amount", amount),
+        ],
+    );
+    w
+}
+
+#[test]
+fn a_partial_refund_never_marks_a_payment_refunded_while_money_is_owed() {
+    let w = yen_world("refund-cap", "0.67", "100");
+    // 3 JPY = 0.0201 USD -> 0.02
+    let p = w.pay("2", "3");
+    assert_eq!(w.payment(&p, "subaccountamount"), "0.02");
+    w.ok("payment.setpaid", &[("elid", &p)]);
+    // 1 JPY of 3 is 0.0067 USD -> 0.01: one of the two cents.
+    w.ok(
+        "payment.refund",
+        &[("elid", &p), ("sok", "ok"), ("amount", "1")],
+    );
+    assert_eq!(w.payment(&p, "refundedamount"), "0.01");
+    // One more yen would take the last cent too and leave 1 JPY owed: refused, the rest asked for.
+    let before = w.snapshot();
+    let e = w.error(
+        "payment.refund",
+        &[("elid", &p), ("sok", "ok"), ("amount", "1")],
+    );
+    assert_eq!((e.kind, e.object.as_str()), (ErrorType::Value, "amount"));
+    assert!(e.msg.contains("refund the rest, 2 JPY"), "{}", e.msg);
+    assert_eq!(w.snapshot(), before);
+    w.ok(
+        "payment.refund",
+        &[("elid", &p), ("sok", "ok"), ("amount", "2")],
+    );
+    assert_eq!(w.payment(&p, "status"), "6");
+    assert_eq!(w.field("payment.refund", &[("elid", &p)], "amount"), "0");
+    // A refund worth less than a cent is refused.
+    let q = w.pay("2", "300");
+    w.ok("payment.setpaid", &[("elid", &q)]);
+    let e = w.error(
+        "payment.refund",
+        &[("elid", &q), ("sok", "ok"), ("amount", "0")],
+    );
+    assert_eq!(e.kind, ErrorType::Value);
+    w.clean();
+}
+
+#[test]
+fn subaccount_refund_says_why_payments_were_passed_over() {
+    let w = yen_world("refund-skip", "0.67", "1");
+    let sub_refund = |amount: &str| {
+        w.error(
+            "subaccount.refund",
+            &[("elid", "1"), ("sok", "ok"), ("amount", amount)],
+        )
+    };
+    let p = w.pay("2", "3"); // 2.01 USD
+    assert_eq!(w.payment(&p, "subaccountamount"), "2.01");
+    w.ok("payment.setpaid", &[("elid", &p)]);
+    let before = w.snapshot();
+    // 0.30 USD would be 0.45 -> 0 JPY; 1.70 USD would be 2.54 -> 3 JPY, all the yen while
+    // 0.31 USD stayed: both are passed over, and the message says so.
+    for amount in ["0.30", "1.70"] {
+        let e = sub_refund(amount);
+        assert_eq!((e.kind, e.object.as_str()), (ErrorType::Value, "amount"));
+        assert!(!e.msg.starts_with("Only 0"), "{}", e.msg);
+        assert!(
+            e.msg
+                .starts_with(&format!("Nothing of {amount} USD can be refunded")),
+            "{}",
+            e.msg
+        );
+        assert!(e.msg.contains("round to nothing"), "{}", e.msg);
+        assert_eq!(w.snapshot(), before);
+    }
+    // All of it refunds both currencies exactly.
+    w.ok("subaccount.refund", &[("elid", "1"), ("sok", "ok")]);
+    assert_eq!(w.payment(&p, "status"), "6");
+    assert_eq!(w.balance(), "0.00");
+    w.clean();
+}
+
+#[test]
+fn invoice_lines_that_do_not_add_up_show_the_difference() {
+    let w = World::new("orderinfo");
+    let p = w.pay("1", "100.00");
+    let line = |name: &str, cost: &str| {
+        w.ok(
+            "payment.orderinfo.edit",
+            &[("plid", &p), ("sok", "ok"), ("name", name), ("cost", cost)],
+        );
+    };
+    let html = |w: &World| match w.call("payment.print", &[("elid", &p)]) {
+        Doc::File(f) => String::from_utf8(f.bytes).expect("utf-8"),
+        other => panic!("payment.print: {other:?}"),
+    };
+    line("Hosting", "60.00");
+    let page = html(&w);
+    assert!(page.contains("Not itemised"), "{page}");
+    assert!(page.contains("40.00"), "{page}");
+    line("Domain", "50.00");
+    let page = html(&w);
+    assert!(page.contains("Correction"), "{page}");
+    assert!(page.contains("-10.00"), "{page}");
+    w.ok(
+        "payment.orderinfo.edit",
+        &[
+            ("plid", &p),
+            ("elid", "2"),
+            ("sok", "ok"),
+            ("cost", "40.00"),
+        ],
+    );
+    let page = html(&w);
+    assert!(
+        !page.contains("Not itemised") && !page.contains("Correction"),
+        "{page}"
+    );
+}

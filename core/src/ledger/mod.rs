@@ -1154,8 +1154,27 @@ fn refund_payment_as(
     let sub_amount = if amount == left_pm {
         left_sub
     } else {
-        proportional(amount, p.subaccountamount, p.paymethodamount)?.min(left_sub)
+        proportional(amount, p.subaccountamount, p.paymethodamount)?
     };
+    if amount < left_pm && sub_amount >= left_sub {
+        // Taking what is left in the subaccount's currency would mark the payment refunded
+        // (status 6) while part of it is still owed in the method's currency.
+        let s = |m: i64| money::format_minor(m, sub_cur.scale);
+        return Err(FuncError::value(
+            "amount",
+            f(amount),
+            format!(
+                "Refunding {} {} would return all that is left of payment {id} in {} ({} {}): refund the rest, {} {}, instead",
+                f(amount),
+                pm_cur.iso,
+                sub_cur.iso,
+                s(left_sub),
+                sub_cur.iso,
+                f(left_pm),
+                pm_cur.iso
+            ),
+        ));
+    }
     if sub_amount <= 0 {
         return Err(FuncError::value(
             "amount",
@@ -1301,6 +1320,10 @@ pub fn refund_subaccount(
         .collect::<Result<_, _>>()?;
     let mut left = target;
     let mut refunds = Vec::new();
+    // Free funds of payments passed over because their share does not convert into the
+    // method's currency: less than one minor unit of it, or all that is left of it while some
+    // stays in the subaccount's currency (which would leave the payment unrefundable).
+    let mut passed_over = 0i64;
     for id in ids {
         if left == 0 {
             break;
@@ -1311,23 +1334,46 @@ pub fn refund_subaccount(
         let pm_part = if part == left_sub {
             left_pm
         } else {
-            proportional(part, p.paymethodamount, p.subaccountamount)?.min(left_pm)
+            proportional(part, p.paymethodamount, p.subaccountamount)?
         };
-        if pm_part <= 0 {
+        if pm_part <= 0 || (part < left_sub && pm_part >= left_pm) {
+            passed_over = passed_over.saturating_add(part);
             continue;
         }
         refunds.push(refund_exact(ctx, &p, part, pm_part, description, false)?);
         left -= part;
     }
     if left > 0 {
+        let done = target - left;
+        let mut why = Vec::new();
+        if passed_over > 0 {
+            why.push(format!(
+                "{} {} of the free funds are in payments where that share would round to nothing, or to all that is left, in the payment method's currency",
+                f(passed_over.min(left)),
+                sub.currency.iso
+            ));
+        }
+        if left > passed_over {
+            why.push("the rest was not paid by refundable payments".to_string());
+        }
+        let head = if done == 0 {
+            format!(
+                "Nothing of {} {} can be refunded",
+                f(target),
+                sub.currency.iso
+            )
+        } else {
+            format!(
+                "Only {} of {} {} can be refunded",
+                f(done),
+                f(target),
+                sub.currency.iso
+            )
+        };
         return Err(FuncError::value(
             "amount",
             f(target),
-            format!(
-                "Only {} {} can be refunded: the rest was not paid by refundable payments",
-                f(target - left),
-                sub.currency.iso
-            ),
+            format!("{head}: {}", why.join("; ")),
         ));
     }
     ctx.history(
