@@ -1016,3 +1016,88 @@ fn invoice_lines_that_do_not_add_up_show_the_difference() {
         "{page}"
     );
 }
+
+#[test]
+fn the_commission_expense_is_named_after_its_payment() {
+    let w = World::new("commission-name");
+    w.ok(
+        "paymethod.edit",
+        &[("elid", "1"), ("sok", "ok"), ("commission_fixed", "0.50")],
+    );
+    let p = w.id(
+        "payment.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("paymethod", "1"),
+            ("paymethodamount", "10"),
+            ("number", "INV-7"),
+        ],
+    );
+    w.ok("payment.setpaid", &[("elid", &p)]);
+    let names = w
+        .engine
+        .read(|c| {
+            let mut stmt =
+                c.prepare("SELECT name, payment_id, discountamount, taxamount FROM expense")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .expect("expenses");
+    let id: i64 = p.parse().expect("id");
+    assert_eq!(
+        names,
+        vec![(
+            format!("Commission on payment {p} (invoice INV-7)"),
+            id,
+            0,
+            0
+        )]
+    );
+    w.clean();
+}
+
+#[test]
+fn scripts_parse_money_as_the_funcs_do() {
+    let dir = std::env::temp_dir().join(format!("billhost-rules-lua-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("scripts")).expect("dir");
+    std::fs::write(
+        dir.join("scripts/money.lua"),
+        r#"billing.func("money.parse", { access = "admin", kind = "view" }, function(req)
+             return { value = billing.money(req.params.text) }
+           end)"#,
+    )
+    .expect("script");
+    let engine =
+        Engine::open(EngineConfig::new(dir.join("ledger.db")).with_scripts(dir.join("scripts")))
+            .expect("engine");
+    let parse = |text: &str| {
+        engine.call(
+            &Caller::superuser(),
+            "money.parse",
+            Params::from_pairs([("text", text)]),
+        )
+    };
+    for bad in [
+        "9.9999999999999999999999999999999",
+        "1e3",
+        "99999999999999999999999999999999",
+    ] {
+        assert!(parse(bad).is_error(), "{bad} accepted by billing.money");
+    }
+    assert_eq!(parse("10.010").field("value"), Some("10.010"));
+    assert_eq!(
+        parse("10.0000000000000000000000000000000").field("value"),
+        Some("10")
+    );
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}

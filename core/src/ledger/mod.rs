@@ -690,10 +690,12 @@ pub fn set_paid(ctx: &Ctx, id: i64) -> FuncResult<()> {
     )?;
     let sub = subaccount(ctx.db, p.subaccount)?;
     if p.commissionamount > 0 {
-        let label = if p.number.is_empty() {
+        // Named after the payment (its id, as `payment_id` on the expense links it), with the
+        // invoice number the client knows when that differs.
+        let label = if p.number.is_empty() || p.number == id.to_string() {
             id.to_string()
         } else {
-            p.number.clone()
+            format!("{id} (invoice {})", p.number)
         };
         insert_expense(
             ctx,
