@@ -43,6 +43,10 @@
 //!   until [`complete_refund`] confirms them, once.
 //! - A deleted expense keeps its row (`deleted = 1`), gives its amount back to the balance, has
 //!   its allocations released and `notpayd = amount` (nothing of it is paid).
+//! - Stored sums never come from SQL arithmetic: a new balance ([`money::add_to_balance`], within
+//!   [`money::MAX_BALANCE`], else the "too large" `value` error naming the parameter), `usedamount`
+//!   with `notpayd`, and `refundedamount` are computed and checked in Rust and bound; every single
+//!   amount is within [`money::MAX_AMOUNT`] (`money::to_minor`).
 
 pub mod check;
 
