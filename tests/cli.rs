@@ -348,3 +348,80 @@ fn a_failed_login_takes_as_long_whether_or_not_the_login_exists() {
         );
     }
 }
+
+#[test]
+fn the_issues_overflow_is_refused_and_check_stays_clean_at_the_largest_sums() {
+    let dir = TempDir::new("cli-overflow");
+    let db = dir.db();
+    let ok = |args: &[&str]| {
+        let o = billhost(&db, args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {o:?}");
+        stdout(&o)
+    };
+    ok(&["init", "--admin-password", "secret"]);
+    ok(&["call", "project.edit", "elid=1", "sok=ok", "currency=978"]);
+    ok(&[
+        "call",
+        "paymethod.edit",
+        "sok=ok",
+        "name=Bank",
+        "currency=978",
+    ]);
+    ok(&["call", "account.edit", "sok=ok", "email=ann@example.com"]);
+    // The issue's two expenses: each is beyond the largest amount, refused, nothing stored.
+    for _ in 0..2 {
+        let o = billhost(
+            &db,
+            &[
+                "call",
+                "subaccount.expense.edit",
+                "plid=1",
+                "sok=ok",
+                "postpaid=on",
+                "amount=92233720368547758.07",
+                "--out",
+                "text",
+            ],
+        );
+        assert_eq!(o.status.code(), Some(1), "{o:?}");
+        assert!(stdout(&o).contains("ERROR value(amount)"), "{}", stdout(&o));
+        assert!(stdout(&o).contains("too large"), "{}", stdout(&o));
+    }
+    // Pay and refund the largest amount (`ledger_rules` goes on until the credits add up past
+    // i64), then spend down to near the lowest balance: every list still answers and the check
+    // is clean.
+    for i in 1..=5 {
+        let id = i.to_string();
+        ok(&[
+            "call",
+            "payment.edit",
+            "plid=1",
+            "sok=ok",
+            "paymethod=1",
+            "paymethodamount=999999999999999.99",
+        ]);
+        ok(&["call", "payment.setpaid", &format!("elid={id}")]);
+        ok(&[
+            "call",
+            "payment.refund",
+            &format!("elid={id}"),
+            "sok=ok",
+            "amount=999999999999999.99",
+        ]);
+    }
+    for _ in 0..10 {
+        ok(&[
+            "call",
+            "subaccount.expense.edit",
+            "plid=1",
+            "sok=ok",
+            "postpaid=on",
+            "amount=999999999999999.99",
+        ]);
+    }
+    let list = ok(&["call", "subaccount", "--out", "text"]);
+    assert!(list.contains("balance=-9999999999999999.90"), "{list}");
+    ok(&["call", "account", "--out", "text"]);
+    let check = billhost(&db, &["check"]);
+    assert_eq!(check.status.code(), Some(0), "{check:?}");
+}

@@ -542,6 +542,84 @@ fn older_databases_are_upgraded_and_newer_ones_refused() {
 }
 
 #[test]
+fn migration_6_keeps_rows_ids_and_triggers_and_never_reuses_a_deleted_id() {
+    let dir = TempDir::new("migrate-6");
+    {
+        let conn = store::connect(&dir.db(), Durability::Full).expect("connect");
+        store::migrate(&conn, 5).expect("version 5");
+        conn.execute_batch(
+            "INSERT INTO account (id, project_id, name, registration_date) VALUES (7, 1, 'kept', '2020-01-01');
+             INSERT INTO users (login, password_hash, level, account_id, created)
+                 VALUES ('ann@example.com', 'x', 'user', 7, '2020-01-01');
+             INSERT INTO subaccount (id, account_id, project_id, currency_id, balance, created)
+                 VALUES (3, 7, 1, 840, 1000, '2020-01-01');
+             INSERT INTO paymethod (id, name, project_id, currency_id, created) VALUES (1, 'm', 1, 840, '2020-01-01');
+             INSERT INTO payment (id, number, project_id, account_id, subaccount_id, paymethod_id, currency_id, status,
+                                  createdate, paydate, subaccountamount, paymethodamount)
+                 VALUES (5, '5', 1, 7, 3, 1, 840, 4, '2020-01-01', '2020-01-01', 1000, 1000);
+             INSERT INTO discount (id, name, project_id, created) VALUES (1, 'one', 1, '2020-01-01'), (2, 'two', 1, '2020-01-01');
+             -- discount 3 existed and was deleted before the upgrade: only its history is left
+             INSERT INTO history (changedate, object_type, object_id, description, user_login, ip, action)
+                 VALUES ('2020-01-01', 'discount', 3, 'deleted', 'root', 'local', 'account.discount.delete');",
+        )
+        .expect("old data");
+    }
+    let engine = Engine::open(EngineConfig::new(dir.db())).expect("upgrade");
+    let root = Caller::superuser();
+    let call = |func: &str, params: &[(&str, &str)]| {
+        engine.call(&root, func, Params::from_pairs(params.iter().copied()))
+    };
+    // Rows and ids are kept, and the ledger still adds up.
+    assert_eq!(column(&call("account", &[]), "id"), vec!["7".to_string()]);
+    assert_eq!(
+        call("payment.edit", &[("elid", "5")]).field("subaccountamount"),
+        Some("10.00")
+    );
+    assert!(
+        engine
+            .read(billhost::ledger::check)
+            .expect("check")
+            .is_empty()
+    );
+    // The next discount is 4: neither 3 (named by history) nor anything below.
+    let doc = call(
+        "account.discount.edit",
+        &[("sok", "ok"), ("name", "new"), ("percentage", "5")],
+    );
+    assert_eq!(doc.field("id"), Some("4"), "{doc:?}");
+    // The auth epoch triggers came back with their tables.
+    let epoch = || {
+        engine
+            .read(|c| Ok(c.query_row("SELECT n FROM auth_epoch", [], |r| r.get::<_, i64>(0))?))
+            .expect("epoch")
+    };
+    let before = epoch();
+    engine
+        .write(|c| {
+            c.execute(
+                "UPDATE users SET enabled = 0 WHERE login = 'ann@example.com'",
+                [],
+            )?;
+            Ok(())
+        })
+        .expect("disable");
+    assert_eq!(epoch(), before + 1);
+    // Foreign keys are enforced again after the migration.
+    let orphan = engine.write(|c| {
+        c.execute(
+            "INSERT INTO expense (subaccount_id, account_id, amount, notpayd, realdate, created)
+             VALUES (999, 7, 1, 1, '2020-01-01', '2020-01-01')",
+            [],
+        )?;
+        Ok(())
+    });
+    assert!(
+        orphan.is_err(),
+        "an expense of a missing subaccount was stored"
+    );
+}
+
+#[test]
 fn concurrent_writes_commit_together_and_fail_alone() {
     let fx = std::sync::Arc::new(Fixture::new("group-commit"));
     let threads: Vec<_> = (0..16)
@@ -752,4 +830,88 @@ fn inline_views_see_the_latest_commit_and_hold_no_snapshot() {
         .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
         .expect("checkpoint");
     assert_eq!(busy, 0, "a reader still holds a snapshot");
+}
+
+#[test]
+fn id_lists_refuse_empty_elements_and_more_than_the_group_bound() {
+    let fx = Fixture::new("elid-lists");
+    let a = fx.register("a@example.com");
+    let b = fx.register("b@example.com");
+    let before = fx.dump();
+    for func in [
+        "account.delete",
+        "account.project.suspend",
+        "accountgroup.delete",
+    ] {
+        for elid in [
+            format!("{a},,{b}"),
+            format!("{a},"),
+            format!(",{a}"),
+            format!("{a}, , {b}"),
+        ] {
+            let doc = fx.call(func, &[("elid", &elid), ("plid", &a.to_string())]);
+            match &doc {
+                Doc::Error(e) => {
+                    assert_eq!(
+                        (error_type(&doc), e.object.as_str()),
+                        ("value", "elid"),
+                        "{func} {elid}"
+                    )
+                }
+                other => panic!("{func} elid={elid} accepted: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(fx.dump(), before);
+    // The bound: 1000 elements are one group, 1001 are refused before any runs.
+    let ids = |n: usize| {
+        (1..=n)
+            .map(|i| (i + 1000).to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let doc = fx.call("account.delete", &[("elid", &ids(1001))]);
+    match &doc {
+        Doc::Error(e) => {
+            assert_eq!((error_type(&doc), e.object.as_str()), ("value", "elid"));
+            assert!(e.msg.contains("1000"), "{}", e.msg);
+        }
+        other => panic!("1001 elements accepted: {other:?}"),
+    }
+    // 1000 get as far as the elements themselves (none of these clients exists).
+    assert_eq!(
+        error_type(&fx.call("account.delete", &[("elid", &ids(1000))])),
+        "missed"
+    );
+    assert_eq!(fx.dump(), before);
+}
+
+#[test]
+fn stored_filters_refuse_control_characters_like_every_text_parameter() {
+    let fx = Fixture::new("filter-control");
+    fx.register("a@example.com");
+    for field in ["name", "email", "label"] {
+        for bad in ["a\u{1}b", "line\nbreak", "tab\there", "esc\u{1b}[31m"] {
+            let doc = fx.call("account.filter", &[("sok", "ok"), (field, bad)]);
+            match &doc {
+                Doc::Error(e) => {
+                    assert_eq!(
+                        (error_type(&doc), e.object.as_str()),
+                        ("value", field),
+                        "{bad:?}"
+                    )
+                }
+                other => panic!("{field}={bad:?} stored: {other:?}"),
+            }
+        }
+    }
+    // Nothing was stored: the filter form is blank, and the list shows every client.
+    let form = fx.call("account.filter", &[]);
+    for field in ["name", "email", "label"] {
+        assert_eq!(form.field(field), Some(""), "{field}");
+    }
+    assert_eq!(list_len(&fx.call("account", &[])), 1);
+    // A plain value is stored as before.
+    fx.ok("account.filter", &[("sok", "ok"), ("name", "a@")]);
+    assert_eq!(fx.call("account.filter", &[]).field("name"), Some("a@"));
 }

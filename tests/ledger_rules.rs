@@ -527,3 +527,577 @@ fn subaccounts_one_active_per_provider() {
     assert_eq!(w.balance(), "-50.00");
     w.clean();
 }
+
+impl World {
+    /// The error document of a call that must fail.
+    fn error(&self, func: &str, params: &[(&str, &str)]) -> billhost::FuncError {
+        match self.call(func, params) {
+            Doc::Error(e) => e,
+            other => panic!("{func} {params:?} should fail: {other:?}"),
+        }
+    }
+
+    /// A refusal as "too large", naming `object`, that changed nothing the ledger shows.
+    fn too_large(&self, func: &str, params: &[(&str, &str)], object: &str) {
+        let before = self.snapshot();
+        let e = self.error(func, params);
+        assert_eq!(e.kind, ErrorType::Value, "{func} {params:?}: {e:?}");
+        assert_eq!(e.object, object, "{func} {params:?}: {e:?}");
+        assert!(e.msg.contains("too large"), "{func} {params:?}: {e:?}");
+        assert_eq!(
+            self.snapshot(),
+            before,
+            "{func} {params:?} changed something"
+        );
+    }
+
+    /// Every row of the ledger's tables, as text.
+    fn snapshot(&self) -> Vec<String> {
+        self.engine
+            .read(|c| {
+                let mut out = Vec::new();
+                for table in [
+                    "subaccount",
+                    "payment",
+                    "expense",
+                    "payment_expense",
+                    "refund",
+                    "history",
+                ] {
+                    let mut stmt = c.prepare(&format!("SELECT * FROM {table} ORDER BY id"))?;
+                    let n = stmt.column_count();
+                    let mut rows = stmt.query([])?;
+                    while let Some(r) = rows.next()? {
+                        let cells: Vec<String> = (0..n)
+                            .map(|i| format!("{:?}", r.get_ref(i).map(|v| v.to_owned()).ok()))
+                            .collect();
+                        out.push(format!("{table}: {}", cells.join("|")));
+                    }
+                }
+                Ok(out)
+            })
+            .expect("snapshot")
+    }
+}
+
+/// The largest amount accepted in a currency with 2 minor digits, and the largest balance.
+const MAX_USD: &str = "999999999999999.99";
+const MAX_BALANCE_USD: &str = "9999999999999999.99";
+
+#[test]
+fn sums_never_overflow_amounts_and_balances_stay_within_their_bounds() {
+    let w = World::new("bounds");
+    // The issue's amounts: beyond what any single amount may be.
+    w.too_large(
+        "subaccount.expense.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("amount", "92233720368547758.07"),
+            ("postpaid", "on"),
+        ],
+        "amount",
+    );
+    w.too_large(
+        "payment.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("paymethod", "1"),
+            ("paymethodamount", "1000000000000000.00"),
+        ],
+        "paymethodamount",
+    );
+    w.too_large(
+        "payment.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("paymethod", "1"),
+            ("subaccountamount", "1000000000000000"),
+        ],
+        "subaccountamount",
+    );
+    // Ten payments of the largest amount, then the balance at its limit exactly.
+    let mut paid = Vec::new();
+    for _ in 0..10 {
+        let p = w.pay("1", MAX_USD);
+        w.ok("payment.setpaid", &[("elid", &p)]);
+        paid.push(p);
+    }
+    assert_eq!(w.balance(), "9999999999999999.90");
+    let over = w.pay("1", "0.10");
+    w.too_large("payment.setpaid", &[("elid", &over)], "elid");
+    assert_eq!(w.payment(&over, "status"), "1");
+    let last = w.pay("1", "0.09");
+    w.ok("payment.setpaid", &[("elid", &last)]);
+    assert_eq!(w.balance(), MAX_BALANCE_USD);
+    w.clean();
+    // Expenses down to the lowest balance: 20 of the largest amount and 0.18, paid from the
+    // payments as far as they go, the rest owed.
+    let mut expenses = Vec::new();
+    for _ in 0..20 {
+        expenses.push(w.expense(MAX_USD, &[("postpaid", "on")]));
+    }
+    w.expense("0.18", &[("postpaid", "on")]);
+    assert_eq!(w.balance(), format!("-{MAX_BALANCE_USD}"));
+    assert_eq!(w.payment(&paid[0], "usedamount"), MAX_USD);
+    w.clean();
+    w.too_large(
+        "subaccount.expense.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("amount", "0.01"),
+            ("postpaid", "on"),
+        ],
+        "amount",
+    );
+    // A refund would debit beyond the lowest balance too.
+    w.too_large(
+        "payment.refund",
+        &[("elid", &paid[0]), ("sok", "ok"), ("amount", "0.01")],
+        "amount",
+    );
+    // Deleting an expense gives its amount back; then refunds work again, down to the bound.
+    w.ok("subaccount.expense.delete", &[("elid", &expenses[19])]);
+    assert_eq!(w.balance(), "-9000000000000000.00");
+    w.ok(
+        "payment.refund",
+        &[("elid", &paid[9]), ("sok", "ok"), ("amount", MAX_USD)],
+    );
+    assert_eq!(w.payment(&paid[9], "status"), "6");
+    assert_eq!(w.balance(), "-9999999999999999.99");
+    w.too_large(
+        "payment.refund",
+        &[("elid", &paid[8]), ("sok", "ok"), ("amount", "0.01")],
+        "amount",
+    );
+    w.clean();
+    let cli_check = w.engine.read(billhost::ledger::check).expect("check");
+    assert!(cli_check.is_empty(), "{cli_check:?}");
+}
+
+#[test]
+fn the_schema_refuses_anything_but_integers_in_money_columns() {
+    let w = World::new("schema-money");
+    let p = w.pay("1", "10.00");
+    w.ok("payment.setpaid", &[("elid", &p)]);
+    w.expense("4.00", &[]);
+    let raw = rusqlite::Connection::open(w.dir.join("ledger.db")).expect("raw connection");
+    for sql in [
+        "UPDATE subaccount SET balance = 1.5 WHERE id = 1",
+        "UPDATE subaccount SET balance = '6.01' WHERE id = 1",
+        "UPDATE subaccount SET balance = 'six' WHERE id = 1",
+        "UPDATE subaccount SET balance = -1.8446744073709552e19 WHERE id = 1",
+        // SQLite turns an overflowing integer sum into a REAL
+        "UPDATE subaccount SET balance = balance + 9223372036854775807 WHERE id = 1",
+        "UPDATE payment SET subaccountamount = 10.5 WHERE id = 1",
+        "UPDATE payment SET usedamount = 'x' WHERE id = 1",
+        "UPDATE expense SET amount = 4.25 WHERE id = 1",
+        "UPDATE expense SET notpayd = 0.5 WHERE id = 1",
+        "UPDATE payment_expense SET amount = 1.5 WHERE id = 1",
+        "UPDATE paymethod SET minamount = 0.5 WHERE id = 1",
+        "INSERT INTO orderinfo (payment_id, name, cost) VALUES (1, 'line', 1.25)",
+        "INSERT INTO refund (payment_id, amount, paymethodamount, status, created)
+             VALUES (1, 1.5, 1, 6, '2020-01-01')",
+    ] {
+        let e = raw.execute(sql, []).expect_err(sql);
+        assert!(
+            e.to_string().contains("CHECK constraint failed"),
+            "{sql}: {e}"
+        );
+    }
+    // A value that is an integer however it is written is stored as one.
+    raw.execute("UPDATE paymethod SET minamount = NULL WHERE id = 1", [])
+        .expect("null minamount");
+    raw.execute("UPDATE subaccount SET creditlimit = 100.0 WHERE id = 1", [])
+        .expect("integral real");
+    assert_eq!(w.balance(), "6.00");
+    w.clean();
+}
+
+#[test]
+fn ids_are_never_reused_after_the_newest_object_is_deleted() {
+    let w = World::new("ids");
+    let history = |object: &str, id: &str| -> Vec<String> {
+        w.engine
+            .read(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT description FROM history WHERE object_type = ?1 AND object_id = ?2 ORDER BY id",
+                )?;
+                let rows = stmt.query_map(rusqlite::params![object, id], |r| r.get(0))?;
+                Ok(rows.collect::<Result<Vec<String>, _>>()?)
+            })
+            .expect("history")
+    };
+    type Make<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
+    let kinds: Vec<Make> = vec![
+        (
+            "discount",
+            "account.discount",
+            vec![("sok", "ok"), ("name", "Autumn"), ("percentage", "5")],
+        ),
+        (
+            "taxrule",
+            "account.taxrule",
+            vec![("sok", "ok"), ("taxrate", "19")],
+        ),
+        (
+            "currencyrate",
+            "account.currencyrate",
+            vec![
+                ("sok", "ok"),
+                ("currency_base", "840"),
+                ("currency_relate", "978"),
+                ("rate", "1.1"),
+            ],
+        ),
+        (
+            "accountgroup",
+            "accountgroup",
+            vec![("sok", "ok"), ("name", "First")],
+        ),
+    ];
+    for (object, func, params) in &kinds {
+        let edit = format!("{func}.edit");
+        let first = w.id(&edit, params);
+        w.ok(&format!("{func}.delete"), &[("elid", &first)]);
+        let mut again = params.clone();
+        if *object == "accountgroup" {
+            again[1] = ("name", "Second");
+        }
+        let second = w.id(&edit, &again);
+        assert!(
+            second.parse::<i64>().expect("id") > first.parse::<i64>().expect("id"),
+            "{object}: {second} after the deleted {first}"
+        );
+        // The deleted object's history still reads as its own, and the new one's as the new one's.
+        let old = history(object, &first);
+        assert!(
+            old.last().is_some_and(|d| d.contains("deleted")),
+            "{object}: {old:?}"
+        );
+        let new = history(object, &second);
+        assert!(
+            new.iter().all(|d| !d.contains("deleted")),
+            "{object}: {new:?}"
+        );
+    }
+    // The newest payment canceled, expense deleted: their ids stay theirs too.
+    let p = w.pay("1", "5");
+    w.ok("payment.delete", &[("elid", &p)]);
+    assert!(w.pay("1", "5").parse::<i64>().expect("id") > p.parse::<i64>().expect("id"));
+    w.clean();
+}
+
+#[test]
+fn check_adds_up_credits_past_the_range_of_i64() {
+    // Paying and refunding the largest amount over and over credits more than i64 holds in all
+    // (93 * 0.99e17 > 9.22e18): every step is accepted, and the check must still add it up.
+    let w = World::new("check-sums");
+    for _ in 0..95 {
+        let p = w.pay("1", MAX_USD);
+        w.ok("payment.setpaid", &[("elid", &p)]);
+        w.ok(
+            "payment.refund",
+            &[("elid", &p), ("sok", "ok"), ("amount", MAX_USD)],
+        );
+    }
+    assert_eq!(w.balance(), "0.00");
+    w.clean();
+}
+
+#[test]
+fn amounts_are_never_rounded_on_input_and_zeros_past_the_minor_units_are_exact() {
+    let w = World::new("input");
+    let make = |amount: &str| {
+        w.call(
+            "payment.edit",
+            &[
+                ("plid", "1"),
+                ("sok", "ok"),
+                ("paymethod", "1"),
+                ("paymethodamount", amount),
+            ],
+        )
+    };
+    for bad in [
+        "9.9999999999999999999999999999999",
+        "10.0000000000000000000000000000001",
+        "10.011",
+        "10.001",
+    ] {
+        let before = w.snapshot();
+        match make(bad) {
+            Doc::Error(e) => {
+                assert_eq!(
+                    (e.kind, e.object.as_str()),
+                    (ErrorType::Value, "paymethodamount"),
+                    "{bad}"
+                )
+            }
+            other => panic!("{bad} accepted: {other:?}"),
+        }
+        assert_eq!(w.snapshot(), before, "{bad}");
+    }
+    // Zeros past the currency's digits change nothing: the amount is exact.
+    for (text, shown) in [
+        ("10.010", "10.01"),
+        ("10.0000000000000000000000000000000", "10.00"),
+    ] {
+        let id = make(text).field("id").expect("id").to_string();
+        assert_eq!(w.payment(&id, "paymethodamount"), shown, "{text}");
+    }
+    // The subaccount amount given with the method's amount is checked, never ignored.
+    let e = w.error(
+        "payment.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("paymethod", "1"),
+            ("paymethodamount", "10"),
+            ("subaccountamount", "0.001"),
+        ],
+    );
+    assert_eq!(
+        (e.kind, e.object.as_str()),
+        (ErrorType::Value, "subaccountamount")
+    );
+    let e = w.error(
+        "payment.edit",
+        &[
+            ("elid", "1"),
+            ("sok", "ok"),
+            ("paymethodamount", "10"),
+            ("subaccountamount", "x"),
+        ],
+    );
+    assert_eq!(
+        (e.kind, e.object.as_str()),
+        (ErrorType::Value, "subaccountamount")
+    );
+    w.clean();
+}
+
+/// A world whose payment method takes yen onto the provider's dollars: `amount` JPY cost `rate`
+/// USD.
+fn yen_world(name: &str, rate: &str, amount: &str) -> World {
+    let w = World::new(name);
+    w.ok(
+        "currency.edit",
+        &[("elid", "392"), ("sok", "ok"), ("active", "on")],
+    );
+    w.ok(
+        "paymethod.edit",
+        &[("sok", "ok"), ("name", "Yen"), ("currency", "392")],
+    );
+    w.ok(
+        "account.currencyrate.edit",
+        &[
+            ("sok", "ok"),
+            ("currency_base", "840"),
+            ("currency_relate", "392"),
+            ("rate", rate),
+            ("amount", amount),
+        ],
+    );
+    w
+}
+
+#[test]
+fn a_partial_refund_never_marks_a_payment_refunded_while_money_is_owed() {
+    let w = yen_world("refund-cap", "0.67", "100");
+    // 3 JPY = 0.0201 USD -> 0.02
+    let p = w.pay("2", "3");
+    assert_eq!(w.payment(&p, "subaccountamount"), "0.02");
+    w.ok("payment.setpaid", &[("elid", &p)]);
+    // 1 JPY of 3 is 0.0067 USD -> 0.01: one of the two cents.
+    w.ok(
+        "payment.refund",
+        &[("elid", &p), ("sok", "ok"), ("amount", "1")],
+    );
+    assert_eq!(w.payment(&p, "refundedamount"), "0.01");
+    // One more yen would take the last cent too and leave 1 JPY owed: refused, the rest asked for.
+    let before = w.snapshot();
+    let e = w.error(
+        "payment.refund",
+        &[("elid", &p), ("sok", "ok"), ("amount", "1")],
+    );
+    assert_eq!((e.kind, e.object.as_str()), (ErrorType::Value, "amount"));
+    assert!(e.msg.contains("refund the rest, 2 JPY"), "{}", e.msg);
+    assert_eq!(w.snapshot(), before);
+    w.ok(
+        "payment.refund",
+        &[("elid", &p), ("sok", "ok"), ("amount", "2")],
+    );
+    assert_eq!(w.payment(&p, "status"), "6");
+    assert_eq!(w.field("payment.refund", &[("elid", &p)], "amount"), "0");
+    // A refund worth less than a cent is refused.
+    let q = w.pay("2", "300");
+    w.ok("payment.setpaid", &[("elid", &q)]);
+    let e = w.error(
+        "payment.refund",
+        &[("elid", &q), ("sok", "ok"), ("amount", "0")],
+    );
+    assert_eq!(e.kind, ErrorType::Value);
+    w.clean();
+}
+
+#[test]
+fn subaccount_refund_says_why_payments_were_passed_over() {
+    let w = yen_world("refund-skip", "0.67", "1");
+    let sub_refund = |amount: &str| {
+        w.error(
+            "subaccount.refund",
+            &[("elid", "1"), ("sok", "ok"), ("amount", amount)],
+        )
+    };
+    let p = w.pay("2", "3"); // 2.01 USD
+    assert_eq!(w.payment(&p, "subaccountamount"), "2.01");
+    w.ok("payment.setpaid", &[("elid", &p)]);
+    let before = w.snapshot();
+    // 0.30 USD would be 0.45 -> 0 JPY; 1.70 USD would be 2.54 -> 3 JPY, all the yen while
+    // 0.31 USD stayed: both are passed over, and the message says so.
+    for amount in ["0.30", "1.70"] {
+        let e = sub_refund(amount);
+        assert_eq!((e.kind, e.object.as_str()), (ErrorType::Value, "amount"));
+        assert!(!e.msg.starts_with("Only 0"), "{}", e.msg);
+        assert!(
+            e.msg
+                .starts_with(&format!("Nothing of {amount} USD can be refunded")),
+            "{}",
+            e.msg
+        );
+        assert!(e.msg.contains("round to nothing"), "{}", e.msg);
+        assert_eq!(w.snapshot(), before);
+    }
+    // All of it refunds both currencies exactly.
+    w.ok("subaccount.refund", &[("elid", "1"), ("sok", "ok")]);
+    assert_eq!(w.payment(&p, "status"), "6");
+    assert_eq!(w.balance(), "0.00");
+    w.clean();
+}
+
+#[test]
+fn invoice_lines_that_do_not_add_up_show_the_difference() {
+    let w = World::new("orderinfo");
+    let p = w.pay("1", "100.00");
+    let line = |name: &str, cost: &str| {
+        w.ok(
+            "payment.orderinfo.edit",
+            &[("plid", &p), ("sok", "ok"), ("name", name), ("cost", cost)],
+        );
+    };
+    let html = |w: &World| match w.call("payment.print", &[("elid", &p)]) {
+        Doc::File(f) => String::from_utf8(f.bytes).expect("utf-8"),
+        other => panic!("payment.print: {other:?}"),
+    };
+    line("Hosting", "60.00");
+    let page = html(&w);
+    assert!(page.contains("Not itemised"), "{page}");
+    assert!(page.contains("40.00"), "{page}");
+    line("Domain", "50.00");
+    let page = html(&w);
+    assert!(page.contains("Correction"), "{page}");
+    assert!(page.contains("-10.00"), "{page}");
+    w.ok(
+        "payment.orderinfo.edit",
+        &[
+            ("plid", &p),
+            ("elid", "2"),
+            ("sok", "ok"),
+            ("cost", "40.00"),
+        ],
+    );
+    let page = html(&w);
+    assert!(
+        !page.contains("Not itemised") && !page.contains("Correction"),
+        "{page}"
+    );
+}
+
+#[test]
+fn the_commission_expense_is_named_after_its_payment() {
+    let w = World::new("commission-name");
+    w.ok(
+        "paymethod.edit",
+        &[("elid", "1"), ("sok", "ok"), ("commission_fixed", "0.50")],
+    );
+    let p = w.id(
+        "payment.edit",
+        &[
+            ("plid", "1"),
+            ("sok", "ok"),
+            ("paymethod", "1"),
+            ("paymethodamount", "10"),
+            ("number", "INV-7"),
+        ],
+    );
+    w.ok("payment.setpaid", &[("elid", &p)]);
+    let names = w
+        .engine
+        .read(|c| {
+            let mut stmt =
+                c.prepare("SELECT name, payment_id, discountamount, taxamount FROM expense")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .expect("expenses");
+    let id: i64 = p.parse().expect("id");
+    assert_eq!(
+        names,
+        vec![(
+            format!("Commission on payment {p} (invoice INV-7)"),
+            id,
+            0,
+            0
+        )]
+    );
+    w.clean();
+}
+
+#[test]
+fn scripts_parse_money_as_the_funcs_do() {
+    let dir = std::env::temp_dir().join(format!("billhost-rules-lua-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("scripts")).expect("dir");
+    std::fs::write(
+        dir.join("scripts/money.lua"),
+        r#"billing.func("money.parse", { access = "admin", kind = "view" }, function(req)
+             return { value = billing.money(req.params.text) }
+           end)"#,
+    )
+    .expect("script");
+    let engine =
+        Engine::open(EngineConfig::new(dir.join("ledger.db")).with_scripts(dir.join("scripts")))
+            .expect("engine");
+    let parse = |text: &str| {
+        engine.call(
+            &Caller::superuser(),
+            "money.parse",
+            Params::from_pairs([("text", text)]),
+        )
+    };
+    for bad in [
+        "9.9999999999999999999999999999999",
+        "1e3",
+        "99999999999999999999999999999999",
+    ] {
+        assert!(parse(bad).is_error(), "{bad} accepted by billing.money");
+    }
+    assert_eq!(parse("10.010").field("value"), Some("10.010"));
+    assert_eq!(
+        parse("10.0000000000000000000000000000000").field("value"),
+        Some("10")
+    );
+    drop(engine);
+    let _ = std::fs::remove_dir_all(&dir);
+}

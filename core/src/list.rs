@@ -106,8 +106,29 @@ pub struct ListQuery<'a> {
     pub sort: Option<(&'a str, bool)>,
 }
 
+/// The longest text a filter field takes.
+pub const MAX_FILTER_TEXT: usize = 1024;
+
 /// Checks a filter value against its field and returns what is bound.
 pub fn filter_value(field: &FilterField, raw: &str) -> FuncResult<Value> {
+    if matches!(field.op, FilterOp::EqText | FilterOp::Like) {
+        // The same rule as every other text parameter (`func::Ty::Text`): a filter is stored
+        // (`*.filter sok=ok`) and shown again, so it may not carry control characters.
+        if raw.chars().any(char::is_control) {
+            return Err(FuncError::value(
+                field.name,
+                raw,
+                "Control characters are not allowed",
+            ));
+        }
+        if raw.chars().count() > MAX_FILTER_TEXT {
+            return Err(FuncError::value(
+                field.name,
+                raw,
+                format!("At most {MAX_FILTER_TEXT} characters are allowed"),
+            ));
+        }
+    }
     Ok(match field.op {
         FilterOp::EqInt => Value::Integer(parse_int(field.name, raw)?),
         FilterOp::EqText => Value::Text(raw.to_string()),

@@ -1,8 +1,16 @@
 //! Exact money. Amounts are `rust_decimal::Decimal` in code and integer minor units of their
-//! currency in the database. Input is parsed strictly (no exponents, no more fraction digits than
-//! the currency has: an amount is never rounded silently). Computed amounts (conversions, tax,
-//! discounts, commissions) are rounded to the currency's minor units with one mode,
-//! half away from zero, at the point where they are computed, per line; sums add rounded lines.
+//! currency in the database. Input is parsed strictly (no exponents, no significant fraction
+//! digits beyond the currency's: an amount is never rounded silently; zeros past them are
+//! accepted, `10.010` USD is `10.01`). Computed amounts (conversions, tax, discounts,
+//! commissions) are rounded to the currency's minor units with one mode, half away from zero,
+//! at the point where they are computed, per line; sums add rounded lines.
+//!
+//! # Bounds
+//! Every amount the ledger accepts or computes is at most [`MAX_AMOUNT`] minor units in
+//! magnitude, and every balance at most [`MAX_BALANCE`]: so each single amount, each
+//! `balance ± amount` and `balance + creditlimit` stay far inside `i64`, and the sums that are
+//! not bounded by construction (a subaccount's credited payments, refunds and expenses) are
+//! added with checks (`ledger`) or in `i128` (`ledger::check`).
 
 use crate::error::{FuncError, FuncResult};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -14,6 +22,46 @@ pub const ROUNDING: RoundingStrategy = RoundingStrategy::MidpointAwayFromZero;
 /// Renders integer minor units with `scale` fraction digits: `format_minor(-5, 2)` is `-0.05`.
 pub fn format_minor(minor: i64, scale: u32) -> String {
     Decimal::new(minor, scale).to_string()
+}
+
+/// The largest amount, in minor units of its currency, that is accepted or computed:
+/// 99 999 999 999 999 999 (999 999 999 999 999.99 USD, 99 999 999 999 999 999 JPY,
+/// 99 999 999 999 999.999 BHD).
+pub const MAX_AMOUNT: i64 = 99_999_999_999_999_999;
+
+/// The largest balance (or debt), in minor units: ten times [`MAX_AMOUNT`] and a bit.
+pub const MAX_BALANCE: i64 = 999_999_999_999_999_999;
+
+/// The most fraction digits a decimal may carry (what `Decimal` holds exactly).
+pub const MAX_FRACTION_DIGITS: usize = 28;
+
+/// The `value` error for an amount or a sum beyond the bounds.
+pub fn too_large(object: &str, value: impl Into<String>) -> FuncError {
+    FuncError::value(
+        object,
+        value,
+        format!(
+            "The amount is too large: at most {MAX_AMOUNT} minor units per amount and {MAX_BALANCE} per balance"
+        ),
+    )
+}
+
+/// `amount` when it is within [`MAX_AMOUNT`], else the "too large" error.
+pub fn bounded(amount: i64, object: &str) -> FuncResult<i64> {
+    if amount.checked_abs().is_some_and(|a| a <= MAX_AMOUNT) {
+        Ok(amount)
+    } else {
+        Err(too_large(object, amount.to_string()))
+    }
+}
+
+/// `balance + delta`, refused with the "too large" error (naming `object` and `value`) when it
+/// would leave `-MAX_BALANCE..=MAX_BALANCE`.
+pub fn add_to_balance(balance: i64, delta: i64, object: &str, value: &str) -> FuncResult<i64> {
+    balance
+        .checked_add(delta)
+        .filter(|b| b.checked_abs().is_some_and(|a| a <= MAX_BALANCE))
+        .ok_or_else(|| too_large(object, value))
 }
 
 pub fn from_minor(minor: i64, scale: u32) -> Decimal {
@@ -32,7 +80,9 @@ pub fn to_minor(amount: Decimal, scale: u32, object: &str) -> FuncResult<i64> {
     let mut a = amount;
     a.rescale(scale);
     i64::try_from(a.mantissa())
-        .map_err(|_| FuncError::value(object, amount.to_string(), "The amount is too large"))
+        .ok()
+        .filter(|m| m.checked_abs().is_some_and(|m| m <= MAX_AMOUNT))
+        .ok_or_else(|| too_large(object, amount.to_string()))
 }
 
 /// Rounds a computed amount to `scale` digits with the ledger's rounding mode.
@@ -41,9 +91,13 @@ pub fn round(amount: Decimal, scale: u32) -> Decimal {
 }
 
 /// Parses a decimal written as BILLmanager sends it: optional `-`, digits, optional `.` and
-/// digits. Anything else (exponents, spaces, `NaN`, a second point) is a `value` error.
+/// digits. Anything else (exponents, spaces, `NaN`, a second point) is a `value` error, and so
+/// is a number `Decimal` cannot hold exactly (more than 28 significant fraction digits, or more
+/// digits in all than its 96 bits keep): it is never rounded. Zeros after the last significant
+/// fraction digit are accepted, however many.
 pub fn parse_decimal(text: &str, object: &str) -> FuncResult<Decimal> {
     let bad = || FuncError::value(object, text, format!("'{text}' is not a decimal number"));
+    let negative = text.starts_with('-');
     let digits = text.strip_prefix('-').unwrap_or(text);
     let (int, frac) = match digits.split_once('.') {
         Some((i, f)) => (i, Some(f)),
@@ -53,7 +107,41 @@ pub fn parse_decimal(text: &str, object: &str) -> FuncResult<Decimal> {
     if int.is_empty() || !all_digits(int) || frac.is_some_and(|f| f.is_empty() || !all_digits(f)) {
         return Err(bad());
     }
-    Decimal::from_str(text).map_err(|_| bad())
+    let significant = frac.unwrap_or("").trim_end_matches('0');
+    let inexact = || {
+        FuncError::value(
+            object,
+            text,
+            format!(
+                "'{text}' has more digits than can be kept exactly (at most {MAX_FRACTION_DIGITS} after the decimal point, 28 in all)"
+            ),
+        )
+    };
+    if significant.len() > MAX_FRACTION_DIGITS {
+        return Err(inexact());
+    }
+    let int = int.trim_start_matches('0');
+    let int = if int.is_empty() { "0" } else { int };
+    let canonical = if significant.is_empty() {
+        int.to_string()
+    } else {
+        format!("{int}.{significant}")
+    };
+    let d = Decimal::from_str(&canonical).map_err(|_| inexact())?;
+    // `Decimal` rounds what does not fit in 96 bits: compare with what was written.
+    if d.normalize().to_string() != canonical {
+        return Err(inexact());
+    }
+    let d = if negative { -d } else { d };
+    // Keep the scale that was written (`10.50` stays `10.50`) where it fits.
+    match frac.map(str::len) {
+        Some(n) if n > significant.len() && n <= MAX_FRACTION_DIGITS => {
+            let mut kept = d;
+            kept.rescale(n as u32);
+            Ok(if kept == d { kept } else { d })
+        }
+        _ => Ok(d),
+    }
 }
 
 /// Parses an amount of a currency with `scale` minor digits into minor units.
@@ -87,6 +175,43 @@ mod tests {
         }
         assert!(parse_minor("10.001", 2, "amount").is_err());
         assert_eq!(parse_minor("10.000", 2, "amount"), Ok(1000));
+        assert_eq!(parse_minor("10.010", 2, "amount"), Ok(1001));
+    }
+
+    #[test]
+    fn never_rounds_what_decimal_cannot_hold() {
+        for bad in [
+            "9.9999999999999999999999999999999",
+            "0.00000000000000000000000000001",
+            "9.9999999999999999999999999999",
+            "99999999999999999999999999999999",
+        ] {
+            assert!(parse_decimal(bad, "amount").is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_decimal("10.0000000000000000000000000000000", "a"),
+            Ok(Decimal::new(10, 0))
+        );
+        assert_eq!(
+            parse_decimal("10.50", "a").map(|d| d.to_string()),
+            Ok("10.50".into())
+        );
+        assert_eq!(parse_decimal("-0.5", "a"), Ok(Decimal::new(-5, 1)));
+        assert_eq!(parse_decimal("007", "a"), Ok(Decimal::new(7, 0)));
+    }
+
+    #[test]
+    fn amounts_are_bounded() {
+        assert_eq!(parse_minor("999999999999999.99", 2, "a"), Ok(MAX_AMOUNT));
+        assert!(parse_minor("1000000000000000.00", 2, "a").is_err());
+        assert!(parse_minor("92233720368547758.07", 2, "a").is_err());
+        assert!(parse_minor("-1000000000000000", 2, "a").is_err());
+        assert_eq!(
+            add_to_balance(MAX_BALANCE - 1, 1, "a", "1"),
+            Ok(MAX_BALANCE)
+        );
+        assert!(add_to_balance(MAX_BALANCE, 1, "a", "1").is_err());
+        assert!(add_to_balance(i64::MIN, -1, "a", "1").is_err());
     }
 
     #[test]

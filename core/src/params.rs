@@ -118,24 +118,50 @@ pub fn parse_id(name: &str, v: &str) -> FuncResult<i64> {
     Ok(id)
 }
 
+/// The most elements a group operation takes in one call: every element runs in the call's one
+/// transaction, holding the single writer, so a bigger group is refused rather than stalling
+/// every other write (send it in several calls).
+pub const MAX_GROUP: usize = 1000;
+
 /// Splits a group operation's `elid`: ids separated by `", "` or a bare comma, duplicates
-/// dropped, order kept.
+/// dropped, order kept. An empty element (`1,,2`, `1,`) is a `value` error, and so is a list of
+/// more than [`MAX_GROUP`] elements.
 pub fn parse_id_list(name: &str, v: &str) -> FuncResult<Vec<i64>> {
+    if v.trim().is_empty() {
+        return Err(FuncError::missed_param(name));
+    }
     let mut ids = Vec::new();
-    for part in v.split(',') {
+    let mut seen = std::collections::HashSet::new();
+    for (n, part) in v.split(',').enumerate() {
+        if n >= MAX_GROUP * 2 || ids.len() >= MAX_GROUP {
+            return Err(FuncError::value(
+                name,
+                truncated(v),
+                format!("At most {MAX_GROUP} elements are allowed in one call"),
+            ));
+        }
         let part = part.trim();
         if part.is_empty() {
-            continue;
+            return Err(FuncError::value(
+                name,
+                truncated(v),
+                format!("Element {} of the list is empty", n + 1),
+            ));
         }
         let id = parse_id(name, part)?;
-        if !ids.contains(&id) {
+        if seen.insert(id) {
             ids.push(id);
         }
     }
-    if ids.is_empty() {
-        return Err(FuncError::missed_param(name));
-    }
     Ok(ids)
+}
+
+/// A long value cut for an error document.
+fn truncated(v: &str) -> String {
+    match v.char_indices().nth(64) {
+        Some((i, _)) => format!("{}...", &v[..i]),
+        None => v.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +175,17 @@ mod tests {
         assert!(parse_id_list("elid", "1, x").is_err());
         assert!(parse_id_list("elid", "0").is_err());
         assert!(parse_id_list("elid", " , ").is_err());
+        for empty in ["1,,2", "1,", ",1", "1, ,2", "1, "] {
+            let e = parse_id_list("elid", empty).expect_err(empty);
+            assert_eq!(e.object, "elid", "{empty}");
+        }
+        let most: Vec<String> = (1..=MAX_GROUP).map(|i| i.to_string()).collect();
+        assert_eq!(
+            parse_id_list("elid", &most.join(", ")).map(|v| v.len()),
+            Ok(MAX_GROUP)
+        );
+        let more: Vec<String> = (1..=MAX_GROUP + 1).map(|i| i.to_string()).collect();
+        assert!(parse_id_list("elid", &more.join(",")).is_err());
     }
 
     #[test]

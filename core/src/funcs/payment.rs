@@ -300,6 +300,9 @@ fn create_payment(
     let pm = ledger::paymethod(ctx.db, paymethod)?;
     let sub_id = ledger::active_subaccount(ctx, account, pm.project, pm.currency.id)?;
     let sub = ledger::subaccount(ctx.db, sub_id)?;
+    if let Some(p) = p {
+        ensure_unused_amount_valid(p, &sub)?;
+    }
     let mut amounts = ledger::price_payment(ctx, &sub, &pm, given)?;
     if let Some(c) = p.and_then(|p| p.get("commissionamount")) {
         amounts.commission = parse_commission(c, sub.currency.scale)?;
@@ -384,6 +387,17 @@ fn apply_text(ctx: &Ctx, id: i64, p: &Params) -> FuncResult<Vec<&'static str>> {
         changed.push("restrictrefund");
     }
     Ok(changed)
+}
+
+/// `paymethodamount` wins when both amounts are given; the `subaccountamount` given with it
+/// must still be a valid amount of the subaccount's currency (it is never ignored silently).
+fn ensure_unused_amount_valid(p: &Params, sub: &ledger::Subaccount) -> FuncResult<()> {
+    if p.has("paymethodamount")
+        && let Some(v) = p.get("subaccountamount")
+    {
+        money::parse_minor(v, sub.currency.scale, "subaccountamount")?;
+    }
+    Ok(())
 }
 
 fn given_amount(p: &Params) -> Option<GivenAmount<'_>> {
@@ -518,6 +532,7 @@ impl EditOps for PaymentEdit {
             }
             let pm_cur = ledger::currency(ctx.db, current.currency)?;
             let old_pm = money::format_minor(current.paymethodamount, pm_cur.scale);
+            ensure_unused_amount_valid(p, &sub)?;
             let given = given_amount(p).unwrap_or(GivenAmount::Paymethod(&old_pm));
             let mut amounts = ledger::price_payment(ctx, &sub, &pm, given)?;
             if let Some(c) = p.get("commissionamount") {

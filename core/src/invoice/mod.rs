@@ -159,6 +159,9 @@ pub struct Invoice {
     pub provider: Party,
     pub payer: Party,
     pub lines: Vec<Line>,
+    /// `total` minus the sum of the `payment.orderinfo` lines when they do not add up (the last
+    /// of `lines` then shows it), else empty.
+    pub difference: String,
     /// Tax included in the total.
     pub tax: String,
     /// The total without the tax.
@@ -244,6 +247,31 @@ pub fn load(conn: &Connection, id: i64) -> FuncResult<Invoice> {
             });
         }
     }
+    // Lines that do not add up to the payment's total get one more line showing the difference,
+    // so that an invoice always adds up to what is paid.
+    let mut difference = String::new();
+    if !lines.is_empty() {
+        let costs: i128 = conn
+            .prepare_cached("SELECT cost FROM orderinfo WHERE payment_id = ?1")?
+            .query_map([id], |r| r.get::<_, i64>(0))?
+            .try_fold(0i128, |sum, c| c.map(|c| sum + i128::from(c)))?;
+        let diff = i128::from(p.subaccountamount) - costs;
+        if diff != 0 {
+            difference = rust_decimal::Decimal::try_from_i128_with_scale(diff, sub.scale)
+                .map(|d| d.to_string())
+                .unwrap_or_else(|_| diff.to_string());
+            let description = if diff > 0 {
+                "Not itemised: the lines above add up to less than the total"
+            } else {
+                "Correction: the lines above add up to more than the total"
+            };
+            lines.push(Line {
+                number: lines.len() + 1,
+                description: description.to_string(),
+                amount: difference.clone(),
+            });
+        }
+    }
     if lines.is_empty() {
         let description = if row.2.trim().is_empty() {
             format!("Payment {}", p.number)
@@ -284,6 +312,7 @@ pub fn load(conn: &Connection, id: i64) -> FuncResult<Invoice> {
             country: row.9,
         },
         lines,
+        difference,
         tax: fmt(row.3),
         net: fmt(p.subaccountamount - row.3),
         total: fmt(p.subaccountamount),

@@ -43,6 +43,10 @@
 //!   until [`complete_refund`] confirms them, once.
 //! - A deleted expense keeps its row (`deleted = 1`), gives its amount back to the balance, has
 //!   its allocations released and `notpayd = amount` (nothing of it is paid).
+//! - Stored sums never come from SQL arithmetic: a new balance ([`money::add_to_balance`], within
+//!   [`money::MAX_BALANCE`], else the "too large" `value` error naming the parameter), `usedamount`
+//!   with `notpayd`, and `refundedamount` are computed and checked in Rust and bound; every single
+//!   amount is within [`money::MAX_AMOUNT`] (`money::to_minor`).
 
 pub mod check;
 
@@ -172,7 +176,64 @@ pub fn rate_in_force(
 }
 
 fn too_large(object: &str) -> FuncError {
-    FuncError::value(object, "", "The amount is too large")
+    money::too_large(object, "")
+}
+
+/// Moves a subaccount's balance by `delta`, computed in Rust and checked: a balance beyond
+/// [`money::MAX_BALANCE`] is the "too large" `value` error naming `object` (the parameter
+/// that asked for the change) and `value`. Answers the new balance.
+fn move_balance(
+    ctx: &Ctx,
+    subaccount: i64,
+    delta: i64,
+    object: &str,
+    value: &str,
+) -> FuncResult<i64> {
+    let balance: i64 = ctx
+        .db
+        .prepare_cached("SELECT balance FROM subaccount WHERE id = ?1")?
+        .query_row([subaccount], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| FuncError::missed_object("subaccount", subaccount))?;
+    let new = money::add_to_balance(balance, delta, object, value)?;
+    ctx.db
+        .prepare_cached("UPDATE subaccount SET balance = ?2 WHERE id = ?1")?
+        .execute(params![subaccount, new])?;
+    Ok(new)
+}
+
+/// Moves what a payment pays (`usedamount`) and what an expense owes (`notpayd`) by `delta` in
+/// opposite directions, computed in Rust; refused as an internal fault when either would leave
+/// its bounds (`usedamount + refundedamount <= subaccountamount`, `0 <= notpayd <= amount`).
+fn move_allocation(ctx: &Ctx, payment: i64, expense: i64, delta: i64) -> FuncResult<()> {
+    let (used, refunded, total): (i64, i64, i64) = ctx
+        .db
+        .prepare_cached(
+            "SELECT usedamount, refundedamount, subaccountamount FROM payment WHERE id = ?1",
+        )?
+        .query_row([payment], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let (notpayd, amount): (i64, i64) = ctx
+        .db
+        .prepare_cached("SELECT notpayd, amount FROM expense WHERE id = ?1")?
+        .query_row([expense], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let new_used = used
+        .checked_add(delta)
+        .filter(|&u| u >= 0 && u.checked_add(refunded).is_some_and(|s| s <= total));
+    let new_notpayd = notpayd
+        .checked_sub(delta)
+        .filter(|&n| (0..=amount).contains(&n));
+    let (Some(new_used), Some(new_notpayd)) = (new_used, new_notpayd) else {
+        return Err(FuncError::internal(format!(
+            "allocation of {delta} between payment {payment} and expense {expense} is out of bounds"
+        )));
+    };
+    ctx.db
+        .prepare_cached("UPDATE payment SET usedamount = ?2 WHERE id = ?1")?
+        .execute(params![payment, new_used])?;
+    ctx.db
+        .prepare_cached("UPDATE expense SET notpayd = ?2 WHERE id = ?1")?
+        .execute(params![expense, new_notpayd])?;
+    Ok(())
 }
 
 /// `round(minor * num / den)` from one scale to another: the one way amounts are converted.
@@ -624,15 +685,21 @@ pub fn set_paid(ctx: &Ctx, id: i64) -> FuncResult<()> {
     ctx.db
         .prepare_cached("UPDATE payment SET status = 4, paydate = ?2 WHERE id = ?1")?
         .execute(params![id, ctx.now])?;
-    ctx.db
-        .prepare_cached("UPDATE subaccount SET balance = balance + ?2 WHERE id = ?1")?
-        .execute(params![p.subaccount, p.subaccountamount])?;
+    move_balance(
+        ctx,
+        p.subaccount,
+        p.subaccountamount,
+        "elid",
+        &id.to_string(),
+    )?;
     let sub = subaccount(ctx.db, p.subaccount)?;
     if p.commissionamount > 0 {
-        let label = if p.number.is_empty() {
+        // Named after the payment (its id, as `payment_id` on the expense links it), with the
+        // invoice number the client knows when that differs.
+        let label = if p.number.is_empty() || p.number == id.to_string() {
             id.to_string()
         } else {
-            p.number.clone()
+            format!("{id} (invoice {})", p.number)
         };
         insert_expense(
             ctx,
@@ -644,6 +711,7 @@ pub fn set_paid(ctx: &Ctx, id: i64) -> FuncResult<()> {
                 payment: Some(id),
                 ..ExpenseRow::default()
             },
+            "elid",
         )?;
     }
     allocate(ctx, p.subaccount)?;
@@ -694,7 +762,8 @@ struct ExpenseRow {
     postpaid: bool,
 }
 
-fn insert_expense(ctx: &Ctx, sub: &Subaccount, e: &ExpenseRow) -> FuncResult<i64> {
+/// Stores an expense and debits it; `object` names the parameter a "too large" balance blames.
+fn insert_expense(ctx: &Ctx, sub: &Subaccount, e: &ExpenseRow, object: &str) -> FuncResult<i64> {
     let taxrate = if e.taxrate.is_empty() {
         "0"
     } else {
@@ -725,9 +794,8 @@ fn insert_expense(ctx: &Ctx, sub: &Subaccount, e: &ExpenseRow) -> FuncResult<i64
             ctx.now
         ])?;
     let id = ctx.db.last_insert_rowid();
-    ctx.db
-        .prepare_cached("UPDATE subaccount SET balance = balance - ?2 WHERE id = ?1")?
-        .execute(params![sub.id, e.amount])?;
+    let value = money::format_minor(e.amount, sub.currency.scale);
+    move_balance(ctx, sub.id, -e.amount, object, &value)?;
     ctx.history(
         "expense",
         id,
@@ -820,6 +888,7 @@ pub fn add_expense(ctx: &Ctx, e: &NewExpense) -> FuncResult<i64> {
             cdate: e.cdate.clone(),
             postpaid: e.postpaid,
         },
+        "amount",
     )?;
     allocate(ctx, sub.id)?;
     Ok(id)
@@ -832,13 +901,7 @@ pub fn allocate_one(ctx: &Ctx, payment: i64, expense: i64, amount: i64) -> FuncR
             "INSERT INTO payment_expense (payment_id, expense_id, amount, created) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![payment, expense, amount, ctx.now])?;
-    ctx.db
-        .prepare_cached("UPDATE payment SET usedamount = usedamount + ?2 WHERE id = ?1")?
-        .execute(params![payment, amount])?;
-    ctx.db
-        .prepare_cached("UPDATE expense SET notpayd = notpayd - ?2 WHERE id = ?1")?
-        .execute(params![expense, amount])?;
-    Ok(())
+    move_allocation(ctx, payment, expense, amount)
 }
 
 /// Pays the subaccount's unpaid expenses, oldest first, from the free parts of its credited
@@ -916,12 +979,7 @@ fn release(
                 )?
                 .execute(params![payment, expense, value - take, ctx.now])?;
         }
-        ctx.db
-            .prepare_cached("UPDATE payment SET usedamount = usedamount - ?2 WHERE id = ?1")?
-            .execute(params![payment, take])?;
-        ctx.db
-            .prepare_cached("UPDATE expense SET notpayd = notpayd + ?2 WHERE id = ?1")?
-            .execute(params![expense, take])?;
+        move_allocation(ctx, payment, expense, -take)?;
         left -= take;
         released += take;
     }
@@ -960,9 +1018,7 @@ pub fn delete_expense(ctx: &Ctx, id: i64) -> FuncResult<()> {
     ctx.db
         .prepare_cached("UPDATE expense SET deleted = 1, deleted_at = ?2 WHERE id = ?1")?
         .execute(params![id, ctx.now])?;
-    ctx.db
-        .prepare_cached("UPDATE subaccount SET balance = balance + ?2 WHERE id = ?1")?
-        .execute(params![subaccount, amount])?;
+    move_balance(ctx, subaccount, amount, "elid", &id.to_string())?;
     let sub = subaccount_currency(ctx.db, subaccount)?;
     ctx.history(
         "expense",
@@ -1104,8 +1160,27 @@ fn refund_payment_as(
     let sub_amount = if amount == left_pm {
         left_sub
     } else {
-        proportional(amount, p.subaccountamount, p.paymethodamount)?.min(left_sub)
+        proportional(amount, p.subaccountamount, p.paymethodamount)?
     };
+    if amount < left_pm && sub_amount >= left_sub {
+        // Taking what is left in the subaccount's currency would mark the payment refunded
+        // (status 6) while part of it is still owed in the method's currency.
+        let s = |m: i64| money::format_minor(m, sub_cur.scale);
+        return Err(FuncError::value(
+            "amount",
+            f(amount),
+            format!(
+                "Refunding {} {} would return all that is left of payment {id} in {} ({} {}): refund the rest, {} {}, instead",
+                f(amount),
+                pm_cur.iso,
+                sub_cur.iso,
+                s(left_sub),
+                sub_cur.iso,
+                f(left_pm),
+                pm_cur.iso
+            ),
+        ));
+    }
     if sub_amount <= 0 {
         return Err(FuncError::value(
             "amount",
@@ -1126,7 +1201,10 @@ fn proportional(x: i64, num: i64, den: i64) -> FuncResult<i64> {
         .checked_mul(Decimal::from(num))
         .and_then(|v| v.checked_div(Decimal::from(den)))
         .ok_or_else(|| too_large("amount"))?;
-    i64::try_from(money::round(v, 0).mantissa()).map_err(|_| too_large("amount"))
+    i64::try_from(money::round(v, 0).mantissa())
+        .ok()
+        .and_then(|v| money::bounded(v, "amount").ok())
+        .ok_or_else(|| too_large("amount"))
 }
 
 /// Records a done refund of `sub_amount` (subaccount currency) and `pm_amount` (method
@@ -1155,18 +1233,40 @@ fn refund_exact(
         )?
         .execute(params![p.id, sub_amount, pm_amount, description, status, ctx.now, completed])?;
     let refund = ctx.db.last_insert_rowid();
+    let now = payment(ctx.db, p.id)?;
+    let refunded = now
+        .refundedamount
+        .checked_add(sub_amount)
+        .filter(|&r| {
+            r <= now.subaccountamount
+                && r.checked_add(now.usedamount)
+                    .is_some_and(|s| s <= now.subaccountamount)
+        })
+        .ok_or_else(|| {
+            FuncError::internal(format!(
+                "refund {refund} exceeds what payment {} can refund",
+                p.id
+            ))
+        })?;
+    // A payment with a refund pending stays in status 5 until that one completes.
+    let new_status = if pending || now.status == status::REFUND_PENDING {
+        status::REFUND_PENDING
+    } else if refunded >= now.subaccountamount {
+        status::REFUNDED
+    } else {
+        now.status
+    };
     ctx.db
-        .prepare_cached(
-            "UPDATE payment SET refundedamount = refundedamount + ?2,
-                    status = CASE WHEN ?3 OR status = 5 THEN 5 WHEN refundedamount + ?2 >= subaccountamount THEN 6 ELSE status END
-             WHERE id = ?1",
-        )?
-        // A payment with a refund pending stays in status 5 until that one completes.
-        .execute(params![p.id, sub_amount, pending])?;
-    ctx.db
-        .prepare_cached("UPDATE subaccount SET balance = balance - ?2 WHERE id = ?1")?
-        .execute(params![p.subaccount, sub_amount])?;
+        .prepare_cached("UPDATE payment SET refundedamount = ?2, status = ?3 WHERE id = ?1")?
+        .execute(params![p.id, refunded, new_status])?;
     let pm_cur = currency(ctx.db, p.currency)?;
+    move_balance(
+        ctx,
+        p.subaccount,
+        -sub_amount,
+        "amount",
+        &money::format_minor(pm_amount, pm_cur.scale),
+    )?;
     let mut text = format!(
         "refund {refund}: {} {} {}",
         money::format_minor(pm_amount, pm_cur.scale),
@@ -1226,6 +1326,10 @@ pub fn refund_subaccount(
         .collect::<Result<_, _>>()?;
     let mut left = target;
     let mut refunds = Vec::new();
+    // Free funds of payments passed over because their share does not convert into the
+    // method's currency: less than one minor unit of it, or all that is left of it while some
+    // stays in the subaccount's currency (which would leave the payment unrefundable).
+    let mut passed_over = 0i64;
     for id in ids {
         if left == 0 {
             break;
@@ -1236,23 +1340,46 @@ pub fn refund_subaccount(
         let pm_part = if part == left_sub {
             left_pm
         } else {
-            proportional(part, p.paymethodamount, p.subaccountamount)?.min(left_pm)
+            proportional(part, p.paymethodamount, p.subaccountamount)?
         };
-        if pm_part <= 0 {
+        if pm_part <= 0 || (part < left_sub && pm_part >= left_pm) {
+            passed_over = passed_over.saturating_add(part);
             continue;
         }
         refunds.push(refund_exact(ctx, &p, part, pm_part, description, false)?);
         left -= part;
     }
     if left > 0 {
+        let done = target - left;
+        let mut why = Vec::new();
+        if passed_over > 0 {
+            why.push(format!(
+                "{} {} of the free funds are in payments where that share would round to nothing, or to all that is left, in the payment method's currency",
+                f(passed_over.min(left)),
+                sub.currency.iso
+            ));
+        }
+        if left > passed_over {
+            why.push("the rest was not paid by refundable payments".to_string());
+        }
+        let head = if done == 0 {
+            format!(
+                "Nothing of {} {} can be refunded",
+                f(target),
+                sub.currency.iso
+            )
+        } else {
+            format!(
+                "Only {} of {} {} can be refunded",
+                f(done),
+                f(target),
+                sub.currency.iso
+            )
+        };
         return Err(FuncError::value(
             "amount",
             f(target),
-            format!(
-                "Only {} {} can be refunded: the rest was not paid by refundable payments",
-                f(target - left),
-                sub.currency.iso
-            ),
+            format!("{head}: {}", why.join("; ")),
         ));
     }
     ctx.history(

@@ -2,7 +2,7 @@
 //! migrations, and the SQL functions every connection carries.
 
 use rusqlite::functions::FunctionFlags;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::path::Path;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("v3_outbox.sql"),
     include_str!("v4_auth_epoch.sql"),
     include_str!("v5_refund_retry.sql"),
+    include_str!("v6_no_reuse_integer_money.sql"),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -94,6 +95,10 @@ pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
 
 /// Applies the migrations up to `target`, each in its own transaction. Refuses a database newer
 /// than this build.
+///
+/// Migrations run with foreign keys off (a migration that rebuilds a table drops the old one
+/// while other tables still refer to it: SQLite's 12-step procedure), and each is checked with
+/// `PRAGMA foreign_key_check` before it commits; the connection's setting is restored after.
 pub fn migrate(conn: &Connection, target: i64) -> Result<(), StoreError> {
     let found = schema_version(conn)?;
     if found > SCHEMA_VERSION {
@@ -102,6 +107,17 @@ pub fn migrate(conn: &Connection, target: i64) -> Result<(), StoreError> {
             supported: SCHEMA_VERSION,
         });
     }
+    if found >= target.min(SCHEMA_VERSION) {
+        return Ok(());
+    }
+    let foreign_keys: bool = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let result = migrate_steps(conn, found, target);
+    conn.pragma_update(None, "foreign_keys", foreign_keys)?;
+    result
+}
+
+fn migrate_steps(conn: &Connection, found: i64, target: i64) -> Result<(), StoreError> {
     for version in found..target.min(SCHEMA_VERSION) {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         // Another process may have migrated while we waited for the lock.
@@ -112,6 +128,7 @@ pub fn migrate(conn: &Connection, target: i64) -> Result<(), StoreError> {
         }
         let step = conn
             .execute_batch(MIGRATIONS[version as usize])
+            .and_then(|()| foreign_keys_hold(conn))
             .and_then(|()| conn.pragma_update(None, "user_version", version + 1));
         match step {
             Ok(()) => conn.execute_batch("COMMIT")?,
@@ -122,6 +139,22 @@ pub fn migrate(conn: &Connection, target: i64) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Fails when any row refers to a row that does not exist.
+fn foreign_keys_hold(conn: &Connection) -> rusqlite::Result<()> {
+    let broken: Option<String> = conn
+        .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+        .optional()?;
+    match broken {
+        None => Ok(()),
+        Some(table) => Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+            Some(format!(
+                "migration left a broken foreign key in table {table}"
+            )),
+        )),
+    }
 }
 
 /// `money(minor, scale)` renders integer minor units as an exact decimal string
