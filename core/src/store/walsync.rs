@@ -121,3 +121,51 @@ fn same_file(file: &File, path: &Path) -> io::Result<bool> {
 fn same_file(_file: &File, _path: &Path) -> io::Result<bool> {
     Ok(false)
 }
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use crate::store::{self, Durability};
+
+    #[test]
+    fn syncs_the_live_wal_even_after_sqlite_made_a_new_one() {
+        let dir = std::env::temp_dir().join(format!("billhost-walsync-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("w.db");
+        let sync = WalSync::new(&db);
+        let write = |conn: &rusqlite::Connection, n: i64| {
+            conn.execute("INSERT INTO probe (n) VALUES (?1)", rusqlite::params![n])
+                .unwrap();
+        };
+        let conn = store::connect(&db, Durability::Normal).unwrap();
+        conn.execute_batch("CREATE TABLE probe (n INTEGER)")
+            .unwrap();
+        write(&conn, 1);
+        sync.committed(1).wait().unwrap();
+        // The last connection closing checkpoints and removes the WAL; a new one is made.
+        drop(conn);
+        assert!(!dir.join("w.db-wal").exists());
+        // With no WAL there is nothing unsynced: the wait succeeds.
+        sync.committed(2).wait().unwrap();
+        let conn = store::connect(&db, Durability::Normal).unwrap();
+        write(&conn, 2);
+        sync.committed(3).wait().unwrap();
+        {
+            use std::os::unix::fs::MetadataExt;
+            let state = sync.state.lock().unwrap();
+            let open = state
+                .file
+                .as_ref()
+                .expect("the new WAL is open")
+                .metadata()
+                .unwrap();
+            let now = std::fs::metadata(dir.join("w.db-wal")).unwrap();
+            assert_eq!(open.ino(), now.ino());
+            assert_eq!(state.synced_through, 3);
+        }
+        // A batch an earlier sync covered needs none of its own.
+        sync.committed(2).wait().unwrap();
+        drop(conn);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
