@@ -425,3 +425,71 @@ fn the_issues_overflow_is_refused_and_check_stays_clean_at_the_largest_sums() {
     let check = billhost(&db, &["check"]);
     assert_eq!(check.status.code(), Some(0), "{check:?}");
 }
+
+#[test]
+fn mgrctl_syntax_by_subcommand_and_by_a_link_named_mgrctl() {
+    let dir = TempDir::new("cli-mgrctl");
+    let db = dir.db();
+    assert!(
+        billhost(&db, &["init", "--admin-password", "secret"])
+            .status
+            .success()
+    );
+    let link = dir.path().join("mgrctl");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_billhost"), &link).unwrap();
+    let mgrctl = |args: &[&str]| {
+        Command::new(&link)
+            .args(args)
+            .env("BILLHOST_DB", &db)
+            .env("BILLHOST_SCRIPTS", db.with_file_name("no-scripts"))
+            .output()
+            .expect("run mgrctl")
+    };
+    let reg = mgrctl(&[
+        "-m",
+        "billmgr",
+        "register",
+        "sok=ok",
+        "email=ann@example.com",
+        "passwd=Secret123",
+    ]);
+    assert_eq!(reg.status.code(), Some(0), "{reg:?}");
+    // mgrctl's default output is text: `OK id=1`.
+    assert_eq!(stdout(&reg).trim(), "OK id=1");
+
+    for (format, flag) in [("text", "text"), ("xml", "xml"), ("json", "json")] {
+        for (func, params) in [("account", vec![]), ("account.edit", vec!["elid=1"])] {
+            let mut args = vec!["-m", "billmgr", func];
+            args.extend(params.iter().copied());
+            args.extend(["-o", flag]);
+            let by_link = mgrctl(&args);
+            let mut call = vec!["call", func];
+            call.extend(params.iter().copied());
+            call.extend(["--out", format]);
+            let by_call = billhost(&db, &call);
+            assert_eq!(by_link.status.code(), Some(0), "{by_link:?}");
+            assert_eq!(stdout(&by_link), stdout(&by_call), "{func} -o {flag}");
+            // The subcommand takes the same words.
+            let mut sub = vec!["mgrctl"];
+            sub.extend(args.iter().copied());
+            assert_eq!(stdout(&billhost(&db, &sub)), stdout(&by_call));
+        }
+    }
+    // Options may come before the func too, as scripts write them.
+    let early = mgrctl(&["-o", "json", "-m", "billmgr", "account.edit", "elid=1"]);
+    assert!(stdout(&early).starts_with("{\"doc\""), "{}", stdout(&early));
+
+    // An error document: printed, exit 1; a usage error (another module): exit 2, nothing run.
+    let missing = mgrctl(&["-m", "billmgr", "account.edit", "elid=99"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stdout(&missing).starts_with("ERROR missed(account):"),
+        "{}",
+        stdout(&missing)
+    );
+    let other = mgrctl(&["-m", "ispmgr", "account"]);
+    assert_eq!(other.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("-m billmgr"));
+    let no_module = mgrctl(&["account"]);
+    assert_eq!(no_module.status.code(), Some(2), "{no_module:?}");
+}

@@ -97,6 +97,10 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// BILLmanager's `mgrctl` syntax: `billhost mgrctl -m billmgr FUNC [name=value ...] [-o
+    /// xml|json|text]` (also when the binary is run through a link named `mgrctl`); prints the
+    /// document (text by default, as mgrctl does) and exits 0, or 1 for an error document.
+    Mgrctl(MgrctlArgs),
     /// List every func with its access level and kind.
     Funcs,
     /// Verify the ledger's invariants over the whole database; prints each violation and
@@ -127,6 +131,20 @@ enum Command {
 }
 
 #[derive(clap::Args)]
+struct MgrctlArgs {
+    /// The panel module: `billmgr` (the only one billhost is).
+    #[arg(short = 'm', value_name = "MODULE")]
+    module: String,
+    /// Output format: text (default), xml or json.
+    #[arg(short = 'o', value_name = "FORMAT")]
+    out: Option<String>,
+    /// The func, e.g. `payment.info`.
+    func: Option<String>,
+    /// Parameters as name=value.
+    params: Vec<String>,
+}
+
+#[derive(clap::Args)]
 struct ServeArgs {
     /// Address to listen on (port 0 picks a free port; the bound address is printed).
     #[arg(long, env = "BILLHOST_LISTEN", default_value = server::DEFAULT_LISTEN)]
@@ -151,8 +169,23 @@ struct ServeArgs {
     workers: Option<usize>,
 }
 
+/// The command line, read as `billhost mgrctl ...` when the binary runs through a link named
+/// `mgrctl` (as payment modules and cron scripts call it).
+fn args() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .and_then(|n| n.to_str())
+        .map(|n| n.trim_end_matches(".exe"));
+    if invoked == Some("mgrctl") {
+        args.insert(1, "mgrctl".into());
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args());
     let mut config = EngineConfig::new(&cli.db).with_scripts(&cli.scripts);
     config.settings = match Config::load(cli.config.as_deref(), &cli.db) {
         Ok(c) => c,
@@ -201,6 +234,7 @@ fn main() -> ExitCode {
             as_login.as_deref(),
             output.as_deref(),
         ),
+        Command::Mgrctl(args) => mgrctl(&engine, args),
         Command::Deliver => deliver(&engine),
         Command::Check => check(&engine),
         Command::Funcs => {
@@ -460,6 +494,31 @@ fn init(engine: &Engine, db: &std::path::Path, password: Option<&str>) -> ExitCo
             ExitCode::from(2)
         }
     }
+}
+
+/// `mgrctl -m billmgr FUNC k=v -o FMT`: a `call` as the local superuser, text by default.
+fn mgrctl(engine: &Engine, args: MgrctlArgs) -> ExitCode {
+    if args.module != "billmgr" {
+        eprintln!(
+            "mgrctl: unknown module '{}': billhost is BILLmanager's billing module, `-m billmgr`",
+            args.module
+        );
+        return ExitCode::from(2);
+    }
+    let out = match args.out.as_deref().unwrap_or("text") {
+        f @ ("text" | "xml" | "json") => f.to_string(),
+        other => {
+            eprintln!("mgrctl: unknown output format '{other}': text, xml or json");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(func) = args.func else {
+        eprintln!(
+            "mgrctl: name a func: mgrctl -m billmgr FUNC [name=value ...] [-o text|xml|json]"
+        );
+        return ExitCode::from(2);
+    };
+    call(engine, &func, &args.params, Some(out), None, None)
 }
 
 fn call(
