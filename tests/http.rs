@@ -47,7 +47,13 @@ impl Server {
     /// `blocking_threads` bounds tokio's blocking pool, where calls run.
     fn with_blocking_threads(tag: &str, config: ServerConfig, blocking_threads: usize) -> Server {
         let dir = TempDir::new(tag);
-        let engine = Engine::open(EngineConfig::new(dir.db())).expect("open engine");
+        // As `billhost serve` opens it: the writer's batches synced by the sync thread.
+        let engine_config = EngineConfig {
+            deferred_sync: true,
+            background_checkpoints: true,
+            ..EngineConfig::new(dir.db())
+        };
+        let engine = Engine::open(engine_config).expect("open engine");
         engine
             .write(|c| auth::ensure_staff(c, "admin", Some(ADMIN_PASSWORD)))
             .expect("admin");
@@ -634,9 +640,37 @@ fn bad_input_is_answered_with_an_error_document_and_changes_nothing() {
         ),
         (
             "another content type",
-            post(s.addr, "", reg, &[("Content-Type", "application/json")]),
+            post(s.addr, "", reg, &[("Content-Type", "text/plain")]),
             "value",
             "content-type",
+        ),
+        (
+            "a JSON body that is not JSON",
+            post(s.addr, "", reg, &[("Content-Type", "application/json")]),
+            "value",
+            "body",
+        ),
+        (
+            "a JSON body that is not an object",
+            post(
+                s.addr,
+                "",
+                "[1, 2]",
+                &[("Content-Type", "application/json")],
+            ),
+            "value",
+            "body",
+        ),
+        (
+            "a float in a JSON body",
+            post(
+                s.addr,
+                "",
+                r#"{"func": "register", "sok": "ok", "amount": 10.5}"#,
+                &[("Content-Type", "application/json")],
+            ),
+            "value",
+            "amount",
         ),
         (
             "another method",
@@ -1270,4 +1304,66 @@ fn scripts_reload_while_serving() {
 
     let (code, stderr) = stop_binary(&mut server);
     assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn json_bodies_and_credentials_without_a_func() {
+    let s = Server::start("http-json");
+    let json = |body: &str| post(s.addr, "", body, &[("Content-Type", "application/json")]);
+    // A JSON object of parameters is read like a form: strings, integers, flags, lists.
+    let reg = json(&format!(
+        r#"{{"func": "register", "sok": "ok", "email": "ann@example.com", "passwd": "{PASSWORD}", "realname": "Ann", "conditions_agree": true, "note": null}}"#
+    ));
+    reg.ok();
+    let id = reg.xml_field("id").expect("id");
+    let view = json(&format!(
+        r#"{{"func": "account.edit", "elid": {id}, "authinfo": "admin:{ADMIN_PASSWORD}"}}"#
+    ));
+    assert_eq!(
+        view.xml_field("email").as_deref(),
+        Some("ann@example.com"),
+        "{}",
+        view.body
+    );
+    let bob = s.register("bob@example.com");
+    let deleted = json(&format!(
+        r#"{{"func": "account.delete", "elid": [{id}, "{bob}"], "authinfo": "admin:{ADMIN_PASSWORD}"}}"#
+    ));
+    deleted.ok();
+
+    // Credentials and no func: a login test. authinfo answers a new session document (and
+    // its cookie), a session answers its own, by parameter or by cookie.
+    let cid = s.register("cid@example.com");
+    let probe = s.get(&format!(
+        "authinfo={}",
+        enc(&format!("cid@example.com:{PASSWORD}"))
+    ));
+    let sid = probe
+        .xml_attr("auth", "id")
+        .unwrap_or_else(|| panic!("no session: {}", probe.body));
+    assert_eq!(probe.xml_attr("auth", "level").as_deref(), Some("16"));
+    assert!(probe.header("set-cookie").is_some_and(|c| c.contains(&sid)));
+    let by_param = s.get(&format!("auth={sid}&out=json"));
+    let doc: serde_json::Value = serde_json::from_str(&by_param.body).expect("json");
+    assert_eq!(doc["doc"]["auth"]["$id"], sid.as_str(), "{}", by_param.body);
+    let by_cookie = get(s.addr, "", &[("Cookie", &format!("billmgrses5={sid}"))]);
+    assert_eq!(
+        by_cookie.xml_attr("auth", "id").as_deref(),
+        Some(sid.as_str()),
+        "{}",
+        by_cookie.body
+    );
+    // The session is the client's: it lists only its own client.
+    let own = s.get(&format!("func=account&auth={sid}"));
+    assert!(
+        own.body.contains(&format!("<id>{cid}</id>")),
+        "{}",
+        own.body
+    );
+    // Wrong credentials are the usual auth error; nothing at all still misses the func.
+    let wrong = s.get("authinfo=cid%40example.com:nope");
+    assert_eq!(wrong.error(), "auth");
+    let stale = s.get("auth=0123456789abcdef");
+    assert_eq!(stale.error(), "auth");
+    assert_eq!(s.get("out=xml").error(), "missed");
 }

@@ -34,6 +34,63 @@ pub fn decode(
     Ok(pairs)
 }
 
+/// Decodes a JSON object of parameters (`{"func": "auth", "username": "a", "elid": 3}`) into
+/// `(name, value)` pairs in order. Values are strings; integers and `true`/`false` (`on`/`off`,
+/// BILLmanager's flags) are taken as their text, `null` as absent, an array of them as an
+/// `elid`-style list (`"1, 2"`). A number with a fraction or an exponent is refused: JSON
+/// numbers are floats, and amounts must arrive exact (send them as strings).
+pub fn decode_json(input: &[u8], max_pairs: usize) -> Result<Vec<(String, String)>, FuncError> {
+    use serde_json::Value;
+    let bad = |msg: String| FuncError::value("body", "", msg);
+    let value: Value =
+        serde_json::from_slice(input).map_err(|e| bad(format!("The body is not JSON: {e}")))?;
+    let Value::Object(map) = value else {
+        return Err(bad("The JSON body must be an object of parameters".into()));
+    };
+    let scalar = |name: &str, v: &Value| -> Result<Option<String>, FuncError> {
+        match v {
+            Value::String(s) => Ok(Some(s.clone())),
+            Value::Bool(b) => Ok(Some(if *b { "on" } else { "off" }.to_string())),
+            Value::Null => Ok(None),
+            Value::Number(n) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+            Value::Number(n) => Err(FuncError::value(
+                name,
+                n.to_string(),
+                "A JSON number with a fraction is a float: send decimal values as strings",
+            )),
+            _ => Err(FuncError::value(
+                name,
+                "",
+                "A parameter is a string, an integer, true/false or a list of them",
+            )),
+        }
+    };
+    let mut pairs = Vec::new();
+    for (name, v) in &map {
+        if name.is_empty() {
+            continue;
+        }
+        let text = match v {
+            Value::Array(items) => {
+                let mut parts = Vec::with_capacity(items.len());
+                for item in items {
+                    if let Some(t) = scalar(name, item)? {
+                        parts.push(t);
+                    }
+                }
+                Some(parts.join(", "))
+            }
+            other => scalar(name, other)?,
+        };
+        let Some(text) = text else { continue };
+        if pairs.len() == max_pairs {
+            return Err(too_many(max_pairs));
+        }
+        pairs.push((name.clone(), text));
+    }
+    Ok(pairs)
+}
+
 pub fn too_many(max_pairs: usize) -> FuncError {
     FuncError::value(
         "params",

@@ -18,7 +18,7 @@ pub mod throttle;
 pub mod writer;
 
 use crate::auth::Caller;
-use crate::doc::FileDoc;
+use crate::doc::{FileDoc, Level};
 use crate::engine::Lane;
 use crate::error::{ErrorType, FuncError};
 use crate::wire::{self, Format, Meta};
@@ -104,6 +104,8 @@ struct Call {
     format: Format,
     lang: String,
     session: Option<String>,
+    /// No func, only a session: the request tests it, and answers its session document.
+    session_probe: Option<String>,
 }
 
 /// What the engine answered, and what to do with the session cookie.
@@ -266,6 +268,28 @@ async fn billmgr(
             Err(refused) => refused,
         },
         Lane::Blocking => blocking(&app, &call, ip, deadline).await,
+    };
+    let answer = match (&call.session_probe, answer.doc) {
+        (Some(sid), Doc::Form(fields)) => {
+            let form = Doc::Form(fields);
+            match form.field("level").and_then(Level::parse) {
+                Some(level) => Answer {
+                    doc: Doc::Auth {
+                        id: sid.clone(),
+                        level,
+                    },
+                    cookie: answer.cookie,
+                },
+                None => Answer {
+                    doc: form,
+                    cookie: answer.cookie,
+                },
+            }
+        }
+        (_, doc) => Answer {
+            doc,
+            cookie: answer.cookie,
+        },
     };
     render(
         &answer.doc,
@@ -482,10 +506,15 @@ async fn read_call(app: &App, request: Request, format: &mut Format) -> Result<C
     let body_pairs = match parts.method {
         Method::GET | Method::HEAD => Vec::new(),
         Method::POST => {
-            check_content_type(&parts.headers)?;
+            let kind = body_kind(&parts.headers)?;
             let bytes = read_body(&parts.headers, body, app.config.body_limit).await?;
             // The limit counts the query's pairs and the body's together.
-            form::decode(&bytes, "body", limit - in_query).map_err(|e| {
+            let room = limit - in_query;
+            let pairs = match kind {
+                BodyKind::Form => form::decode(&bytes, "body", room),
+                BodyKind::Json => form::decode_json(&bytes, room),
+            };
+            pairs.map_err(|e| {
                 if e.object == "params" {
                     form::too_many(limit)
                 } else {
@@ -514,19 +543,53 @@ async fn read_call(app: &App, request: Request, format: &mut Format) -> Result<C
         })
         .unwrap_or("en")
         .to_string();
-    let func = params.required("func")?.to_string();
+    let session = session_cookie(&parts.headers);
+    let mut session_probe = None;
+    let func = match params.get("func").filter(|f| !f.is_empty()) {
+        Some(func) => func.to_string(),
+        // Credentials and no func: clients test a login this way. `authinfo` logs in (a
+        // session document, as `auth` answers); a session answers its own document.
+        None => match params.get("authinfo").map(|a| a.split_once(':')) {
+            Some(Some((user, pass))) => {
+                let (user, pass) = (user.to_string(), pass.to_string());
+                params.remove("authinfo");
+                params.set("username", user);
+                params.set("password", pass);
+                "auth".to_string()
+            }
+            _ => match params
+                .get("auth")
+                .map(str::to_string)
+                .or_else(|| session.clone())
+            {
+                Some(sid) if !params.has("authinfo") => {
+                    session_probe = Some(sid);
+                    "whoami".to_string()
+                }
+                _ => params.required("func")?.to_string(),
+            },
+        },
+    };
     Ok(Call {
         func,
         params,
         format: *format,
         lang,
-        session: session_cookie(&parts.headers),
+        session,
+        session_probe,
     })
 }
 
-fn check_content_type(headers: &HeaderMap) -> Result<(), FuncError> {
+/// How a POST body carries its parameters.
+enum BodyKind {
+    Form,
+    /// A JSON object of parameters, as some API wrappers send them.
+    Json,
+}
+
+fn body_kind(headers: &HeaderMap) -> Result<BodyKind, FuncError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
+        return Ok(BodyKind::Form);
     };
     let mime = value
         .to_str()
@@ -536,12 +599,15 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), FuncError> {
         .unwrap_or("")
         .trim();
     if mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        Ok(())
+        Ok(BodyKind::Form)
+    } else if mime.eq_ignore_ascii_case("application/json") {
+        Ok(BodyKind::Json)
     } else {
         Err(FuncError::value(
             "content-type",
             mime,
-            "Send parameters in the query string or as application/x-www-form-urlencoded",
+            "Send parameters in the query string, as application/x-www-form-urlencoded or as \
+             an application/json object",
         ))
     }
 }
