@@ -493,3 +493,68 @@ fn mgrctl_syntax_by_subcommand_and_by_a_link_named_mgrctl() {
     let no_module = mgrctl(&["account"]);
     assert_eq!(no_module.status.code(), Some(2), "{no_module:?}");
 }
+
+#[test]
+fn script_funcs_get_their_keys_as_given() {
+    let dir = TempDir::new("cli-keys");
+    let db = dir.db();
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::write(
+        scripts.join("zones.lua"),
+        r#"
+billing.func("zone.info", { access = "admin", kind = "view" }, function(req)
+  return { zone = req.params.elid, parent = req.params.plid or "" }
+end)
+billing.func("zone.delete", { access = "admin" }, function(req)
+  return { ok = true, deleted = req.params.elid }
+end)
+"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_billhost"))
+            .arg("--db")
+            .arg(&db)
+            .arg("--scripts")
+            .arg(&scripts)
+            .args(args)
+            .env_remove("BILLHOST_DB")
+            .output()
+            .expect("run billhost")
+    };
+    let info = run(&[
+        "call",
+        "zone.info",
+        "elid=example.com",
+        "plid=ns1.example.net",
+        "--out",
+        "text",
+    ]);
+    assert_eq!(info.status.code(), Some(0), "{info:?}");
+    let text = stdout(&info);
+    assert!(text.contains("zone=example.com"), "{text}");
+    assert!(text.contains("parent=ns1.example.net"), "{text}");
+    // A group of names, as a list in one key.
+    let del = run(&[
+        "call",
+        "zone.delete",
+        "elid=example.com, example.org",
+        "--out",
+        "text",
+    ]);
+    assert_eq!(del.status.code(), Some(0), "{del:?}");
+    assert!(
+        stdout(&del).contains("deleted=example.com, example.org"),
+        "{}",
+        stdout(&del)
+    );
+    // Built-in funcs that name an object still take ids only.
+    let bad = run(&["call", "account.edit", "elid=example.com", "--out", "text"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stdout(&bad).starts_with("ERROR value(elid)"),
+        "{}",
+        stdout(&bad)
+    );
+}

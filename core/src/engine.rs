@@ -1005,10 +1005,18 @@ impl Engine {
     /// The BILLmanager protocol of the func's kind.
     fn protocol(&self, ctx: &Ctx, decl: &FuncDecl, params: &Params) -> FuncResult<Doc> {
         let (conn, caller) = (ctx.db, ctx.caller);
-        let plid = params
-            .get("plid")
-            .map(|v| parse_id("plid", v))
-            .transpose()?;
+        // `elid` and `plid` are ids where the func says what they name; an action without an
+        // object (or parent) type, such as a script's or a plugin's func, gets them as they
+        // came (a domain name, a zone, a code).
+        let keyed_by_text = matches!(decl.handler, Handler::Action(_));
+        let plid = if keyed_by_text && decl.parent.is_none() {
+            None
+        } else {
+            params
+                .get("plid")
+                .map(|v| parse_id("plid", v))
+                .transpose()?
+        };
         if let (Some(parent), Some(id)) = (decl.parent, plid) {
             check_object(conn, caller, parent, id)?;
         }
@@ -1073,15 +1081,15 @@ impl Engine {
                 Ok(Doc::ok())
             }
             Handler::Action(f) => {
-                let elid = single_elid(conn, caller, decl, params, true)?;
-                if decl.object.is_some() && elid.is_none() {
-                    return Err(FuncError::missed_param("elid"));
-                }
+                let elid = match decl.object {
+                    Some(_) => single_elid(conn, caller, decl, params, true)?
+                        .map(|id| id.to_string())
+                        .ok_or_else(|| FuncError::missed_param("elid"))
+                        .map(Some)?,
+                    None => params.get("elid").map(str::to_string),
+                };
                 if decl.action_mode == ActionMode::FormThenWrite && !sok {
-                    let mut form: Fields = elid
-                        .map(|id| ("elid".into(), id.to_string()))
-                        .into_iter()
-                        .collect();
+                    let mut form: Fields = elid.map(|id| ("elid".into(), id)).into_iter().collect();
                     form.extend(blank_fields(&decl.params));
                     return Ok(Doc::Form(form));
                 }
