@@ -11,7 +11,7 @@ use crate::error::FuncError;
 use crate::params::Params;
 use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, MultiValue, Table, Value};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// What an evaluation answers: plain values as text, documents (lists, results of
@@ -48,10 +48,7 @@ const SHOW_DEPTH: usize = 3;
 
 impl Console {
     pub fn new(config: &ScriptConfig) -> Result<Console, String> {
-        let budget = Arc::new(Budget {
-            remaining: AtomicI64::new(config.instruction_budget),
-            limit: config.instruction_budget,
-        });
+        let budget = Arc::new(Budget::new(config));
         let lerr = |e: mlua::Error| script_error(&e).msg;
         let lua = super::sandbox::console_state(config, &budget).map_err(lerr)?;
         // The REPL's print goes to the terminal, not to the server log.
