@@ -142,7 +142,7 @@ fn a_runaway_call_is_abandoned_and_the_writer_serves_on() {
         "{log}"
     );
     assert!(
-        log.contains("[script hostile.lua] one\\nbillhost serve: forged by print\t\\u{1b}[2J"),
+        log.contains("[script hostile.lua] one\\nbillhost serve: forged by print\\t\\u{1b}[2J"),
         "{log}"
     );
     assert!(
