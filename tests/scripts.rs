@@ -1001,3 +1001,36 @@ fn an_error_object_is_shown_as_a_message() {
     // Inside the script the object is still the table it raised.
     assert_eq!(s.call("caught", &[]).field("code"), Some("3"));
 }
+
+/// The budgeted pattern functions behave as Lua's own in a script: through the string
+/// metatable too, and their errors are strings with the caller's position.
+#[test]
+fn pattern_functions_work_and_fail_as_lua_says() {
+    let s = scripted(&[(
+        "patterns.lua",
+        r#"
+        billing.func("patterns", { kind = "view" }, function()
+          local ok, e = pcall(function() local r = ("abc"):find("[a") return r end)
+          local words = {}
+          for k, v in ("a=1, b=2"):gmatch("(%w+)=(%w+)") do words[#words + 1] = k .. v end
+          return {
+            found = table.concat({ ("hello world"):find("o (w)") }, ","),
+            matched = string.match("key = value", "(%w+)%s*=%s*(%w+)"),
+            words = table.concat(words, " "),
+            replaced = (("$name is $age"):gsub("%$(%w+)", { name = "Ann", age = 7 })),
+            error = e, kind = type(e),
+          }
+        end)
+        "#,
+    )]);
+    let doc = s.call("patterns", &[]);
+    assert_eq!(doc.field("found"), Some("5,7,w"), "{doc:?}");
+    assert_eq!(doc.field("matched"), Some("key"));
+    assert_eq!(doc.field("words"), Some("a1 b2"));
+    assert_eq!(doc.field("replaced"), Some("Ann is 7"));
+    assert_eq!(doc.field("kind"), Some("string"));
+    assert_eq!(
+        doc.field("error"),
+        Some("patterns.lua:3: malformed pattern (missing ']')")
+    );
+}

@@ -561,12 +561,12 @@ fn gmatch(lua: &Lua, budget: Arc<Budget>, args: &MultiValue) -> mlua::Result<Fun
     }
     // Where the next search starts, and where the last match ended.
     let state = Mutex::new((init, None::<usize>));
-    lua.create_function(move |lua, ()| {
+    answering(lua, &budget.clone(), move |lua, budget, _| {
         let (src, pat) = (subject.as_bytes(), pattern.as_bytes());
         let (src, pat): (&[u8], &[u8]) = (&src, &pat);
         let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
         let (from, last) = *state;
-        let mut m = Matcher::new(src, pat, &budget);
+        let mut m = Matcher::new(src, pat, budget);
         for s in from..=src.len() {
             m.reset();
             if let Some(end) = m.do_match(s, 0)?
@@ -719,21 +719,78 @@ fn add_value(
     }
 }
 
+/// Lua around the Rust functions, so that their errors are what the C functions raise: a
+/// string with the caller's position, which `pcall` hands to the script as such.
+const WRAPPERS: &str = r#"
+local find, match, gmatch, gsub = ...
+local error = error
+local function raised(ok, ...)
+  if ok then return ... end
+  error((...), 2)
+end
+local function started(ok, ...)
+  if ok then return ... end
+  error((...), 3)
+end
+return function(...) return raised(find(...)) end,
+  function(...) return raised(match(...)) end,
+  function(...)
+    local next = started(gmatch(...))
+    return function() return raised(next()) end
+  end,
+  function(...) return raised(gsub(...)) end
+"#;
+
+/// A Rust function answering `true, results...`, or `false, message` for an error the script
+/// should get as a string. The stop of the call (budget, deadline) stays an error.
+fn answering(
+    lua: &Lua,
+    budget: &Arc<Budget>,
+    f: impl Fn(&Lua, &Budget, &MultiValue) -> mlua::Result<MultiValue> + Send + 'static,
+) -> mlua::Result<Function> {
+    let budget = budget.clone();
+    lua.create_function(move |lua, args: MultiValue| match f(lua, &budget, &args) {
+        Ok(mut values) => {
+            values.push_front(Value::Boolean(true));
+            Ok(values)
+        }
+        Err(e) if !budget.spent() => {
+            // Errors of Rust origin (a `billing.reject` in a replacement function) pass as
+            // they are; messages lose the traceback Lua added on the way out.
+            let msg = match e {
+                mlua::Error::RuntimeError(mut m) | mlua::Error::MemoryError(mut m) => {
+                    if let Some(i) = m.find("\nstack traceback:") {
+                        m.truncate(i);
+                    }
+                    m
+                }
+                other => return Err(other),
+            };
+            Ok(MultiValue::from_iter([
+                Value::Boolean(false),
+                Value::String(lua.create_string(msg)?),
+            ]))
+        }
+        Err(e) => Err(e),
+    })
+}
+
 /// The four functions, each charging `budget`: `(find, match, gmatch, gsub)`.
 pub(super) fn functions(
     lua: &Lua,
     budget: &Arc<Budget>,
 ) -> mlua::Result<(Function, Function, Function, Function)> {
-    let b = budget.clone();
-    let find = lua.create_function(move |lua, args: MultiValue| find_aux(lua, &b, &args, true))?;
-    let b = budget.clone();
-    let matcher =
-        lua.create_function(move |lua, args: MultiValue| find_aux(lua, &b, &args, false))?;
-    let b = budget.clone();
-    let gmatch = lua.create_function(move |lua, args: MultiValue| gmatch(lua, b.clone(), &args))?;
-    let b = budget.clone();
-    let gsub = lua.create_function(move |lua, args: MultiValue| gsub(lua, &b, &args))?;
-    Ok((find, matcher, gmatch, gsub))
+    let find = answering(lua, budget, |lua, b, args| find_aux(lua, b, args, true))?;
+    let matcher = answering(lua, budget, |lua, b, args| find_aux(lua, b, args, false))?;
+    let shared = budget.clone();
+    let gmatch = answering(lua, budget, move |lua, _, args| {
+        let next = gmatch(lua, shared.clone(), args)?;
+        Ok(MultiValue::from_iter([Value::Function(next)]))
+    })?;
+    let gsub = answering(lua, budget, gsub)?;
+    lua.load(WRAPPERS)
+        .set_name("=billhost")
+        .call((find, matcher, gmatch, gsub))
 }
 
 /// Replaces the pattern functions of the `string` table (which strings reach through their
