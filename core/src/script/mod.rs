@@ -125,6 +125,8 @@ impl Budget {
     /// Counts `n` instructions (or matching steps) against the call, and fails once any
     /// limit is reached, and at every later check of the same call.
     pub(crate) fn charge(&self, n: i64) -> mlua::Result<()> {
+        // More than any budget, and never enough to wrap the counter around.
+        let n = n.clamp(0, i64::MAX / 4);
         let left = self
             .remaining
             .fetch_sub(n, Ordering::SeqCst)

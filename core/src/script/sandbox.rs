@@ -106,8 +106,12 @@ pub fn build(id: u64, config: &ScriptConfig, builtin: &[String]) -> Result<Gener
 
 /// A state for the REPL: the libraries, limits and `billing` API of a generation, where the
 /// functions that register hooks, funcs and jobs are refused (they belong in script files).
-pub(super) fn console_state(config: &ScriptConfig, budget: &Arc<Budget>) -> mlua::Result<Lua> {
-    let lua = new_state(config, budget)?.lua;
+/// Also answers the state's `run` (see [`super::Helpers`]).
+pub(super) fn console_state(
+    config: &ScriptConfig,
+    budget: &Arc<Budget>,
+) -> mlua::Result<(Lua, Function)> {
+    let State { lua, run, .. } = new_state(config, budget)?;
     install_billing(&lua, &Arc::new(Mutex::new(Collected::default())), &[])?;
     let billing: Table = lua.globals().raw_get("billing")?;
     for name in ["on", "func", "every"] {
@@ -118,7 +122,7 @@ pub(super) fn console_state(config: &ScriptConfig, budget: &Arc<Budget>) -> mlua
         })?;
         billing.raw_set(name, refuse)?;
     }
-    Ok(lua)
+    Ok((lua, run))
 }
 
 /// A fresh state and the two functions of [`GUARDS`] that the host keeps.
