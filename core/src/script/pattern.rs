@@ -32,8 +32,21 @@ enum Len {
     Closed(usize),
 }
 
+/// An error of the pattern functions themselves (a malformed pattern, a bad argument), which
+/// the script gets as a string with its position, as from Lua's own functions.
+#[derive(Debug)]
+struct PatternError(String);
+
+impl std::fmt::Display for PatternError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PatternError {}
+
 fn fail(msg: impl Into<String>) -> mlua::Error {
-    mlua::Error::runtime(msg.into())
+    mlua::Error::external(PatternError(msg.into()))
 }
 
 struct Matcher<'a> {
@@ -726,7 +739,10 @@ local find, match, gmatch, gsub = ...
 local error = error
 local function raised(ok, ...)
   if ok then return ... end
-  error((...), 2)
+  local msg, passed = ...
+  -- An error of a replacement function passes on as it was raised.
+  if passed then error(msg, 0) end
+  error(msg, 2)
 end
 local function started(ok, ...)
   if ok then return ... end
@@ -755,20 +771,25 @@ fn answering(
             Ok(values)
         }
         Err(e) if !budget.spent() => {
-            // Errors of Rust origin (a `billing.reject` in a replacement function) pass as
-            // they are; messages lose the traceback Lua added on the way out.
-            let msg = match e {
-                mlua::Error::RuntimeError(mut m) | mlua::Error::MemoryError(mut m) => {
-                    if let Some(i) = m.find("\nstack traceback:") {
-                        m.truncate(i);
+            let (msg, passed) = if let Some(PatternError(m)) = e.downcast_ref::<PatternError>() {
+                (m.clone(), false)
+            } else {
+                match e {
+                    mlua::Error::MemoryError(m) => (m, false),
+                    // A replacement function's error loses the traceback added on the way out.
+                    mlua::Error::RuntimeError(mut m) => {
+                        if let Some(i) = m.find("\nstack traceback:") {
+                            m.truncate(i);
+                        }
+                        (m, true)
                     }
-                    m
+                    other => return Err(other),
                 }
-                other => return Err(other),
             };
             Ok(MultiValue::from_iter([
                 Value::Boolean(false),
                 Value::String(lua.create_string(msg)?),
+                Value::Boolean(passed),
             ]))
         }
         Err(e) => Err(e),
@@ -850,6 +871,7 @@ mod tests {
                   local a = ...
                   if a == "b" then return false end
                   if a == "c" then return 7 end
+                  if a == "1" then error("boom") end
                   local t = {}
                   for i = 1, select("#", ...) do t[i] = tostring((select(i, ...))) end
                   return "<" .. table.concat(t, ",") .. ">"
