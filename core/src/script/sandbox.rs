@@ -312,8 +312,15 @@ end
 -- A script file's environment: its own globals (assignments, rawset(_G, ...) and load without
 -- an environment stay in the file) and, for each shared library, a view of its own that
 -- refuses writes, so that nothing one file does reaches what another sees.
+local views = raw_setmetatable({}, { __mode = "k" })
+local raw_rawset = rawset
+rawset = function(t, k, v)
+  if views[t] then error("rawset: " .. views[t] .. " is read-only: it is shared by every script", 2) end
+  return raw_rawset(t, k, v)
+end
 local function readonly(lib, name, index)
   local view = {}
+  views[view] = name
   raw_setmetatable(view, {
     __index = index or lib,
     __newindex = function() error(name .. " is read-only: it is shared by every script", 2) end,
