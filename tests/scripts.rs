@@ -794,6 +794,11 @@ fn no_lua_path_escapes_the_instruction_budget() {
             billing.func("big", { kind = "view" }, function(req)
               if req.params.what == "rep_empty" then return { n = #string.rep("", math.maxinteger) } end
               if req.params.what == "rep_huge" then return { n = #string.rep("x", 1 << 40) } end
+              if req.params.what == "concat_huge" then
+                local t, s = {}, long(1 << 20)
+                for i = 1, 1000 do t[i] = s end
+                return { n = #table.concat(t) }
+              end
               return { n = #(long(1000):gsub("a", long(1 << 20))) }
             end)
             billing.func("fine", { kind = "view" }, function() return { ok = true } end)
@@ -831,7 +836,7 @@ fn no_lua_path_escapes_the_instruction_budget() {
         bounded(&s, "big", &[("what", "rep_empty")]).field("n"),
         Some("0")
     );
-    for what in ["rep_huge", "gsub_huge"] {
+    for what in ["rep_huge", "concat_huge", "gsub_huge"] {
         let doc = bounded(&s, "big", &[("what", what)]);
         assert_eq!(error_type(&doc), "script", "{what}");
         assert!(
