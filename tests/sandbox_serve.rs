@@ -181,6 +181,7 @@ fn sigterm_stops_the_server_whatever_a_script_does() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
+    eprintln!("serve stopped {:?} after SIGTERM", signalled.elapsed());
     assert!(status.success(), "{status}");
     let answer = caller.join().expect("caller");
     if let Ok(body) = answer {
