@@ -710,3 +710,332 @@ billing.on("accountgroup.edit", "before", function(req) end)
     names.sort();
     assert_eq!(names, ["by call-out", "by writer"], "{finished_first:?}");
 }
+
+/// Calls `func` on a thread of its own and fails the test if no answer comes within a minute:
+/// a call that escaped every limit never answers.
+fn bounded(s: &std::sync::Arc<Scripted>, func: &str, params: &[(&str, &str)]) -> Doc {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (s2, f) = (s.clone(), func.to_string());
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    std::thread::spawn(move || {
+        let params: Vec<(&str, &str)> = params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let _ = tx.send(s2.call(&f, &params));
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("{func} never answered: it escaped every limit"))
+}
+
+/// Every way Lua code runs, and every C loop a script can start, is under the call's budget:
+/// finalizers and message handlers (where Lua switches the hook off or retries errors),
+/// metamethods, coroutines, loaded chunks, funcs and hooks reached by a nested `billing.call`,
+/// the pattern functions, and C loops of the string and table libraries.
+#[test]
+fn no_lua_path_escapes_the_instruction_budget() {
+    let s = std::sync::Arc::new(scripted_with(
+        &[(
+            "escapes.lua",
+            r#"
+            local function spin() while true do end end
+            local function churn() for i = 1, 1e7 do local t = { i } end end
+            local function long(n) return ("a"):rep(n) end
+            local function liar() return setmetatable({}, { __len = function() return 1 << 60 end }) end
+            local escapes = {
+              gc = function() setmetatable({}, { __gc = spin }); churn() end,
+              gc_marked_then_set = function()
+                local mt = { __gc = false }
+                setmetatable({}, mt)
+                mt.__gc = spin
+                churn()
+              end,
+              handler = function() return xpcall(error, spin) end,
+              handler_loop = function() while true do xpcall(spin, function(e) return e end) end end,
+              handler_retries = function() return xpcall(error, function() error("again") end) end,
+              index = function() return setmetatable({}, { __index = function() spin() end }).x end,
+              compare = function()
+                local mt = { __lt = function() spin() end }
+                return setmetatable({}, mt) < setmetatable({}, mt)
+              end,
+              tostring = function() return tostring(setmetatable({}, { __tostring = spin })) end,
+              close = function() local x <close> = setmetatable({}, { __close = spin }) end,
+              close_on_error = function() local x <close> = setmetatable({}, { __close = spin }); spin() end,
+              coroutine = function() return coroutine.wrap(spin)() end,
+              resume = function() while true do coroutine.resume(coroutine.create(spin)) end end,
+              nested_coroutine = function() return coroutine.wrap(function() coroutine.wrap(spin)() end)() end,
+              loaded = function() return load("while true do end")() end,
+              error_object = function() error(setmetatable({}, { __tostring = spin })) end,
+              sort = function() local t = {} for i = 1, 100 do t[i] = i end table.sort(t, spin) end,
+              gsub_function = function() return ("aaa"):gsub("a", spin) end,
+              find = function() return long(30000):find(".-b") end,
+              find_method = function() return string.find(long(30000), "(.-)b") end,
+              match_nested = function() return long(3000):match(("a*"):rep(12) .. "b") end,
+              gmatch = function() for _ in long(30000):gmatch(".-b") do end end,
+              gsub = function() return long(30000):gsub(".-b", "") end,
+              move = function() return table.move({}, 1, math.maxinteger - 1, 2) end,
+              insert = function() table.insert(liar(), 1, "x") end,
+              remove = function() table.remove(liar(), 1) end,
+              nested_call = function() return billing.call("spin", {}) end,
+              nested_hook = function() return billing.call("whoami", {}) end,
+            }
+            billing.func("spin", { kind = "view" }, spin)
+            billing.on("whoami", "before", spin)
+            billing.func("escape", { kind = "view" }, function(req) return escapes[req.params.way]() end)
+            billing.func("ways", { kind = "view" }, function()
+              local names = {}
+              for name in pairs(escapes) do names[#names + 1] = name end
+              table.sort(names)
+              return { ways = table.concat(names, ",") }
+            end)
+            billing.func("big", { kind = "view" }, function(req)
+              if req.params.what == "rep_empty" then return { n = #string.rep("", math.maxinteger) } end
+              if req.params.what == "rep_huge" then return { n = #string.rep("x", 1 << 40) } end
+              if req.params.what == "concat_huge" then
+                local t, s = {}, long(1 << 20)
+                for i = 1, 1000 do t[i] = s end
+                return { n = #table.concat(t) }
+              end
+              return { n = #(long(1000):gsub("a", long(1 << 20))) }
+            end)
+            billing.func("fine", { kind = "view" }, function() return { ok = true } end)
+            "#,
+        )],
+        |c| {
+            c.scripts.memory_limit = 32 << 20;
+            c.scripts.instruction_budget = 5_000_000;
+        },
+    ));
+    let ways = bounded(&s, "ways", &[]);
+    let ways: Vec<String> = ways
+        .field("ways")
+        .unwrap_or_default()
+        .split(',')
+        .map(String::from)
+        .collect();
+    assert_eq!(ways.len(), 27, "{ways:?}");
+    for way in &ways {
+        let doc = bounded(&s, "escape", &[("way", way)]);
+        assert_eq!(error_type(&doc), "script", "{way}: {doc:?}");
+        let why = msg(&doc);
+        let expected = if way.starts_with("gc") {
+            "__gc"
+        } else if way == "handler_retries" {
+            "again"
+        } else {
+            "instruction budget"
+        };
+        assert!(why.contains(expected), "{way}: {why}");
+        assert!(!bounded(&s, "fine", &[]).is_error(), "after {way}");
+    }
+    // An empty string repeated endlessly is empty, at once; a huge result is refused.
+    assert_eq!(
+        bounded(&s, "big", &[("what", "rep_empty")]).field("n"),
+        Some("0")
+    );
+    for what in ["rep_huge", "concat_huge", "gsub_huge"] {
+        let doc = bounded(&s, "big", &[("what", what)]);
+        assert_eq!(error_type(&doc), "script", "{what}");
+        assert!(
+            msg(&doc).contains("memory") || msg(&doc).contains("too large"),
+            "{what}: {}",
+            msg(&doc)
+        );
+    }
+}
+
+/// A file's top-level code runs under the same limits while the set loads.
+#[test]
+fn a_runaway_file_does_not_load() {
+    for code in [
+        "while true do end",
+        r#"local x = ("a"):rep(30000):find(".-b")"#,
+        "setmetatable({}, { __gc = function() while true do end end })",
+    ] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let code = code.to_string();
+        std::thread::spawn(move || {
+            let s = scripted(&[("runaway.lua", &code)]);
+            let _ = tx.send(s.engine.scripts().status().last_error);
+        });
+        let error = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("loading never ended"));
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("runaway.lua")
+                    && (e.contains("budget") || e.contains("__gc"))),
+            "{error:?}"
+        );
+    }
+}
+
+/// A call whose scripts take longer than the time limit is abandoned (rolled back, a `script`
+/// error) even when it runs few instructions, and the next write goes through.
+#[test]
+fn a_call_past_its_time_limit_is_abandoned_and_rolled_back() {
+    let s = std::sync::Arc::new(scripted_with(
+        &[(
+            "slow.lua",
+            r#"
+            billing.func("groups", { kind = "action" }, function()
+              for i = 1, 1e9 do billing.call("accountgroup.edit", { sok = "ok", name = "g" .. i }) end
+            end)
+            "#,
+        )],
+        |c| {
+            c.scripts.instruction_budget = 1 << 40;
+            c.scripts.timeout = Duration::from_secs(1);
+        },
+    ));
+    let before = dump(&s.dir.db());
+    let started = Instant::now();
+    let doc = bounded(&s, "groups", &[]);
+    assert_eq!(error_type(&doc), "script", "{doc:?}");
+    assert!(msg(&doc).contains("longer than 1 s"), "{}", msg(&doc));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(
+        dump(&s.dir.db()),
+        before,
+        "the abandoned call changed nothing"
+    );
+    let doc = bounded(&s, "accountgroup.edit", &[("sok", "ok"), ("name", "After")]);
+    assert!(!doc.is_error(), "{doc:?}");
+}
+
+/// Each file has its own globals, and no file can change the shared libraries, the string
+/// metatable or `billing` for the others.
+#[test]
+fn one_file_cannot_change_what_another_sees() {
+    let s = scripted(&[
+        (
+            "a.lua",
+            r#"
+            x = 1; _G.y = 2; rawset(_G, "z", 3); load("w = 4")()
+            local tried = {}
+            local function try(name, f)
+              local ok = pcall(f)
+              tried[#tried + 1] = name .. "=" .. (ok and "ok" or "refused")
+            end
+            local pwned = function() return "pwned" end
+            try("string", function() string.upper = pwned end)
+            try("meta", function() getmetatable("").__index.upper = pwned end)
+            try("unprotect", function() setmetatable(string, nil) end)
+            try("billing", function() billing.money = pwned end)
+            try("table", function() table.concat = pwned end)
+            try("math", function() math.floor = pwned end)
+            try("os", function() os.time = pwned end)
+            try("coroutine", function() coroutine.wrap = pwned end)
+            try("money", function() getmetatable(billing.money(1)).__add = pwned end)
+            try("rawset", function() rawset(string, "lower", pwned) end)
+            try("rawset billing", function() rawset(billing, "on", nil) end)
+            try("rawset utf8", function() rawset(utf8, "char", pwned) end)
+            local n = 0
+            for k, v in pairs(string) do n = n + 1 end
+            TRIED = table.concat(tried, " ")
+            billing.func("a.seen", { kind = "view" }, function()
+              return { tried = TRIED, x = x, y = y, z = z, w = w, lower = string.lower("A"), libs = n > 10 }
+            end)
+            "#,
+        ),
+        (
+            "b.lua",
+            r#"
+            billing.func("b.seen", { kind = "view" }, function()
+              return {
+                globals = tostring(x) .. tostring(y) .. tostring(z) .. tostring(w),
+                strings = string.upper("a") .. ("a"):upper() .. string.lower("A") .. ("A"):lower(),
+                others = table.concat({ math.floor(1.5), utf8.char(65), tostring(billing.money(1) + billing.money(2)) }, ","),
+                meta = tostring(getmetatable("")),
+                own_g = _G == _ENV,
+                on = type(billing.on),
+              }
+            end)
+            "#,
+        ),
+    ]);
+    let a = s.call("a.seen", &[]);
+    assert_eq!(
+        a.field("tried"),
+        Some(
+            "string=refused meta=refused unprotect=refused billing=refused table=refused \
+             math=refused os=refused coroutine=refused money=refused rawset=refused \
+             rawset billing=refused rawset utf8=refused"
+        ),
+        "{a:?}"
+    );
+    assert_eq!(
+        (a.field("x"), a.field("y"), a.field("z"), a.field("w")),
+        (Some("1"), Some("2"), Some("3"), Some("4"))
+    );
+    assert_eq!(a.field("lower"), Some("a"));
+    assert_eq!(a.field("libs"), Some("on"));
+    let b = s.call("b.seen", &[]);
+    assert_eq!(b.field("globals"), Some("nilnilnilnil"), "{b:?}");
+    assert_eq!(b.field("strings"), Some("AAaa"));
+    assert_eq!(b.field("others"), Some("1,A,3"));
+    assert_eq!(b.field("meta"), Some("false"));
+    assert_eq!(b.field("own_g"), Some("on"));
+    assert_eq!(b.field("on"), Some("function"));
+}
+
+/// An error raised with a table says something: its `__tostring`, else what it holds.
+#[test]
+fn an_error_object_is_shown_as_a_message() {
+    let s = scripted(&[(
+        "errors.lua",
+        r#"
+        billing.func("plain", { kind = "view" }, function() error({ code = 1 }) end)
+        billing.func("named", { kind = "view" }, function()
+          error(setmetatable({ code = 2 }, { __tostring = function(e) return "failure " .. e.code end }))
+        end)
+        billing.func("caught", { kind = "view" }, function()
+          local ok, e = pcall(error, { code = 3 })
+          return { code = e.code }
+        end)
+        "#,
+    )]);
+    let why = msg(&s.call("plain", &[]));
+    assert!(why.contains("error object: {code=1}"), "{why}");
+    assert!(!why.contains("table: 0x"), "{why}");
+    assert_eq!(msg(&s.call("named", &[])), "failure 2");
+    // Inside the script the object is still the table it raised.
+    assert_eq!(s.call("caught", &[]).field("code"), Some("3"));
+}
+
+/// The budgeted pattern functions behave as Lua's own in a script: through the string
+/// metatable too, and their errors are strings with the caller's position.
+#[test]
+fn pattern_functions_work_and_fail_as_lua_says() {
+    let s = scripted(&[(
+        "patterns.lua",
+        r#"
+        billing.func("patterns", { kind = "view" }, function()
+          local ok, e = pcall(function() local r = ("abc"):find("[a") return r end)
+          local words = {}
+          for k, v in ("a=1, b=2"):gmatch("(%w+)=(%w+)") do words[#words + 1] = k .. v end
+          return {
+            found = table.concat({ ("hello world"):find("o (w)") }, ","),
+            matched = string.match("key = value", "(%w+)%s*=%s*(%w+)"),
+            words = table.concat(words, " "),
+            replaced = (("$name is $age"):gsub("%$(%w+)", { name = "Ann", age = 7 })),
+            error = e, kind = type(e),
+          }
+        end)
+        "#,
+    )]);
+    let doc = s.call("patterns", &[]);
+    assert_eq!(doc.field("found"), Some("5,7,w"), "{doc:?}");
+    assert_eq!(doc.field("matched"), Some("key"));
+    assert_eq!(doc.field("words"), Some("a1 b2"));
+    assert_eq!(doc.field("replaced"), Some("Ann is 7"));
+    assert_eq!(doc.field("kind"), Some("string"));
+    assert_eq!(
+        doc.field("error"),
+        Some("patterns.lua:3: malformed pattern (missing ']')")
+    );
+}

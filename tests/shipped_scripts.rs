@@ -213,3 +213,53 @@ fn the_revenue_report_sums_credited_payments_per_provider_and_month() {
         "access"
     );
 }
+
+/// What a file does to the libraries, the string metatable, `billing` or its globals stays in
+/// that file: a hostile file loaded before the guard and one after it (acting at load time and
+/// again from a hook on every registration) leave the shipped guard working.
+#[test]
+fn a_hostile_file_cannot_disable_the_shipped_guard() {
+    const HOSTILE: &str = r#"
+    local function off() return nil end
+    local function attack()
+      pcall(function() string.match = off end)
+      pcall(function() string.lower = off end)
+      pcall(function() getmetatable("").__index.match = off end)
+      pcall(function() getmetatable("").__index = {} end)
+      pcall(rawset, string, "match", off)
+      pcall(rawset, _G, "string", { match = off, lower = off })
+      pcall(function() _G.billing = { on = off, reject = off } end)
+      pcall(function() billing.reject = off end)
+      pcall(rawset, billing, "reject", off)
+      pcall(function() ipairs = function() return off end end)
+    end
+    attack()
+    billing.on("register", "before", attack)
+    "#;
+    let dir = common::TempDir::new("shipped-hostile");
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).expect("scripts dir");
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    for entry in std::fs::read_dir(&shipped).expect("shipped scripts") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, scripts.join(path.file_name().expect("name"))).expect("copy");
+    }
+    std::fs::write(scripts.join("05-hostile.lua"), HOSTILE).expect("hostile");
+    std::fs::write(scripts.join("99-hostile.lua"), HOSTILE).expect("hostile");
+    let fx = Fixture::with("shipped-hostile", |config| config.with_scripts(&scripts));
+    let status = fx.engine.scripts().status();
+    assert!(status.last_error.is_none(), "{status:?}");
+    assert_eq!(status.files.len(), 6, "{status:?}");
+    for _ in 0..2 {
+        let doc = fx.call(
+            "register",
+            &[
+                ("sok", "ok"),
+                ("email", "someone@mailinator.com"),
+                ("passwd", "Secret123"),
+            ],
+        );
+        assert_eq!(error_type(&doc), "value", "{doc:?}");
+    }
+    assert_eq!(column(&fx.call("account", &[]), "id").len(), 0);
+}

@@ -53,6 +53,15 @@ struct Cli {
         default_value_t = 50_000_000
     )]
     script_instructions: i64,
+    /// Wall-clock seconds one func call's scripts may take (hooks and nested calls together)
+    /// before the call is abandoned: rolled back and answered with a `script` error.
+    #[arg(
+        long,
+        global = true,
+        env = "BILLHOST_SCRIPT_TIMEOUT",
+        default_value_t = 5
+    )]
+    script_timeout_secs: u64,
     /// The configuration file (SMTP, templates); default: billhost.toml beside the database,
     /// when it exists.
     #[arg(long, global = true, env = "BILLHOST_CONFIG")]
@@ -199,6 +208,7 @@ fn main() -> ExitCode {
     }
     config.scripts.memory_limit = cli.script_memory_mb.saturating_mul(1 << 20);
     config.scripts.instruction_budget = cli.script_instructions;
+    config.scripts.timeout = std::time::Duration::from_secs(cli.script_timeout_secs.max(1));
     // The server's writes come from many clients at once: checkpoints go to a thread of their
     // own so that no write waits for one.
     config.background_checkpoints = matches!(cli.command, Command::Serve(_));

@@ -11,7 +11,7 @@ use crate::error::FuncError;
 use crate::params::Params;
 use mlua::chunk::ChunkMode;
 use mlua::{Function, Lua, MultiValue, Table, Value};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// What an evaluation answers: plain values as text, documents (lists, results of
@@ -24,6 +24,8 @@ pub enum Shown {
 
 pub struct Console {
     lua: Lua,
+    /// Runs a chunk so that an error raised with a table arrives as a message.
+    run: Function,
     /// The environment of every chunk typed: globals defined in one chunk are seen by the next.
     env: Table,
     budget: Arc<Budget>,
@@ -48,12 +50,9 @@ const SHOW_DEPTH: usize = 3;
 
 impl Console {
     pub fn new(config: &ScriptConfig) -> Result<Console, String> {
-        let budget = Arc::new(Budget {
-            remaining: AtomicI64::new(config.instruction_budget),
-            limit: config.instruction_budget,
-        });
+        let budget = Arc::new(Budget::new(config));
         let lerr = |e: mlua::Error| script_error(&e).msg;
-        let lua = super::sandbox::console_state(config, &budget).map_err(lerr)?;
+        let (lua, run) = super::sandbox::console_state(config, &budget).map_err(lerr)?;
         // The REPL's print goes to the terminal, not to the server log.
         let print = lua
             .create_function(|lua, args: MultiValue| {
@@ -68,7 +67,12 @@ impl Console {
         meta.raw_set("__index", lua.globals()).map_err(lerr)?;
         env.set_metatable(Some(meta)).map_err(lerr)?;
         let _ = RUNNING.set(budget.clone());
-        Ok(Console { lua, env, budget })
+        Ok(Console {
+            lua,
+            run,
+            env,
+            budget,
+        })
     }
 
     /// The members of the `billing` table, for completion.
@@ -142,7 +146,7 @@ impl Console {
                     convert::doc_to_lua(lua, &call(&func, params))
                 })?;
             billing.raw_set("call", bound)?;
-            let values: MultiValue = chunk.call(())?;
+            let values: MultiValue = self.run.call(&chunk)?;
             values.into_iter().map(|v| self.show(v)).collect()
         });
         let restored = billing.raw_set("call", previous);
@@ -307,5 +311,9 @@ mod tests {
         assert!(e.msg.contains("instruction budget"), "{e:?}");
         // The budget starts afresh with the next chunk.
         assert_eq!(eval(&c, "1").unwrap(), text("1"));
+        let e = eval(&c, "error({code = 1})").unwrap_err();
+        assert!(e.msg.contains("error object: {code=1}"), "{e:?}");
+        let e = eval(&c, "setmetatable({}, {__gc = function() end})").unwrap_err();
+        assert!(e.msg.contains("__gc"), "{e:?}");
     }
 }

@@ -12,6 +12,7 @@
 pub mod console;
 mod convert;
 mod money;
+mod pattern;
 mod sandbox;
 mod scheduler;
 
@@ -26,11 +27,12 @@ use crate::error::{ErrorType, FuncError, FuncResult};
 use crate::func::{Access, ActionMode, FuncDecl};
 use crate::params::Params;
 use mlua::{Function, Lua, Table, Value};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 /// Limits of every script call.
 #[derive(Debug, Clone)]
@@ -41,6 +43,9 @@ pub struct ScriptConfig {
     pub memory_limit: usize,
     /// VM instructions one func call (all its hooks and nested calls together) may run.
     pub instruction_budget: i64,
+    /// Wall-clock time one top-level call's scripts may take, from the first script that runs
+    /// to the last: past it the call is abandoned (rolled back, a `script` error).
+    pub timeout: Duration,
 }
 
 impl Default for ScriptConfig {
@@ -49,21 +54,119 @@ impl Default for ScriptConfig {
             dir: None,
             memory_limit: 64 << 20,
             instruction_budget: 50_000_000,
+            timeout: Duration::from_secs(5),
         }
     }
 }
 
-/// The instruction budget, counted down by the VM hook. Once spent it stays spent until the
-/// next call starts, so that `pcall` cannot swallow the stop.
+/// The limits of the running call, checked by the VM hook every [`sandbox::HOOK_EVERY`]
+/// instructions, by the pattern functions as they match and by `billing.call`: the
+/// instruction budget, counted down; the wall-clock deadline; the process-wide stop. Once the
+/// call is stopped it stays stopped until the next call starts, so that `pcall` cannot swallow
+/// the stop.
 #[derive(Debug)]
 pub(crate) struct Budget {
     remaining: AtomicI64,
     limit: i64,
+    /// Bytes a generation may allocate: also the bound of a string the pattern functions build.
+    memory: usize,
+    timeout: Duration,
+    epoch: Instant,
+    /// When the running call must end, in nanoseconds after `epoch`; 0 for no deadline.
+    deadline: AtomicU64,
+    /// Why the call was stopped: one of the `STOPPED_*` values, 0 while it runs.
+    stopped: AtomicU8,
+}
+
+const STOPPED_BUDGET: u8 = 1;
+const STOPPED_TIMEOUT: u8 = 2;
+const STOPPED_SERVER: u8 = 3;
+
+/// Set once the process is stopping: every script still running stops at its next check.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Stops every script of the process at its next budget check (within a thousand VM
+/// instructions or matching steps), and every script that starts later. For a server that
+/// is stopping. Only an atomic store, so a signal handler may call it.
+pub fn stop_all() {
+    STOPPING.store(true, Ordering::SeqCst);
 }
 
 impl Budget {
+    pub(crate) fn new(config: &ScriptConfig) -> Budget {
+        Budget {
+            remaining: AtomicI64::new(config.instruction_budget),
+            limit: config.instruction_budget,
+            memory: config.memory_limit,
+            timeout: config.timeout,
+            epoch: Instant::now(),
+            deadline: AtomicU64::new(0),
+            stopped: AtomicU8::new(0),
+        }
+    }
+
+    /// A fresh instruction budget (the deadline stays as it is).
     fn reset(&self) {
+        self.stopped.store(0, Ordering::SeqCst);
         self.remaining.store(self.limit, Ordering::SeqCst);
+    }
+
+    /// The call's deadline: its timeout after `started`.
+    fn start(&self, started: Instant) {
+        let at = (started + self.timeout).saturating_duration_since(self.epoch);
+        let nanos = u64::try_from(at.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.deadline.store(nanos, Ordering::SeqCst);
+    }
+
+    fn spent(&self) -> bool {
+        self.remaining.load(Ordering::SeqCst) <= 0
+    }
+
+    /// Counts `n` instructions (or matching steps) against the call, and fails once any
+    /// limit is reached, and at every later check of the same call.
+    pub(crate) fn charge(&self, n: i64) -> mlua::Result<()> {
+        // More than any budget, and never enough to wrap the counter around.
+        let n = n.clamp(0, i64::MAX / 4);
+        let left = self
+            .remaining
+            .fetch_sub(n, Ordering::SeqCst)
+            .saturating_sub(n);
+        if left <= 0 {
+            return self.stop(STOPPED_BUDGET);
+        }
+        self.check()
+    }
+
+    /// Fails once the call is past its deadline or the process is stopping.
+    pub(crate) fn check(&self) -> mlua::Result<()> {
+        if self.remaining.load(Ordering::SeqCst) <= 0 {
+            return self.stop(STOPPED_BUDGET);
+        }
+        if STOPPING.load(Ordering::Relaxed) {
+            return self.stop(STOPPED_SERVER);
+        }
+        let deadline = self.deadline.load(Ordering::Relaxed);
+        if deadline != 0 && self.epoch.elapsed().as_nanos() > u128::from(deadline) {
+            return self.stop(STOPPED_TIMEOUT);
+        }
+        Ok(())
+    }
+
+    /// Stops the call (sticky: the budget stays spent) and says why, the first reason winning.
+    fn stop(&self, why: u8) -> mlua::Result<()> {
+        self.remaining.store(i64::MIN / 2, Ordering::SeqCst);
+        let _ = self
+            .stopped
+            .compare_exchange(0, why, Ordering::SeqCst, Ordering::SeqCst);
+        let msg = match self.stopped.load(Ordering::SeqCst) {
+            STOPPED_TIMEOUT => format!(
+                "the script ran longer than {} s (--script-timeout-secs) and was stopped",
+                self.timeout.as_secs_f64()
+            ),
+            STOPPED_SERVER => "the server is stopping: the script was stopped".to_string(),
+            _ => format!("instruction budget of {} exhausted", self.limit),
+        };
+        Err(mlua::Error::runtime(msg))
     }
 }
 
@@ -81,6 +184,9 @@ pub struct Job {
 /// string key of `now` but `skip` whose value is not the one `was` has; `edits(now, was)`
 /// answers `changes(now, was)` and the keys of `was` that `now` no longer has.
 struct Helpers {
+    /// `run(f, ...)`: every script function the host calls goes through it, so that an error
+    /// raised with a table arrives as a message (its `__tostring`, else its contents).
+    run: Function,
     request: Function,
     copy: Function,
     changes: Function,
@@ -144,10 +250,10 @@ impl Generation {
             after: HashMap::new(),
             funcs: Vec::new(),
             jobs: Vec::new(),
-            budget: Arc::new(Budget {
-                remaining: AtomicI64::new(0),
-                limit: 0,
-            }),
+            budget: Arc::new(Budget::new(&ScriptConfig {
+                instruction_budget: 0,
+                ..ScriptConfig::default()
+            })),
         }
     }
 
@@ -284,6 +390,8 @@ pub struct Watcher {
 pub struct CallScope<'g> {
     generation: &'g Generation,
     lua: RefCell<Option<MutexGuard<'g, Lua>>>,
+    /// When the call's first script started: its deadline counts from here.
+    started: Cell<Option<Instant>>,
 }
 
 impl<'g> CallScope<'g> {
@@ -291,6 +399,7 @@ impl<'g> CallScope<'g> {
         CallScope {
             generation,
             lua: RefCell::new(None),
+            started: Cell::new(None),
         }
     }
 
@@ -310,7 +419,10 @@ impl<'g> CallScope<'g> {
             && held.is_none()
         {
             *held = Some(lock(mutex));
+            let started = self.started.get().unwrap_or_else(Instant::now);
+            self.started.set(Some(started));
             self.generation.budget.reset();
+            self.generation.budget.start(started);
         }
         let held = self.lua.borrow();
         let lua = held
@@ -339,9 +451,14 @@ fn enter<R>(ctx: &Ctx, f: impl FnOnce(&Lua) -> mlua::Result<R>) -> FuncResult<R>
             .map_err(|e| script_error(&e))?;
         let previous: Value = billing.raw_get("call").map_err(|e| script_error(&e))?;
         let result = lua.scope(|scope| {
+            let budget = &ctx.scope().generation.budget;
             let call = scope.create_function(|lua, (func, params): (String, Option<Table>)| {
+                // A loop of calls runs few instructions: the deadline is checked here too.
+                budget.check()?;
                 let params = convert::table_to_params(params)?;
-                match ctx.call(&func, params) {
+                let result = ctx.call(&func, params);
+                budget.check()?;
+                match result {
                     Ok(doc) => convert::doc_to_lua(lua, &doc),
                     Err(e) => Err(mlua::Error::external(e)),
                 }
@@ -373,7 +490,7 @@ pub fn before(ctx: &Ctx, func: &str, params: &mut Params) -> FuncResult<HookReq>
         let was: Table = helpers.copy.call(&given)?;
         let req = request(helpers, ctx, func, given)?;
         for hook in hooks {
-            hook.call::<()>(req.clone())?;
+            helpers.run.call::<()>((hook, &req))?;
         }
         // Only what the hooks changed crosses back.
         let now: Table = req.raw_get("params")?;
@@ -400,13 +517,13 @@ pub fn after(ctx: &Ctx, func: &str, params: &Params, doc: Doc, req: HookReq) -> 
         if !matches!(doc, Doc::Form(_) | Doc::Ok(_)) {
             // Nothing of other documents is read back.
             for hook in hooks {
-                hook.call::<()>((req.clone(), shown.clone()))?;
+                helpers.run.call::<()>((hook, &req, &shown))?;
             }
             return Ok(doc);
         }
         let res: Table = helpers.copy.call(&shown)?;
         for hook in hooks {
-            hook.call::<()>((req.clone(), res.clone()))?;
+            helpers.run.call::<()>((hook, &req, &res))?;
         }
         let changes: Table = helpers.changes.call((res, shown, "ok"))?;
         convert::merge_changes(doc, &changes)
@@ -435,14 +552,20 @@ fn run_func(ctx: &Ctx, func: &Function, name: &str, params: &Params) -> FuncResu
         .ok_or_else(|| FuncError::internal("no scripts are loaded"))?;
     enter(ctx, |lua| {
         let req = request(helpers, ctx, name, lua.create_table_from(params.iter())?)?;
-        let ret: Value = func.call(req)?;
+        let ret: Value = helpers.run.call((func, req))?;
         convert::lua_to_doc(lua, ret)
     })
 }
 
 /// Runs a scheduled job (as the system, in its own transaction).
 pub fn run_job(ctx: &Ctx, job: &Job) -> FuncResult<()> {
-    enter(ctx, |_| job.func.call::<()>(()))
+    let helpers = ctx
+        .scope()
+        .generation
+        .helpers
+        .as_ref()
+        .ok_or_else(|| FuncError::internal("no scripts are loaded"))?;
+    enter(ctx, |_| helpers.run.call::<()>(&job.func))
 }
 
 /// A script func's declaration: the Lua function behind a plain action handler.

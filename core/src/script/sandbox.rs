@@ -8,11 +8,11 @@ use crate::func::{Access, ActionMode};
 use mlua::chunk::ChunkMode;
 use mlua::{Function, HookTriggers, Lua, LuaOptions, StdLib, Table, Value, VmState};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 /// VM instructions between two budget checks.
-const HOOK_EVERY: u32 = 1000;
+pub(super) const HOOK_EVERY: u32 = 1000;
 
 #[derive(Default)]
 struct Collected {
@@ -34,11 +34,12 @@ pub fn build(id: u64, config: &ScriptConfig, builtin: &[String]) -> Result<Gener
     if files.is_empty() {
         return Ok(Generation::empty(id));
     }
-    let budget = Arc::new(Budget {
-        remaining: AtomicI64::new(config.instruction_budget),
-        limit: config.instruction_budget,
-    });
-    let lua = new_state(config, &budget).map_err(lerr)?;
+    let budget = Arc::new(Budget::new(config));
+    let State {
+        lua,
+        run,
+        file_env: make_env,
+    } = new_state(config, &budget).map_err(lerr)?;
     let collected = Arc::new(Mutex::new(Collected::default()));
     install_billing(&lua, &collected, builtin).map_err(lerr)?;
 
@@ -57,23 +58,24 @@ pub fn build(id: u64, config: &ScriptConfig, builtin: &[String]) -> Result<Gener
             .unwrap_or_default();
         let code = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
         budget.reset();
-        let env = lua.create_table().map_err(lerr)?;
-        let meta = lua.create_table().map_err(lerr)?;
-        meta.raw_set("__index", lua.globals()).map_err(lerr)?;
-        env.set_metatable(Some(meta)).map_err(lerr)?;
-        lua.load(&code)
-            .set_name(format!("@{name}"))
-            .set_mode(ChunkMode::Text)
-            .set_environment(env)
-            .exec()
-            .map_err(|e| {
-                let msg = lerr(e);
-                if msg.starts_with(&name) {
-                    msg
-                } else {
-                    format!("{name}: {msg}")
-                }
-            })?;
+        budget.start(Instant::now());
+        let loaded = file_env(&lua, &make_env, &name).and_then(|env| {
+            let chunk = lua
+                .load(&code)
+                .set_name(format!("@{name}"))
+                .set_mode(ChunkMode::Text)
+                .set_environment(env)
+                .into_function()?;
+            run.call::<()>(chunk)
+        });
+        loaded.map_err(|e| {
+            let msg = lerr(e);
+            if msg.starts_with(&name) {
+                msg
+            } else {
+                format!("{name}: {msg}")
+            }
+        })?;
         names.push(name);
     }
 
@@ -88,6 +90,7 @@ pub fn build(id: u64, config: &ScriptConfig, builtin: &[String]) -> Result<Gener
         files: names,
         lua: Some(Mutex::new(lua)),
         helpers: Some(super::Helpers {
+            run,
             request,
             copy,
             changes,
@@ -103,8 +106,12 @@ pub fn build(id: u64, config: &ScriptConfig, builtin: &[String]) -> Result<Gener
 
 /// A state for the REPL: the libraries, limits and `billing` API of a generation, where the
 /// functions that register hooks, funcs and jobs are refused (they belong in script files).
-pub(super) fn console_state(config: &ScriptConfig, budget: &Arc<Budget>) -> mlua::Result<Lua> {
-    let lua = new_state(config, budget)?;
+/// Also answers the state's `run` (see [`super::Helpers`]).
+pub(super) fn console_state(
+    config: &ScriptConfig,
+    budget: &Arc<Budget>,
+) -> mlua::Result<(Lua, Function)> {
+    let State { lua, run, .. } = new_state(config, budget)?;
     install_billing(&lua, &Arc::new(Mutex::new(Collected::default())), &[])?;
     let billing: Table = lua.globals().raw_get("billing")?;
     for name in ["on", "func", "every"] {
@@ -115,10 +122,236 @@ pub(super) fn console_state(config: &ScriptConfig, budget: &Arc<Budget>) -> mlua
         })?;
         billing.raw_set(name, refuse)?;
     }
-    Ok(lua)
+    Ok((lua, run))
 }
 
-fn new_state(config: &ScriptConfig, budget: &Arc<Budget>) -> mlua::Result<Lua> {
+/// A fresh state and the two functions of [`GUARDS`] that the host keeps.
+struct State {
+    lua: Lua,
+    /// `run(f, ...)`: calls `f` and passes its error on as a readable message.
+    run: Function,
+    /// `file_env(name, print, log)`: a new file's environment.
+    file_env: Function,
+}
+
+/// The environment of the script file `name`: its own globals, read-only views of the shared
+/// libraries, and `print`/`billing.log` that name the file in the server log.
+fn file_env(lua: &Lua, make: &Function, name: &str) -> mlua::Result<Table> {
+    let file = name.to_string();
+    let print = lua.create_function(move |lua, args: mlua::MultiValue| {
+        let parts: Vec<String> = args.iter().map(|v| shown(lua, v)).collect();
+        eprintln!("{}", log_line(&file, None, &parts.join("\t")));
+        Ok(())
+    })?;
+    let file = name.to_string();
+    let log = lua.create_function(move |lua, (level, msg): (Value, Value)| {
+        let level = shown(lua, &level);
+        eprintln!("{}", log_line(&file, Some(&level), &shown(lua, &msg)));
+        Ok(())
+    })?;
+    make.call((name, print, log))
+}
+
+/// A value as `print` shows it: strings and numbers as text, anything else by its type.
+fn shown(lua: &Lua, v: &Value) -> String {
+    lua.coerce_string(v.clone())
+        .ok()
+        .flatten()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_else(|| v.type_name().to_string())
+}
+
+/// Bytes of one logged script message kept; the rest is cut.
+const LOG_LINE_MAX: usize = 16 * 1024;
+
+/// One server-log line for a script's message: prefixed by the file (and the level), control
+/// characters and line separators escaped, so that no script can write a line of its own.
+pub(super) fn log_line(file: &str, level: Option<&str>, msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len().min(LOG_LINE_MAX) + 32);
+    out.push_str("[script ");
+    escape_into(&mut out, file, usize::MAX);
+    if let Some(level) = level {
+        out.push(' ');
+        escape_into(&mut out, level, 64);
+    }
+    out.push_str("] ");
+    escape_into(&mut out, msg, LOG_LINE_MAX);
+    out
+}
+
+fn escape_into(out: &mut String, text: &str, max: usize) {
+    let start = out.len();
+    for (i, c) in text.char_indices() {
+        if out.len() - start >= max {
+            out.push_str(&format!("... ({} more bytes)", text.len() - i));
+            return;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// Lua run before any script, in the state's own globals: what scripts see in place of the
+/// functions that could step outside the budget, and the host's `run` and `file_env`.
+///
+/// Outside the VM hook run: `__gc` finalizers (Lua switches hooks off for them), an `xpcall`
+/// message handler (an error there is "error in error handling", retried by Lua itself), and
+/// loops in C (`string.rep` of an empty string, `table.move` over a huge range, `table.insert`
+/// and `table.remove` on a table whose `__len` lies). So `setmetatable` refuses any metatable
+/// with a `__gc` field (whatever its value: Lua marks the object for finalization when the
+/// field is present at `setmetatable` time), `xpcall` calls its handler as ordinary code after
+/// the protected call returned, and the C loops are charged to the budget first.
+const GUARDS: &str = r#"
+local spent, charge = ...
+local G = _G
+local raw_pcall, raw_xpcall, raw_resume = pcall, xpcall, coroutine.resume
+local raw_setmetatable, getmetatable, rawget, next, type, error, select, tostring =
+  setmetatable, getmetatable, rawget, next, type, error, select, tostring
+local tointeger, format, concat = math.tointeger, string.format, table.concat
+local pack, unpack = table.pack, table.unpack
+local function guard(r)
+  if not r[1] and spent() then error(r[2], 0) end
+  return unpack(r, 1, r.n)
+end
+pcall = function(...) return guard(pack(raw_pcall(...))) end
+coroutine.resume = function(...) return guard(pack(raw_resume(...))) end
+xpcall = function(f, handler, ...)
+  if type(handler) ~= "function" then
+    error(format("bad argument #2 to 'xpcall' (function expected, got %s)", type(handler)), 2)
+  end
+  local r = pack(raw_pcall(f, ...))
+  if r[1] then return unpack(r, 1, r.n) end
+  if spent() then error(r[2], 0) end
+  -- The handler runs here, under the budget like any other code.
+  return false, (handler(r[2]))
+end
+setmetatable = function(t, mt)
+  if type(mt) == "table" and rawget(mt, "__gc") ~= nil then
+    error("setmetatable: __gc finalizers are not allowed in scripts (they run outside the limits)", 2)
+  end
+  return raw_setmetatable(t, mt)
+end
+
+local rep, move, insert, remove = string.rep, table.move, table.insert, table.remove
+string.rep = function(s, n, sep)
+  -- An empty string repeated n times is n turns of a C loop that builds nothing.
+  if s == "" and (sep == nil or sep == "") and tointeger(n) then return "" end
+  return rep(s, n, sep)
+end
+table.move = function(a1, f, e, t, a2)
+  local from, to = tointeger(f), tointeger(e)
+  if from and to and to >= from then charge((to + 0.0) - from) end
+  return move(a1, f, e, t, a2)
+end
+-- Only a table with a metatable can claim a length its memory does not back.
+table.insert = function(t, ...)
+  if getmetatable(t) ~= nil then charge(#t + 0.0) end
+  return insert(t, ...)
+end
+table.remove = function(t, ...)
+  if getmetatable(t) ~= nil then charge(#t + 0.0) end
+  return remove(t, ...)
+end
+
+-- Strings share one metatable, whose __index is the shared string library.
+local string_meta = getmetatable("")
+string_meta.__metatable = false
+
+-- An error object that is not a string, as a message: its __tostring, else its contents.
+local function shown(v)
+  local t = type(v)
+  if t == "string" then return format("%q", v) end
+  if t == "number" or t == "boolean" or t == "nil" then return tostring(v) end
+  if t == "table" then return "{...}" end
+  return t
+end
+local function dump(e)
+  local parts, n = {}, 0
+  for k, v in next, e do
+    n = n + 1
+    if n > 8 then parts[n] = "..." break end
+    if type(k) == "string" and k:find("^[%a_][%w_]*$") then
+      parts[n] = k .. "=" .. shown(v)
+    else
+      parts[n] = "[" .. shown(k) .. "]=" .. shown(v)
+    end
+  end
+  return "{" .. concat(parts, ", ") .. "}"
+end
+local function describe(e)
+  if type(e) == "table" then
+    local mt = getmetatable(e)
+    if mt ~= nil and (type(mt) ~= "table" or rawget(mt, "__tostring") ~= nil) then
+      local ok, s = raw_pcall(tostring, e)
+      if ok and type(s) == "string" then return s end
+      if not ok and spent() then error(s, 0) end
+    end
+    return "error object: " .. dump(e)
+  end
+  return "error object: " .. shown(e)
+end
+local function finish(ok, ...)
+  if ok then return ... end
+  local e = ...
+  local t = type(e)
+  if t ~= "string" and t ~= "userdata" and t ~= "number" then e = describe(e) end
+  error(e, 0)
+end
+local function run(f, ...)
+  return finish(raw_pcall(f, ...))
+end
+
+-- A script file's environment: its own globals (assignments, rawset(_G, ...) and load without
+-- an environment stay in the file) and, for each shared library, a view of its own that
+-- refuses writes, so that nothing one file does reaches what another sees.
+local views = raw_setmetatable({}, { __mode = "k" })
+local raw_rawset = rawset
+rawset = function(t, k, v)
+  if views[t] then error("rawset: " .. views[t] .. " is read-only: it is shared by every script", 2) end
+  return raw_rawset(t, k, v)
+end
+local function readonly(lib, name, index)
+  local view = {}
+  views[view] = name
+  raw_setmetatable(view, {
+    __index = index or lib,
+    __newindex = function() error(name .. " is read-only: it is shared by every script", 2) end,
+    __metatable = false,
+    __pairs = function() return function(_, k) return next(lib, k) end, view, nil end,
+  })
+  return view
+end
+local load = load
+local function file_env(name, print, log)
+  local env = {}
+  for k, v in next, G do
+    if type(v) == "table" then env[k] = readonly(v, k) else env[k] = v end
+  end
+  -- billing.call changes from call to call: the view reads it from the shared table.
+  local own = {}
+  for k, v in next, G.billing do own[k] = v end
+  own.call, own.log = nil, log
+  env.billing = readonly(G.billing, "billing", raw_setmetatable(own, { __index = G.billing }))
+  env._G = env
+  env.print = print
+  env.load = function(chunk, chunkname, mode, e)
+    if e == nil then e = env end
+    return load(chunk, chunkname, mode, e)
+  end
+  return env
+end
+return run, file_env
+"#;
+
+fn new_state(config: &ScriptConfig, budget: &Arc<Budget>) -> mlua::Result<State> {
     let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::UTF8 | StdLib::COROUTINE;
     let lua = Lua::new_with(libs, LuaOptions::default())?;
     let g = lua.globals();
@@ -128,17 +361,22 @@ fn new_state(config: &ScriptConfig, budget: &Arc<Budget>) -> mlua::Result<Lua> {
     // string.dump would hand out bytecode; strings reach it through their metatable too.
     let string: Table = g.raw_get("string")?;
     string.raw_set("dump", Value::Nil)?;
+    super::pattern::install(&lua, &string, budget)?;
+    let load_budget = budget.clone();
     g.raw_set(
         "load",
         lua.create_function(
-            |lua, (chunk, name, _mode, env): (Value, Option<String>, Value, Option<Table>)| {
+            move |lua, (chunk, name, _mode, env): (Value, Option<String>, Value, Option<Table>)| {
                 let Value::String(code) = chunk else {
                     return Ok((
                         Value::Nil,
                         Value::String(lua.create_string("load takes source text only")?),
                     ));
                 };
-                let mut c = lua.load(code.as_bytes().to_vec()).set_mode(ChunkMode::Text);
+                let code = code.as_bytes().to_vec();
+                // The compiler runs outside the hook: its work is charged by the byte.
+                load_budget.charge(i64::try_from(code.len()).unwrap_or(i64::MAX))?;
+                let mut c = lua.load(code).set_mode(ChunkMode::Text);
                 if let Some(n) = name {
                     c = c.set_name(n);
                 }
@@ -170,62 +408,34 @@ fn new_state(config: &ScriptConfig, budget: &Arc<Budget>) -> mlua::Result<Lua> {
     g.raw_set(
         "print",
         lua.create_function(|lua, args: mlua::MultiValue| {
-            let parts: Vec<String> = args
-                .iter()
-                .map(|v| {
-                    lua.coerce_string(v.clone())
-                        .ok()
-                        .flatten()
-                        .map(|s| s.to_string_lossy())
-                        .unwrap_or_else(|| v.type_name().to_string())
-                })
-                .collect();
-            eprintln!("[script] {}", parts.join("\t"));
+            let parts: Vec<String> = args.iter().map(|v| shown(lua, v)).collect();
+            eprintln!("{}", log_line("console", None, &parts.join("\t")));
             Ok(())
         })?,
     )?;
     // Once the budget is spent, pcall, xpcall and coroutine.resume hand the error on instead
     // of catching it, so a script cannot keep itself alive by catching the stop.
     let spent_budget = budget.clone();
-    let spent =
-        lua.create_function(move |_, ()| Ok(spent_budget.remaining.load(Ordering::SeqCst) <= 0))?;
-    lua.load(
-        r#"
-        local spent = ...
-        local raw_pcall, raw_xpcall, raw_resume = pcall, xpcall, coroutine.resume
-        local pack, unpack = table.pack, table.unpack
-        local function guard(r)
-          if not r[1] and spent() then error(r[2], 0) end
-          return unpack(r, 1, r.n)
-        end
-        pcall = function(...) return guard(pack(raw_pcall(...))) end
-        xpcall = function(...) return guard(pack(raw_xpcall(...))) end
-        coroutine.resume = function(...) return guard(pack(raw_resume(...))) end
-        "#,
-    )
-    .set_name("=billhost")
-    .call::<()>(spent)?;
+    let spent = lua.create_function(move |_, ()| Ok(spent_budget.spent()))?;
+    let charge_budget = budget.clone();
+    let charge = lua.create_function(move |_, n: f64| {
+        // Saturating: a count beyond i64 is as good as spending the whole budget.
+        charge_budget.charge(n.clamp(0.0, i64::MAX as f64) as i64)
+    })?;
+    let (run, file_env) = lua
+        .load(GUARDS)
+        .set_name("=billhost")
+        .call::<(Function, Function)>((spent, charge))?;
     lua.set_memory_limit(config.memory_limit)?;
     let budget = budget.clone();
     lua.set_global_hook(
         HookTriggers::new().every_nth_instruction(HOOK_EVERY),
         move |_, _| {
-            let left = budget
-                .remaining
-                .fetch_sub(HOOK_EVERY as i64, Ordering::SeqCst)
-                - HOOK_EVERY as i64;
-            if left <= 0 {
-                // Sticky: every later check fails too, so pcall cannot swallow the stop.
-                budget.remaining.store(i64::MIN / 2, Ordering::SeqCst);
-                return Err(mlua::Error::runtime(format!(
-                    "instruction budget of {} exhausted",
-                    budget.limit
-                )));
-            }
+            budget.charge(i64::from(HOOK_EVERY))?;
             Ok(VmState::Continue)
         },
     )?;
-    Ok(lua)
+    Ok(State { lua, run, file_env })
 }
 
 fn access_of(s: &str) -> mlua::Result<Access> {
@@ -348,8 +558,9 @@ fn install_billing(
     )?;
     billing.raw_set(
         "log",
-        lua.create_function(|_, (level, msg): (String, String)| {
-            eprintln!("[script {level}] {msg}");
+        lua.create_function(|lua, (level, msg): (Value, Value)| {
+            let level = shown(lua, &level);
+            eprintln!("{}", log_line("console", Some(&level), &shown(lua, &msg)));
             Ok(())
         })?,
     )?;

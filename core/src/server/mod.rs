@@ -208,6 +208,7 @@ fn stop_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
                 _ = int.recv() => "SIGINT",
             };
             eprintln!("billhost serve: {name}: no new connections; finishing requests in flight");
+            stop_scripts_soon();
         })
     }
     #[cfg(not(unix))]
@@ -215,8 +216,21 @@ fn stop_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
         Ok(async {
             let _ = tokio::signal::ctrl_c().await;
             eprintln!("billhost serve: interrupted: finishing requests in flight");
+            stop_scripts_soon();
         })
     }
+}
+
+/// A second after the stop signal, every script still running (a runaway one, say) is
+/// stopped at its next budget check, so that its call rolls back and the writer can stop: the
+/// calls in flight get that second to finish as usual.
+fn stop_scripts_soon() {
+    let _ = std::thread::Builder::new()
+        .name("billhost-stop-scripts".into())
+        .spawn(|| {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            crate::script::stop_all();
+        });
 }
 
 async fn not_found() -> Response {

@@ -1,0 +1,190 @@
+//! Hostile scripts against the built `billhost serve`: a call that holds the writer past the
+//! script time limit is abandoned and the next write goes through; SIGTERM stops the server
+//! within seconds whatever a script is doing; scripts cannot write lines of their own into the
+//! server log.
+#![cfg(unix)]
+
+mod common;
+#[path = "support/http1.rs"]
+mod http1;
+
+use billhost::{Engine, EngineConfig};
+use common::TempDir;
+use http1::{Conn, enc};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "Sandbox1";
+
+const HOSTILE: &str = r#"
+billing.func("groups", { kind = "action" }, function()
+  for i = 1, 1e9 do billing.call("accountgroup.edit", { sok = "ok", name = "g" .. i }) end
+end)
+billing.func("forge", { kind = "view" }, function()
+  print("one\nbillhost serve: forged by print", "\27[2J")
+  billing.log("info\nbillhost serve: forged level", "two\r\nbillhost serve: forged by log")
+  return { ok = true }
+end)
+"#;
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    stderr: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn serve(dir: &TempDir, run: &str, timeout_secs: u64) -> Server {
+    let out = dir.path().join(format!("{run}.out"));
+    let err = dir.path().join(format!("{run}.err"));
+    let child = Command::new(env!("CARGO_BIN_EXE_billhost"))
+        .arg("--db")
+        .arg(dir.db())
+        .arg("--scripts")
+        .arg(dir.path().join("scripts"))
+        .args(["--script-instructions", "1000000000000"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("BILLHOST_DB")
+        .env_remove("BILLHOST_LISTEN")
+        .env_remove("BILLHOST_SCRIPTS")
+        .env("BILLHOST_SCRIPT_TIMEOUT", timeout_secs.to_string())
+        .stdin(Stdio::null())
+        .stdout(File::create(&out).expect("stdout file"))
+        .stderr(File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("spawn billhost serve");
+    let mut server = Server {
+        child,
+        addr: "127.0.0.1:1".parse().expect("placeholder"),
+        stderr: err,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        if let Some(addr) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("billhost serve: listening on http://"))
+        {
+            server.addr = addr.trim_end_matches("/billmgr").parse().expect("address");
+            return server;
+        }
+        assert!(
+            server.child.try_wait().expect("wait").is_none(),
+            "serve exited: {}",
+            std::fs::read_to_string(&server.stderr).unwrap_or_default()
+        );
+        assert!(Instant::now() < deadline, "serve never printed its address");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn get(addr: SocketAddr, query: &str) -> http1::Answer {
+    let auth = enc(&format!("admin:{PASSWORD}"));
+    let mut conn = Conn::connect(addr, Duration::from_secs(60)).expect("connect");
+    conn.get(&format!("/billmgr?{query}&authinfo={auth}"))
+        .expect("answer")
+}
+
+fn prepared() -> TempDir {
+    let dir = TempDir::new("sandbox-serve");
+    let engine = Engine::open(EngineConfig::new(dir.db())).expect("engine");
+    engine
+        .write(|c| billhost::auth::ensure_staff(c, "admin", Some(PASSWORD)))
+        .expect("admin");
+    drop(engine);
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).expect("scripts dir");
+    std::fs::write(scripts.join("hostile.lua"), HOSTILE).expect("script");
+    dir
+}
+
+#[test]
+fn a_runaway_call_is_abandoned_and_the_writer_serves_on() {
+    let dir = prepared();
+    let server = serve(&dir, "abandon", 2);
+    let started = Instant::now();
+    let answer = get(server.addr, "func=groups");
+    assert!(
+        answer.body.contains("script") && answer.body.contains("longer than 2 s"),
+        "{}",
+        answer.body
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // Rolled back, and the writer is free for the next write.
+    let groups = get(server.addr, "func=accountgroup");
+    assert!(!groups.body.contains("<name>g1</name>"), "{}", groups.body);
+    let answer = get(server.addr, "func=accountgroup.edit&sok=ok&name=After");
+    assert!(answer.body.contains("<id>"), "{}", answer.body);
+
+    // Scripts' messages are one escaped line each, named after their file.
+    assert!(get(server.addr, "func=forge").body.contains("<ok"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let log = std::fs::read_to_string(&server.stderr).unwrap_or_default();
+        if log.contains("forged by log") || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        log.lines()
+            .all(|l| !l.contains("forged") || l.starts_with("[script hostile.lua")),
+        "{log}"
+    );
+    assert!(
+        log.contains("[script hostile.lua] one\\nbillhost serve: forged by print\\t\\u{1b}[2J"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "[script hostile.lua info\\nbillhost serve: forged level] two\\r\\nbillhost serve: forged by log"
+        ),
+        "{log}"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_server_whatever_a_script_does() {
+    let dir = prepared();
+    let mut server = serve(&dir, "sigterm", 3600);
+    let addr = server.addr;
+    let caller = std::thread::spawn(move || {
+        let auth = enc(&format!("admin:{PASSWORD}"));
+        let mut conn = Conn::connect(addr, Duration::from_secs(120)).expect("connect");
+        conn.get(&format!("/billmgr?func=groups&authinfo={auth}"))
+            .map(|a| a.body)
+    });
+    // The runaway call is running (holding the writer) when the signal comes.
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(15),
+            "serve still running {:?} after SIGTERM: {}",
+            signalled.elapsed(),
+            std::fs::read_to_string(&server.stderr).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("serve stopped {:?} after SIGTERM", signalled.elapsed());
+    assert!(status.success(), "{status}");
+    let answer = caller.join().expect("caller");
+    if let Ok(body) = answer {
+        assert!(body.contains("stopping"), "{body}");
+    }
+}
