@@ -7,13 +7,14 @@
 mod common;
 #[path = "support/http1.rs"]
 mod http1;
+#[path = "support/serve_bin.rs"]
+mod serve_bin;
 
 use billhost::{Engine, EngineConfig};
 use common::TempDir;
 use http1::{Conn, enc};
-use std::fs::File;
+use serve_bin::Server;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "Sandbox1";
@@ -29,63 +30,13 @@ billing.func("forge", { kind = "view" }, function()
 end)
 "#;
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    stderr: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 fn serve(dir: &TempDir, run: &str, timeout_secs: u64) -> Server {
-    let out = dir.path().join(format!("{run}.out"));
-    let err = dir.path().join(format!("{run}.err"));
-    let child = Command::new(env!("CARGO_BIN_EXE_billhost"))
-        .arg("--db")
-        .arg(dir.db())
-        .arg("--scripts")
-        .arg(dir.path().join("scripts"))
-        .args(["--script-instructions", "1000000000000"])
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env_remove("BILLHOST_DB")
-        .env_remove("BILLHOST_LISTEN")
-        .env_remove("BILLHOST_SCRIPTS")
-        .env("BILLHOST_SCRIPT_TIMEOUT", timeout_secs.to_string())
-        .stdin(Stdio::null())
-        .stdout(File::create(&out).expect("stdout file"))
-        .stderr(File::create(&err).expect("stderr file"))
-        .spawn()
-        .expect("spawn billhost serve");
-    let mut server = Server {
-        child,
-        addr: "127.0.0.1:1".parse().expect("placeholder"),
-        stderr: err,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        if let Some(addr) = text
-            .lines()
-            .find_map(|l| l.strip_prefix("billhost serve: listening on http://"))
-        {
-            server.addr = addr.trim_end_matches("/billmgr").parse().expect("address");
-            return server;
-        }
-        assert!(
-            server.child.try_wait().expect("wait").is_none(),
-            "serve exited: {}",
-            std::fs::read_to_string(&server.stderr).unwrap_or_default()
-        );
-        assert!(Instant::now() < deadline, "serve never printed its address");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    serve_bin::serve(
+        dir,
+        run,
+        &["--script-instructions", "1000000000000"],
+        &[("BILLHOST_SCRIPT_TIMEOUT", &timeout_secs.to_string())],
+    )
 }
 
 fn get(addr: SocketAddr, query: &str) -> http1::Answer {
