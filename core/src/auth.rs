@@ -175,7 +175,7 @@ enum By<'a> {
 macro_rules! user_columns {
     () => {
         "u.id, u.login, u.password_hash, u.level = 'admin', u.account_id, \
-         u.enabled AND coalesce((SELECT status <> 3 FROM account WHERE id = u.account_id), 1)"
+         (u.enabled = 1 AND coalesce((SELECT status <> 3 FROM account WHERE id = u.account_id), TRUE))"
     };
 }
 

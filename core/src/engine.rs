@@ -94,6 +94,8 @@ pub struct Engine {
     /// Funcs run on a schedule by the server and by `billhost run-jobs`, with their period in
     /// seconds (e.g. gateway status checks).
     periodic: Vec<(String, u64)>,
+    /// Funcs per group-commit batch on this backend (at most [`MAX_BATCH`]).
+    max_batch: usize,
 }
 
 /// Where a network front end runs a request, so that SQLite's blocking calls never stall the
@@ -408,6 +410,7 @@ impl Engine {
             config.background_checkpoints,
             config.deferred_sync,
         )?;
+        let max_batch = writer.max_batch().min(MAX_BATCH);
         let mut registry = Registry::default();
         crate::funcs::register_builtin(&mut registry);
         let builtin = registry.iter().map(|d| d.name.clone()).collect();
@@ -435,6 +438,7 @@ impl Engine {
             credentials: auth::CredentialCache::default(),
             mail_signal: MailSignal::default(),
             periodic: Vec::new(),
+            max_batch,
         })
     }
 
@@ -549,7 +553,7 @@ impl Engine {
         let batch = w.join()?;
         let result = w.member(f);
         let others_waiting = self.writer.waiting.load(Ordering::SeqCst) > 0;
-        if others_waiting && w.members < MAX_BATCH && !w.poisoned {
+        if others_waiting && w.members < self.max_batch && !w.poisoned {
             // Someone else will commit this batch; wait for it.
             while w.committed_through < batch {
                 w = self
@@ -603,6 +607,14 @@ impl Engine {
                 calls.iter().map(|_| Doc::Error(nested_write())).collect(),
                 None,
             );
+        }
+        if calls.len() > self.max_batch {
+            // Smaller batches on this backend: each one committed (and settled) in turn.
+            let docs = calls
+                .chunks(self.max_batch)
+                .flat_map(|chunk| self.call_batch(chunk))
+                .collect();
+            return (docs, None);
         }
         let generation = self.scripts.current();
         let mut w = self.writer.lock();
@@ -671,17 +683,10 @@ impl Engine {
         f: impl FnOnce(&Connection, i64) -> FuncResult<T>,
     ) -> FuncResult<T> {
         self.with_reader(|conn| {
-            let mut pin = conn.prepare_cached(auth::EPOCH_SQL)?;
-            let mut rows = pin.query([])?;
-            let epoch: i64 = match rows.next()? {
-                Some(row) => row.get(0)?,
-                None => return Err(FuncError::internal("the auth epoch is missing")),
-            };
-            // `rows` stays on its row (never stepped to the end) while `f` runs.
-            let result = catch_unwind(AssertUnwindSafe(|| f(conn, epoch)))
-                .unwrap_or_else(|p| Err(panic_message(p)));
-            drop(rows);
-            result
+            conn.with_pinned_read(auth::EPOCH_SQL, |epoch| {
+                catch_unwind(AssertUnwindSafe(|| f(conn, epoch)))
+                    .unwrap_or_else(|p| Err(panic_message(p)))
+            })?
         })
     }
 
@@ -704,7 +709,7 @@ impl Engine {
                 .map_err(|e| FuncError::internal(e.to_string()))?,
         };
         let result = f(&conn);
-        if !conn.in_transaction() {
+        if !conn.in_transaction() && conn.is_usable() {
             let mut pool = lock(&self.readers);
             if pool.len() < READER_POOL {
                 pool.push((me, conn));

@@ -2,6 +2,7 @@
 //! once per connection and kept ([`Connection::prepare_cached`]); values are always bound.
 
 use super::Result;
+use super::pg::{self, PgConn};
 use super::sqlite;
 use super::value::{FromValue, Params, ValueRef};
 use std::fmt;
@@ -115,6 +116,7 @@ impl Savepoint {
 
 enum Backend {
     Sqlite(rusqlite::Connection),
+    Pg(Box<PgConn>),
 }
 
 /// A connection to the database, whichever backend holds it.
@@ -129,10 +131,41 @@ impl Connection {
         }
     }
 
+    pub(crate) fn pg(conn: PgConn) -> Connection {
+        Connection {
+            backend: Backend::Pg(Box::new(conn)),
+        }
+    }
+
     /// The SQLite connection underneath, for the SQLite backend's own code.
-    pub(crate) fn sqlite_raw(&self) -> &rusqlite::Connection {
+    pub(crate) fn as_sqlite(&self) -> Option<&rusqlite::Connection> {
         match &self.backend {
-            Backend::Sqlite(c) => c,
+            Backend::Sqlite(c) => Some(c),
+            Backend::Pg(_) => None,
+        }
+    }
+
+    pub(crate) fn as_pg(&self) -> Option<&PgConn> {
+        match &self.backend {
+            Backend::Pg(c) => Some(c),
+            Backend::Sqlite(_) => None,
+        }
+    }
+
+    /// Whether the connection can still be used (a PostgreSQL server may have closed it).
+    pub fn is_usable(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => true,
+            Backend::Pg(c) => !c.is_closed(),
+        }
+    }
+
+    /// How many funcs one group-commit batch may hold, each in its own savepoint (PostgreSQL
+    /// keeps 64 subtransactions per transaction in its cache; nested calls take some too).
+    pub fn max_batch(&self) -> usize {
+        match &self.backend {
+            Backend::Sqlite(_) => 64,
+            Backend::Pg(_) => 32,
         }
     }
 
@@ -142,6 +175,12 @@ impl Connection {
         match &self.backend {
             Backend::Sqlite(c) => Ok(Statement {
                 inner: StmtInner::Sqlite(c.prepare_cached(sql)?),
+            }),
+            Backend::Pg(c) => Ok(Statement {
+                inner: StmtInner::Pg {
+                    stmt: c.statement(sql)?,
+                    conn: c,
+                },
             }),
         }
     }
@@ -170,6 +209,7 @@ impl Connection {
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            Backend::Pg(c) => c.batch(sql),
         }
     }
 
@@ -177,6 +217,7 @@ impl Connection {
     pub fn last_insert_rowid(&self) -> Result<i64> {
         match &self.backend {
             Backend::Sqlite(c) => Ok(c.last_insert_rowid()),
+            Backend::Pg(c) => c.last_insert_rowid(),
         }
     }
 
@@ -184,33 +225,81 @@ impl Connection {
     pub fn in_transaction(&self) -> bool {
         match &self.backend {
             Backend::Sqlite(c) => !c.is_autocommit(),
+            Backend::Pg(c) => c.in_transaction(),
         }
     }
 
+    /// A transaction control statement (cached on SQLite, one round trip on PostgreSQL).
     fn run(&self, sql: &str) -> Result<()> {
-        self.prepare_cached(sql)?.execute([])?;
-        Ok(())
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                self.prepare_cached(sql)?.execute([])?;
+                Ok(())
+            }
+            Backend::Pg(c) => c.batch(sql),
+        }
     }
 
     /// Opens a write transaction, taking the write lock now (SQLite: `BEGIN IMMEDIATE`, so
-    /// that a read-then-write never fails on a lock taken later).
+    /// that a read-then-write never fails on a lock taken later; PostgreSQL: the writers'
+    /// advisory lock, held by one server's transaction at a time).
     pub fn begin_write(&self) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(_) => self.run("BEGIN IMMEDIATE"),
+            Backend::Pg(c) => c.begin_write(),
         }
     }
 
     /// Opens a read transaction: one snapshot until it ends.
     pub fn begin_read(&self) -> Result<()> {
-        self.run("BEGIN")
+        match &self.backend {
+            Backend::Sqlite(_) => self.run("BEGIN"),
+            Backend::Pg(c) => c.begin_read(),
+        }
     }
 
     pub fn commit(&self) -> Result<()> {
-        self.run("COMMIT")
+        match &self.backend {
+            Backend::Sqlite(_) => self.run("COMMIT"),
+            Backend::Pg(c) => c.end("COMMIT"),
+        }
     }
 
     pub fn rollback(&self) -> Result<()> {
-        self.run("ROLLBACK")
+        match &self.backend {
+            Backend::Sqlite(_) => self.run("ROLLBACK"),
+            Backend::Pg(c) => c.end("ROLLBACK"),
+        }
+    }
+
+    /// Runs `f` inside a read snapshot that the first row of `first` (one integer) opens, and
+    /// gives `f` that integer: on SQLite the query's statement holds the read transaction while
+    /// it stays on its row (one statement instead of `BEGIN`, the query and `ROLLBACK`); on
+    /// PostgreSQL a read transaction does.
+    pub fn with_pinned_read<T>(&self, first: &str, f: impl FnOnce(i64) -> T) -> Result<T> {
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                let mut pin = self.prepare_cached(first)?;
+                let mut rows = pin.query([])?;
+                let n: i64 = match rows.next()? {
+                    Some(row) => row.get(0)?,
+                    None => return Err(Error::new(ErrorKind::NoRows, "Query returned no rows")),
+                };
+                // `rows` stays on its row (never stepped to the end) while `f` runs.
+                let out = f(n);
+                drop(rows);
+                Ok(out)
+            }
+            Backend::Pg(_) => {
+                self.begin_read()?;
+                let n = self.query_row(first, [], |r| r.get::<i64>(0));
+                let out = n.map(f);
+                let end = self.rollback();
+                let out = out?;
+                end?;
+                Ok(out)
+            }
+        }
     }
 
     pub fn savepoint(&self, sp: Savepoint) -> Result<()> {
@@ -232,12 +321,17 @@ impl Connection {
     pub fn backend_name(&self) -> &'static str {
         match &self.backend {
             Backend::Sqlite(_) => "sqlite",
+            Backend::Pg(_) => "postgresql",
         }
     }
 }
 
 enum StmtInner<'c> {
     Sqlite(rusqlite::CachedStatement<'c>),
+    Pg {
+        conn: &'c PgConn,
+        stmt: pg::Prepared,
+    },
 }
 
 /// A prepared statement of a connection.
@@ -250,6 +344,7 @@ impl Statement<'_> {
     pub fn column_count(&self) -> usize {
         match &self.inner {
             StmtInner::Sqlite(s) => s.column_count(),
+            StmtInner::Pg { stmt, .. } => stmt.columns(),
         }
     }
 
@@ -261,6 +356,7 @@ impl Statement<'_> {
                 sqlite::bind(s, &params)?;
                 Ok(s.raw_execute()?)
             }
+            StmtInner::Pg { conn, stmt } => conn.execute(stmt, &params),
         }
     }
 
@@ -274,6 +370,12 @@ impl Statement<'_> {
                     inner: RowsInner::Sqlite(s.raw_query()),
                 })
             }
+            StmtInner::Pg { conn, stmt } => Ok(Rows {
+                inner: RowsInner::Pg {
+                    rows: conn.query(stmt, &params)?.into_iter(),
+                    current: None,
+                },
+            }),
         }
     }
 
@@ -307,6 +409,10 @@ impl Statement<'_> {
 
 enum RowsInner<'s> {
     Sqlite(rusqlite::Rows<'s>),
+    Pg {
+        rows: std::vec::IntoIter<postgres::Row>,
+        current: Option<postgres::Row>,
+    },
 }
 
 /// The rows of a running query.
@@ -323,6 +429,12 @@ impl Rows<'_> {
             RowsInner::Sqlite(r) => Ok(r.next()?.map(|r| Row {
                 inner: RowInner::Sqlite(r),
             })),
+            RowsInner::Pg { rows, current } => {
+                *current = rows.next();
+                Ok(current.as_ref().map(|r| Row {
+                    inner: RowInner::Pg(r),
+                }))
+            }
         }
     }
 }
@@ -347,6 +459,7 @@ impl<T, F: FnMut(&Row<'_>) -> Result<T>> Iterator for MappedRows<'_, F> {
 
 enum RowInner<'r> {
     Sqlite(&'r rusqlite::Row<'r>),
+    Pg(&'r postgres::Row),
 }
 
 /// One row of a query.
@@ -366,6 +479,7 @@ impl Row<'_> {
     pub fn get_ref(&self, i: usize) -> Result<ValueRef<'_>> {
         match &self.inner {
             RowInner::Sqlite(r) => sqlite::value_ref(r.get_ref(i)?),
+            RowInner::Pg(r) => pg::value_ref(r, i),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! live in the backend's module.
 
 mod conn;
+pub mod pg;
 pub mod sqlite;
 mod value;
 
@@ -45,56 +46,98 @@ pub enum Durability {
 pub mod checkpoint;
 pub mod walsync;
 
+/// Which database a `--db` value names: a `postgres://` (or `postgresql://`) URL, else the path
+/// of a SQLite file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location<'a> {
+    Sqlite(&'a Path),
+    Postgres(&'a str),
+}
+
+impl<'a> Location<'a> {
+    pub fn of(db: &'a Path) -> Location<'a> {
+        match db.to_str() {
+            Some(url) if pg::is_url(url) => Location::Postgres(url),
+            _ => Location::Sqlite(db),
+        }
+    }
+}
+
+/// `db` as it may be shown: a PostgreSQL URL without its password.
+pub fn redacted(db: &Path) -> String {
+    match Location::of(db) {
+        Location::Sqlite(path) => path.display().to_string(),
+        Location::Postgres(url) => pg::redacted(url),
+    }
+}
+
+/// Whether `db` names a PostgreSQL database.
+pub fn is_postgres(db: &Path) -> bool {
+    matches!(Location::of(db), Location::Postgres(_))
+}
+
 /// Opens (creating if needed) the database and brings its schema up to date.
-pub fn open(path: &Path, durability: Durability) -> Result<Connection> {
-    let conn = connect(path, durability)?;
+pub fn open(db: &Path, durability: Durability) -> Result<Connection> {
+    let conn = connect(db, durability)?;
     migrate(&conn, SCHEMA_VERSION)?;
     Ok(conn)
 }
 
 /// Opens a connection with the backend's settings and functions, without touching the schema.
-pub fn connect(path: &Path, durability: Durability) -> Result<Connection> {
-    Ok(Connection::sqlite(sqlite::connect_raw(path, durability)?))
+pub fn connect(db: &Path, durability: Durability) -> Result<Connection> {
+    match Location::of(db) {
+        Location::Sqlite(path) => Ok(Connection::sqlite(sqlite::connect_raw(path, durability)?)),
+        Location::Postgres(url) => Ok(Connection::pg(pg::PgConn::connect(url, durability)?)),
+    }
 }
 
 /// The writer of an engine.
 pub struct Writer {
     pub conn: Connection,
     /// The thread that keeps WAL checkpoints off the writer's commits, when asked for and it
-    /// could be started.
+    /// could be started (SQLite).
     pub checkpointer: Option<checkpoint::Checkpointer>,
     /// Syncs the WAL after the writer's commits, made without syncing, when a deferred sync was
-    /// asked for with [`Durability::Full`].
+    /// asked for with [`Durability::Full`] (SQLite).
     pub wal_sync: Option<std::sync::Arc<walsync::WalSync>>,
 }
 
-/// The writer connection of an engine (schema brought up to date), its checkpoint thread when
-/// `background_checkpoints` asks for one, and its WAL sync when `deferred_sync` asks for one
-/// (see [`walsync`]).
+/// The writer connection of an engine (schema brought up to date) and, on SQLite, its
+/// checkpoint thread when `background_checkpoints` asks for one and its WAL sync when
+/// `deferred_sync` asks for one (see [`walsync`]). PostgreSQL has neither: the server does both.
 pub fn open_writer(
-    path: &Path,
+    db: &Path,
     durability: Durability,
     background_checkpoints: bool,
     deferred_sync: bool,
 ) -> Result<Writer> {
+    if is_postgres(db) {
+        return Ok(Writer {
+            conn: open(db, durability)?,
+            checkpointer: None,
+            wal_sync: None,
+        });
+    }
     let deferred = deferred_sync && durability == Durability::Full;
     let conn = open(
-        path,
+        db,
         if deferred {
             Durability::Normal
         } else {
             durability
         },
     )?;
-    let wal_sync = deferred.then(|| walsync::WalSync::new(path));
+    let wal_sync = deferred.then(|| walsync::WalSync::new(db));
+    let raw = conn
+        .as_sqlite()
+        .ok_or_else(|| Error::other("a SQLite path opened another backend"))?;
     let checkpointer = if background_checkpoints {
-        checkpoint::Checkpointer::start(path, durability)
+        checkpoint::Checkpointer::start(db, durability)
     } else {
         None
     };
     if checkpointer.is_some() {
-        conn.sqlite_raw()
-            .pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
+        raw.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
     }
     Ok(Writer {
         conn,
@@ -104,33 +147,55 @@ pub fn open_writer(
 }
 
 /// A connection for read transactions only (the engine's reader pool).
-pub fn connect_reader(path: &Path, durability: Durability) -> Result<Connection> {
-    Ok(Connection::sqlite(sqlite::connect_reader_raw(
-        path, durability,
-    )?))
+pub fn connect_reader(db: &Path, durability: Durability) -> Result<Connection> {
+    match Location::of(db) {
+        Location::Sqlite(path) => Ok(Connection::sqlite(sqlite::connect_reader_raw(
+            path, durability,
+        )?)),
+        Location::Postgres(_) => connect(db, durability),
+    }
 }
 
 /// The schema version the database is at.
 pub fn schema_version(conn: &Connection) -> Result<i64> {
-    sqlite::schema_version(conn.sqlite_raw())
+    match (conn.as_sqlite(), conn.as_pg()) {
+        (Some(c), _) => sqlite::schema_version(c),
+        (_, Some(c)) => c.schema_version(),
+        _ => unreachable_backend(),
+    }
 }
 
 /// Records `version` as the schema's version without migrating (tests of the refusal of a
 /// newer database).
 pub fn set_schema_version(conn: &Connection, version: i64) -> Result<()> {
-    Ok(conn
-        .sqlite_raw()
-        .pragma_update(None, "user_version", version)?)
+    match (conn.as_sqlite(), conn.as_pg()) {
+        (Some(c), _) => Ok(c.pragma_update(None, "user_version", version)?),
+        (_, Some(c)) => c.set_schema_version(version),
+        _ => unreachable_backend(),
+    }
 }
 
 /// Applies the migrations up to `target`, each in its own transaction. Refuses a database newer
 /// than this build.
 pub fn migrate(conn: &Connection, target: i64) -> Result<()> {
-    sqlite::migrate(conn.sqlite_raw(), target)
+    match (conn.as_sqlite(), conn.as_pg()) {
+        (Some(c), _) => sqlite::migrate(c, target),
+        (_, Some(c)) => c.migrate(target),
+        _ => unreachable_backend(),
+    }
+}
+
+fn unreachable_backend<T>() -> Result<T> {
+    Err(Error::other("a connection of no known backend"))
 }
 
 /// Copies the database at `from` into a new file `to` as one consistent snapshot, never
-/// holding the source's write lock (the REPL's `:dry` copy).
+/// holding the source's write lock (the REPL's `:dry` copy). SQLite only.
 pub fn copy_to_file(from: &Path, to: &Path) -> Result<()> {
-    sqlite::backup(from, to)
+    match Location::of(from) {
+        Location::Sqlite(path) => sqlite::backup(path, to),
+        Location::Postgres(_) => Err(Error::other(
+            "a private copy of a PostgreSQL database is not available yet (`:dry` works on SQLite only)",
+        )),
+    }
 }
