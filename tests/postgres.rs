@@ -207,6 +207,12 @@ fn init_call_check_and_serve_work_on_postgres_through_the_binary() {
     assert!(check.status.success(), "{check:?}");
     assert!(stdout(&check).contains("ledger consistent"));
 
+    // The shipped scripts' jobs (suspending debtors: a list, billing calls) run on PostgreSQL.
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    let jobs = billhost(&url, &shipped, &["run-jobs"]);
+    assert!(jobs.status.success(), "{jobs:?}");
+    assert!(stdout(&jobs).contains(": ok"), "{}", stdout(&jobs));
+
     // `serve` on the same database: the client registered by `call` logs in over HTTP.
     let mut child = Command::new(env!("CARGO_BIN_EXE_billhost"))
         .args(["serve", "--listen", "127.0.0.1:0"])
