@@ -15,8 +15,8 @@
 
 use billhost::auth::Caller;
 use billhost::store::Durability;
+use billhost::store::params;
 use billhost::{Engine, EngineConfig, Params};
-use rusqlite::params;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

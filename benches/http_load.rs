@@ -41,7 +41,7 @@ use billhost::store::{self, Durability};
 use billhost::{Engine, EngineConfig, Params, wire};
 use http1::{Conn, enc};
 use raw::{raw_setpaid, raw_setpaid_batch};
-use rusqlite::{Connection, params};
+use rusqlite::Connection;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -305,8 +305,8 @@ fn profile_one_side(
 fn durable_setpaid_against_raw(bench: &Bench) {
     let side = |durability: Durability, name: &str, rounds: usize, http_s: f64, raw_s: f64| {
         let server = bench.serve(&format!("{name}.db"), durability);
-        let raw = store::connect(&bench.copy(&format!("{name}-raw.db")), durability)
-            .expect("raw connection");
+        let raw_path = bench.copy(&format!("{name}-raw.db"));
+        let raw = store::sqlite::connect_raw(&raw_path, durability).expect("raw connection");
         let mut cursors = vec![0usize; WRITERS];
         let mut raw_payments = bench.writers.iter().flatten().copied();
         let (mut http, mut direct, mut group) =
@@ -331,7 +331,8 @@ fn durable_setpaid_against_raw(bench: &Bench) {
             bench.secs(1.0),
         );
         bench.stop(server);
-        let violations = billhost::ledger::check(&raw).expect("check");
+        let checked = store::connect(&raw_path, durability).expect("check connection");
+        let violations = billhost::ledger::check(&checked).expect("check");
         assert!(violations.is_empty(), "raw: {violations:?}");
         (http, direct, group, in_process)
     };
@@ -357,7 +358,8 @@ fn durable_setpaid_against_raw(bench: &Bench) {
             .expect("synchronous");
         let mut payments = bench.writers.iter().flatten().copied();
         let stats = raw_load(&conn, &mut payments, bench.secs(1.5));
-        let violations = billhost::ledger::check(&conn).expect("check");
+        let checked = store::connect(&path, Durability::Full).expect("check connection");
+        let violations = billhost::ledger::check(&checked).expect("check");
         assert!(violations.is_empty(), "raw (journal): {violations:?}");
         stats
     };
@@ -434,7 +436,10 @@ fn prepare(path: &Path) -> Vec<Vec<i64>> {
                  VALUES (1, ?1, ?1, ?2, '2026-01-01 00:00:00')",
             )?;
             for i in WRITERS as i64..ACCOUNTS {
-                stmt.execute(params![format!("client {i}"), format!("c{i}@example.com")])?;
+                stmt.execute(store::params![
+                    format!("client {i}"),
+                    format!("c{i}@example.com")
+                ])?;
             }
             for &(_, payment) in &templates {
                 seed::copy_payment(c, payment, PAYMENTS_EACH - 1)?;

@@ -71,7 +71,7 @@ fn main() {
     let engine = prepare(&dir.join("engine.db"), n);
     let raw_path = dir.join("raw.db");
     drop(prepare(&raw_path, n));
-    let raw = store::open(&raw_path, Durability::Full).expect("raw connection");
+    let raw = store::sqlite::open_raw(&raw_path, Durability::Full).expect("raw connection");
     let now = billhost::clock::now();
 
     let per_round = n.div_ceil(ROUNDS);

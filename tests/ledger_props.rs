@@ -168,7 +168,7 @@ fn world() -> World {
                 Ok(c.query_row(
                     "SELECT id FROM subaccount WHERE account_id = ?1",
                     [accounts[i]],
-                    |r| r.get::<_, i64>(0),
+                    |r| r.get::<i64>(0),
                 )?)
             })
             .expect("subaccount");
@@ -280,7 +280,7 @@ fn step(w: &World, m: &mut Model, op: &Op) -> Result<(), String> {
                             Ok(c.query_row(
                                 "SELECT id FROM expense WHERE payment_id = ?1",
                                 [p.id],
-                                |r| r.get::<_, i64>(0),
+                                |r| r.get::<i64>(0),
                             )?)
                         })
                         .map_err(|e| format!("commission expense of {}: {e}", p.id))?;

@@ -726,7 +726,7 @@ fn ids_are_never_reused_after_the_newest_object_is_deleted() {
                 let mut stmt = c.prepare(
                     "SELECT description FROM history WHERE object_type = ?1 AND object_id = ?2 ORDER BY id",
                 )?;
-                let rows = stmt.query_map(rusqlite::params![object, id], |r| r.get(0))?;
+                let rows = stmt.query_map(billhost::store::params![object, id], |r| r.get(0))?;
                 Ok(rows.collect::<Result<Vec<String>, _>>()?)
             })
             .expect("history")
@@ -1042,10 +1042,10 @@ fn the_commission_expense_is_named_after_its_payment() {
                 c.prepare("SELECT name, payment_id, discountamount, taxamount FROM expense")?;
             let rows = stmt.query_map([], |r| {
                 Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
+                    r.get::<String>(0)?,
+                    r.get::<i64>(1)?,
+                    r.get::<i64>(2)?,
+                    r.get::<i64>(3)?,
                 ))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -120,7 +120,11 @@ fn large_payments_earn_a_bonus_in_the_same_transaction() {
     assert_eq!(s.balance(), "1730.00");
     assert_eq!(
         billhost::ledger::check(
-            &rusqlite::Connection::open(s.engine.config().db_path.clone()).expect("db")
+            &billhost::store::connect(
+                &s.engine.config().db_path,
+                billhost::store::Durability::Full
+            )
+            .expect("db")
         )
         .expect("check"),
         vec![]

@@ -4,9 +4,9 @@
 use crate::clock;
 use crate::doc::Level;
 use crate::error::{FuncError, FuncResult};
+use crate::store::{Connection, OptionalExtension, params};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use rusqlite::{Connection, OptionalExtension, params};
 
 pub mod cache;
 pub use cache::CredentialCache;
@@ -175,7 +175,7 @@ enum By<'a> {
 macro_rules! user_columns {
     () => {
         "u.id, u.login, u.password_hash, u.level = 'admin', u.account_id, \
-         u.enabled AND coalesce((SELECT status <> 3 FROM account WHERE id = u.account_id), 1)"
+         (u.enabled = 1 AND coalesce((SELECT status <> 3 FROM account WHERE id = u.account_id), TRUE))"
     };
 }
 
@@ -186,7 +186,7 @@ macro_rules! user_query {
 }
 
 /// A user from the first columns of a row (see [`user_columns`]).
-fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+fn user_row(r: &crate::store::Row<'_>) -> crate::store::Result<UserRow> {
     Ok(UserRow {
         id: r.get(0)?,
         login: r.get(1)?,
@@ -408,11 +408,7 @@ pub fn resolve_session(
     let row = conn
         .prepare_cached(SESSION_SQL)?
         .query_row([sid], |r| {
-            Ok((
-                user_row(r)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, Option<String>>(7)?,
-            ))
+            Ok((user_row(r)?, r.get::<i64>(6)?, r.get::<Option<String>>(7)?))
         })
         .optional()?;
     let Some((user, last_seen, su_from)) = row else {

@@ -65,6 +65,7 @@ impl Config {
     pub fn load(explicit: Option<&Path>, db: &Path) -> Result<Config, String> {
         let beside = db
             .parent()
+            .filter(|_| !crate::store::is_postgres(db))
             .map(|d| d.join(FILE_NAME))
             .unwrap_or_else(|| PathBuf::from(FILE_NAME));
         let mut config = match explicit {

@@ -15,10 +15,11 @@ use crate::list::{self, ListQuery, ListSpec};
 use crate::outbox::MailSignal;
 use crate::params::{Params, parse_id, parse_id_list, parse_int};
 use crate::script::{self, CallScope, Generation, ScriptConfig, ScriptHost};
-use crate::store::checkpoint::{self, Checkpointer};
+use crate::store::checkpoint::Checkpointer;
 use crate::store::walsync::{Durable, WalSync};
-use crate::store::{self, Durability, StoreError};
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::{
+    self, Connection, Durability, OptionalExtension, Savepoint, StoreError, params,
+};
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -93,6 +94,8 @@ pub struct Engine {
     /// Funcs run on a schedule by the server and by `billhost run-jobs`, with their period in
     /// seconds (e.g. gateway status checks).
     periodic: Vec<(String, u64)>,
+    /// Funcs per group-commit batch on this backend (at most [`MAX_BATCH`]).
+    max_batch: usize,
 }
 
 /// Where a network front end runs a request, so that SQLite's blocking calls never stall the
@@ -213,15 +216,13 @@ impl<'g> Ctx<'_, 'g> {
     /// undone if it fails, whatever the calling func then does.
     pub fn call(&self, func: &str, params: Params) -> FuncResult<Doc> {
         let decl = self.engine.decl(self.scope.generation(), func)?;
-        self.db.execute_batch("SAVEPOINT nested_call")?;
+        self.db.savepoint(Savepoint::NestedCall)?;
         let result = self
             .engine
             .dispatch(self.db, self.caller, &decl, &params, self.scope);
         match &result {
-            Ok(_) => self.db.execute_batch("RELEASE nested_call")?,
-            Err(_) => self
-                .db
-                .execute_batch("ROLLBACK TO nested_call; RELEASE nested_call")?,
+            Ok(_) => self.db.release(Savepoint::NestedCall)?,
+            Err(_) => self.db.rollback_to(Savepoint::NestedCall)?,
         }
         result
     }
@@ -244,15 +245,13 @@ impl Batch<'_> {
 
     /// Runs one func as `caller`; a failed call leaves nothing of itself behind.
     pub fn call(&self, caller: &Caller, func: &str, params: &Params) -> FuncResult<Doc> {
-        self.conn.execute_batch("SAVEPOINT batch_call")?;
+        self.conn.savepoint(Savepoint::BatchCall)?;
         let result = self
             .engine
             .call_on(self.conn, &self.generation, caller, func, params);
         match &result {
-            Ok(_) => self.conn.execute_batch("RELEASE batch_call")?,
-            Err(_) => self
-                .conn
-                .execute_batch("ROLLBACK TO batch_call; RELEASE batch_call")?,
+            Ok(_) => self.conn.release(Savepoint::BatchCall)?,
+            Err(_) => self.conn.rollback_to(Savepoint::BatchCall)?,
         }
         result
     }
@@ -280,11 +279,11 @@ impl Writer {
 
 impl WriterInner {
     /// Joins the open batch, or opens one; answers its number.
-    fn join(&mut self) -> rusqlite::Result<u64> {
+    fn join(&mut self) -> store::Result<u64> {
         let batch = match self.open_batch {
             Some(b) => b,
             None => {
-                self.conn.execute_batch("BEGIN IMMEDIATE")?;
+                self.conn.begin_write()?;
                 self.next_batch += 1;
                 self.open_batch = Some(self.next_batch);
                 self.members = 0;
@@ -299,8 +298,7 @@ impl WriterInner {
     /// (or panics). A savepoint that cannot be closed poisons the batch: it will not commit.
     fn member<T>(&mut self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
         let conn = &self.conn;
-        let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
-        if let Err(e) = run("SAVEPOINT func") {
+        if let Err(e) = conn.savepoint(Savepoint::Func) {
             self.poisoned = true;
             return Err(e.into());
         }
@@ -309,8 +307,8 @@ impl WriterInner {
             catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|p| Err(panic_message(p)));
         IN_WRITE.with(|w| w.set(false));
         let end = match result {
-            Ok(_) => run("RELEASE func"),
-            Err(_) => run("ROLLBACK TO func").and_then(|_| run("RELEASE func")),
+            Ok(_) => conn.release(Savepoint::Func),
+            Err(_) => conn.rollback_to(Savepoint::Func),
         };
         match end {
             Ok(_) => result,
@@ -331,7 +329,7 @@ impl WriterInner {
             Err("a savepoint could not be closed".to_string())
         } else {
             self.conn
-                .execute_batch("COMMIT")
+                .commit()
                 .map_err(|e| e.to_string())
                 .and_then(|()| match &self.wal_sync {
                     Some(sync) => {
@@ -347,7 +345,7 @@ impl WriterInner {
                 })
         };
         if outcome.is_err() {
-            let _ = self.conn.execute_batch("ROLLBACK");
+            let _ = self.conn.rollback();
         }
         self.poisoned = false;
         self.open_batch = None;
@@ -402,24 +400,17 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> FuncError {
 impl Engine {
     /// Opens (creating and migrating) the database and registers the built-in funcs.
     pub fn open(config: EngineConfig) -> Result<Engine, StoreError> {
-        let deferred = config.deferred_sync && config.durability == Durability::Full;
-        let writer = store::open(
+        let store::Writer {
+            conn: writer,
+            checkpointer,
+            wal_sync,
+        } = store::open_writer(
             &config.db_path,
-            if deferred {
-                Durability::Normal
-            } else {
-                config.durability
-            },
+            config.durability,
+            config.background_checkpoints,
+            config.deferred_sync,
         )?;
-        let wal_sync = deferred.then(|| WalSync::new(&config.db_path));
-        let checkpointer = if config.background_checkpoints {
-            Checkpointer::start(&config.db_path, config.durability)
-        } else {
-            None
-        };
-        if checkpointer.is_some() {
-            writer.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
-        }
+        let max_batch = writer.max_batch().min(MAX_BATCH);
         let mut registry = Registry::default();
         crate::funcs::register_builtin(&mut registry);
         let builtin = registry.iter().map(|d| d.name.clone()).collect();
@@ -447,6 +438,7 @@ impl Engine {
             credentials: auth::CredentialCache::default(),
             mail_signal: MailSignal::default(),
             periodic: Vec::new(),
+            max_batch,
         })
     }
 
@@ -561,7 +553,7 @@ impl Engine {
         let batch = w.join()?;
         let result = w.member(f);
         let others_waiting = self.writer.waiting.load(Ordering::SeqCst) > 0;
-        if others_waiting && w.members < MAX_BATCH && !w.poisoned {
+        if others_waiting && w.members < self.max_batch && !w.poisoned {
             // Someone else will commit this batch; wait for it.
             while w.committed_through < batch {
                 w = self
@@ -616,6 +608,14 @@ impl Engine {
                 None,
             );
         }
+        if calls.len() > self.max_batch {
+            // Smaller batches on this backend: each one committed (and settled) in turn.
+            let docs = calls
+                .chunks(self.max_batch)
+                .flat_map(|chunk| self.call_batch(chunk))
+                .collect();
+            return (docs, None);
+        }
         let generation = self.scripts.current();
         let mut w = self.writer.lock();
         let batch = match w.join() {
@@ -665,14 +665,11 @@ impl Engine {
     /// whole func, so that a page and its `p_elems` agree).
     pub fn read<T>(&self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
         self.with_reader(|conn| {
-            // Cached statements: `execute_batch` would parse both on every call.
-            conn.prepare_cached("BEGIN")?.execute([])?;
+            conn.begin_read()?;
             let result = catch_unwind(AssertUnwindSafe(|| f(conn)))
                 .unwrap_or_else(|p| Err(panic_message(p)));
             // A connection the rollback failed on is still in a transaction: not pooled.
-            let _ = conn
-                .prepare_cached("ROLLBACK")
-                .and_then(|mut s| s.execute([]));
+            let _ = conn.rollback();
             result
         })
     }
@@ -686,27 +683,16 @@ impl Engine {
         f: impl FnOnce(&Connection, i64) -> FuncResult<T>,
     ) -> FuncResult<T> {
         self.with_reader(|conn| {
-            let mut pin = conn.prepare_cached(auth::EPOCH_SQL)?;
-            let mut rows = pin.query([])?;
-            let epoch: i64 = match rows.next()? {
-                Some(row) => row.get(0)?,
-                None => return Err(FuncError::internal("the auth epoch is missing")),
-            };
-            // `rows` stays on its row (never stepped to the end) while `f` runs.
-            let result = catch_unwind(AssertUnwindSafe(|| f(conn, epoch)))
-                .unwrap_or_else(|p| Err(panic_message(p)));
-            drop(rows);
-            result
+            conn.with_pinned_read(auth::EPOCH_SQL, |epoch| {
+                catch_unwind(AssertUnwindSafe(|| f(conn, epoch)))
+                    .unwrap_or_else(|p| Err(panic_message(p)))
+            })?
         })
     }
 
     /// Runs `f` on a pooled read-only connection, which goes back to the pool if `f` left it
     /// outside any transaction.
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
-        /// How much of the database file a read connection maps (read-only) into memory: pages
-        /// read through the map skip SQLite's page cache, whose lock every connection of the
-        /// process shares, so that concurrent reads stop queueing on it.
-        const READER_MMAP_BYTES: i64 = 256 << 20;
         // The connection this thread used last, if idle: its page cache and statements are
         // still in this CPU's caches.
         let me = std::thread::current().id();
@@ -719,16 +705,11 @@ impl Engine {
         };
         let conn = match pooled {
             Some(c) => c,
-            None => {
-                let c = store::connect(&self.config.db_path, self.config.durability)
-                    .map_err(|e| FuncError::internal(e.to_string()))?;
-                c.pragma_update(None, "query_only", "ON")?;
-                c.pragma_update(None, "mmap_size", READER_MMAP_BYTES)?;
-                c
-            }
+            None => store::connect_reader(&self.config.db_path, self.config.durability)
+                .map_err(|e| FuncError::internal(e.to_string()))?,
         };
         let result = f(&conn);
-        if conn.is_autocommit() {
+        if !conn.in_transaction() && conn.is_usable() {
             let mut pool = lock(&self.readers);
             if pool.len() < READER_POOL {
                 pool.push((me, conn));

@@ -132,8 +132,8 @@ impl fmt::Display for FuncError {
 
 impl std::error::Error for FuncError {}
 
-impl From<rusqlite::Error> for FuncError {
-    fn from(e: rusqlite::Error) -> Self {
-        FuncError::internal(format!("database: {e}"))
+impl From<crate::store::Error> for FuncError {
+    fn from(e: crate::store::Error) -> Self {
+        FuncError::internal(e.to_string())
     }
 }

@@ -1,6 +1,7 @@
 //! billhost: a billing host speaking BILLmanager's func API.
 //!
-//! The crate is layered: [`store`] owns SQLite (schema, migrations, pragmas); [`engine`] is the
+//! The crate is layered: [`store`] is the database boundary (connections, statements, rows,
+//! values; the SQLite backend with its schema, migrations and pragmas); [`engine`] is the
 //! one dispatcher every caller goes through; [`funcs`] are the built-in funcs, declared with
 //! [`func`]'s types; [`doc`] is the typed result and [`wire`] the only module that renders it
 //! as XML, JSON or text. [`money`] and [`clock`] hold the exact arithmetic and the dates;

@@ -5,8 +5,8 @@
 use crate::doc::{Fields, ListDoc};
 use crate::error::{FuncError, FuncResult};
 use crate::params::parse_int;
-use rusqlite::Connection;
-use rusqlite::types::{Value, ValueRef};
+use crate::store::Connection;
+use crate::store::{Lenient, Value, ValueRef};
 
 /// A column of a list: the name on the wire and the SQL expression computing it.
 #[derive(Debug, Clone, Copy)]
@@ -196,9 +196,9 @@ pub fn run(conn: &Connection, spec: &ListSpec, q: &ListQuery<'_>) -> FuncResult<
 
     let count_sql = format!("SELECT count(*) FROM {}{where_sql}", spec.from);
     let p_elems: i64 = {
+        // The count uses the first binds only (not the page's limit and offset).
         let mut stmt = conn.prepare_cached(&count_sql)?;
-        bind_all(&mut stmt, &binds)?;
-        let mut rows = stmt.raw_query();
+        let mut rows = stmt.query(Lenient(&binds))?;
         match rows.next()? {
             Some(row) => row.get(0)?,
             None => 0,
@@ -244,8 +244,7 @@ pub fn run(conn: &Connection, spec: &ListSpec, q: &ListQuery<'_>) -> FuncResult<
         None => (1, p_elems as u64),
     };
     let mut stmt = conn.prepare_cached(&sql)?;
-    bind_all(&mut stmt, &binds)?;
-    let mut rows = stmt.raw_query();
+    let mut rows = stmt.query(Lenient(&binds))?;
     let mut elems = Vec::new();
     while let Some(row) = rows.next()? {
         let mut elem: Fields = Vec::with_capacity(spec.columns.len());
@@ -264,23 +263,7 @@ pub fn run(conn: &Connection, spec: &ListSpec, q: &ListQuery<'_>) -> FuncResult<
     })
 }
 
-/// Binds the numbered placeholders the statement has (a count query may not use them all).
-fn bind_all(stmt: &mut rusqlite::CachedStatement<'_>, binds: &[Value]) -> FuncResult<()> {
-    stmt.clear_bindings();
-    let n = stmt.parameter_count();
-    for (i, v) in binds.iter().enumerate().take(n) {
-        stmt.raw_bind_parameter(i + 1, v)?;
-    }
-    Ok(())
-}
-
 /// SQL values as wire text; NULL fields are left out of the element.
 pub fn value_text(v: ValueRef<'_>) -> Option<String> {
-    match v {
-        ValueRef::Null => None,
-        ValueRef::Integer(i) => Some(i.to_string()),
-        ValueRef::Real(f) => Some(f.to_string()),
-        ValueRef::Text(t) => Some(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
-    }
+    v.to_text()
 }

@@ -21,7 +21,8 @@ use std::time::Duration;
     about = "An open, scriptable billing host speaking BILLmanager's func API"
 )]
 struct Cli {
-    /// The SQLite database (created on first use).
+    /// The database: a SQLite file (created on first use) or a PostgreSQL URL
+    /// (`postgres://user@host1,host2/db?target_session_attrs=read-write`).
     #[arg(
         long,
         global = true,
@@ -216,7 +217,7 @@ fn main() -> ExitCode {
     let mut engine = match Engine::open(config) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("billhost: {}: {e}", cli.db.display());
+            eprintln!("billhost: {}: {e}", billhost::store::redacted(&cli.db));
             return ExitCode::from(2);
         }
     };
@@ -406,7 +407,10 @@ fn serve(engine: Engine, db: &std::path::Path, args: ServeArgs) -> ExitCode {
     // A fresh machine gets a working server from one command: the staff user is made here.
     match engine.ensure_staff("admin", None) {
         Ok(AdminSetup::Created { password, .. }) => {
-            println!("database {}: staff user 'admin' created", db.display());
+            println!(
+                "database {}: staff user 'admin' created",
+                billhost::store::redacted(db)
+            );
             println!("admin password (shown once): {password}");
         }
         Ok(_) => {}
@@ -463,7 +467,10 @@ fn serve(engine: Engine, db: &std::path::Path, args: ServeArgs) -> ExitCode {
     }
     match result {
         Ok(()) => {
-            eprintln!("billhost serve: stopped; database {} closed", db.display());
+            eprintln!(
+                "billhost serve: stopped; database {} closed",
+                billhost::store::redacted(db)
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -481,7 +488,7 @@ fn init(engine: &Engine, db: &std::path::Path, password: Option<&str>) -> ExitCo
         }) => {
             println!(
                 "database {} ready; staff user 'admin' created",
-                db.display()
+                billhost::store::redacted(db)
             );
             if generated {
                 println!("admin password (shown once): {password}");
@@ -489,13 +496,16 @@ fn init(engine: &Engine, db: &std::path::Path, password: Option<&str>) -> ExitCo
             ExitCode::SUCCESS
         }
         Ok(AdminSetup::PasswordReset) => {
-            println!("database {} ready; password of 'admin' reset", db.display());
+            println!(
+                "database {} ready; password of 'admin' reset",
+                billhost::store::redacted(db)
+            );
             ExitCode::SUCCESS
         }
         Ok(AdminSetup::Kept) => {
             println!(
                 "database {} ready; staff user 'admin' already exists",
-                db.display()
+                billhost::store::redacted(db)
             );
             ExitCode::SUCCESS
         }

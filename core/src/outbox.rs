@@ -13,7 +13,7 @@
 use crate::clock;
 use crate::engine::Ctx;
 use crate::error::{FuncError, FuncResult};
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::{Connection, OptionalExtension, params};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ pub fn queue(ctx: &Ctx, m: &NewMessage) -> FuncResult<i64> {
             m.attachment.as_ref().map(|a| a.bytes),
             ctx.now,
         ])?;
-    let id = ctx.db.last_insert_rowid();
+    let id = ctx.db.last_insert_rowid()?;
     ctx.history(
         "outbox",
         id,
@@ -114,9 +114,9 @@ pub fn claim_next(conn: &Connection, now: i64) -> FuncResult<Option<Claimed>> {
         )?
         .query_row(params![now_text, until, claim], |r| {
             let attachment = match (
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<Vec<u8>>>(6)?,
+                r.get::<Option<String>>(4)?,
+                r.get::<Option<String>>(5)?,
+                r.get::<Option<Vec<u8>>>(6)?,
             ) {
                 (Some(n), Some(m), Some(b)) => Some((n, m, b)),
                 _ => None,

@@ -6,8 +6,8 @@
 #![allow(dead_code)]
 
 use billhost::auth::{self, Caller};
+use billhost::store::{self, Connection, params};
 use billhost::{Doc, Engine, Params};
-use rusqlite::{Connection, params};
 
 /// Calls `func` as the superuser; an error document fails the caller.
 pub fn must(engine: &Engine, func: &str, params: &[(&str, &str)]) -> Doc {
@@ -60,7 +60,7 @@ pub fn payer(engine: &Engine, email: &str) -> (i64, i64) {
 }
 
 /// The new payments (status 1) of client `account`, oldest first.
-pub fn new_payments(conn: &Connection, account: i64) -> rusqlite::Result<Vec<i64>> {
+pub fn new_payments(conn: &Connection, account: i64) -> store::Result<Vec<i64>> {
     conn.prepare_cached("SELECT id FROM payment WHERE account_id = ?1 AND status = 1 ORDER BY id")?
         .query_map([account], |r| r.get(0))?
         .collect()
@@ -68,7 +68,7 @@ pub fn new_payments(conn: &Connection, account: i64) -> rusqlite::Result<Vec<i64
 
 /// Adds `copies` new payments (status 1) like payment `template`: same client, subaccount,
 /// method and amounts, numbered `NUMBER-K`. Runs in the caller's transaction.
-pub fn copy_payment(conn: &Connection, template: i64, copies: i64) -> rusqlite::Result<()> {
+pub fn copy_payment(conn: &Connection, template: i64, copies: i64) -> store::Result<()> {
     let first_new: i64 =
         conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM payment", [], |r| {
             r.get(0)

@@ -12,7 +12,7 @@ use crate::error::{FuncError, FuncResult};
 use crate::func::{Access, ActionMode, EditOps, FuncDecl, Param, Registry, Ty};
 use crate::list::{FilterField, FilterOp, ListSpec, value_text};
 use crate::params::Params;
-use rusqlite::{OptionalExtension, params};
+use crate::store::{OptionalExtension, params};
 
 /// The lists `account.setfilter` narrows to one client.
 pub const SETFILTER_LISTS: &[&str] = &["account.payment", "subaccount.expense"];
@@ -253,7 +253,7 @@ fn create_client(ctx: &Ctx, c: &NewClient) -> FuncResult<i64> {
             c.project, name, c.realname, c.email, c.country, c.state, c.phone, ctx.now, ctx.caller.ip, c.partner, c.ga,
             c.sesid, c.tzoffset
         ])?;
-    let account = ctx.db.last_insert_rowid();
+    let account = ctx.db.last_insert_rowid()?;
     let hash = match c.password {
         Some(p) => auth::hash_password(p)?,
         None => auth::NO_PASSWORD.to_string(),

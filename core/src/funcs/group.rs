@@ -8,7 +8,7 @@ use crate::error::{FuncError, FuncResult};
 use crate::func::{Access, EditOps, FuncDecl, Param, Registry, Ty};
 use crate::list::{FilterField, FilterOp, ListSpec};
 use crate::params::Params;
-use rusqlite::{OptionalExtension, params};
+use crate::store::{OptionalExtension, params};
 
 pub fn register(reg: &mut Registry) {
     let mut groups = ListSpec::new(
@@ -163,7 +163,7 @@ impl EditOps for GroupEdit {
         ctx.db
             .prepare_cached("INSERT INTO accountgroup (name, note, created) VALUES (?1, ?2, ?3)")?
             .execute(params![name, p.get("note").unwrap_or(""), ctx.now])?;
-        let id = ctx.db.last_insert_rowid();
+        let id = ctx.db.last_insert_rowid()?;
         ctx.history("accountgroup", id, format!("group '{name}' created"))?;
         Ok(id)
     }

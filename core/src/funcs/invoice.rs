@@ -123,7 +123,7 @@ pub fn register(reg: &mut Registry) {
                     "UPDATE outbox SET status = 'queued', attempts = 0, next_attempt = ?2
                      WHERE id = ?1 AND status = 'failed'",
                 )?
-                .execute(rusqlite::params![id, ctx.now])?;
+                .execute(crate::store::params![id, ctx.now])?;
             if n == 0 {
                 return Err(FuncError::value(
                     "elid",

@@ -110,13 +110,13 @@ pub fn set_column(
     table: &str,
     column: &str,
     id: i64,
-    value: &dyn rusqlite::ToSql,
+    value: &dyn crate::store::ToValue,
 ) -> crate::error::FuncResult<bool> {
     let sql = format!("UPDATE {table} SET {column} = ?2 WHERE id = ?1 AND {column} IS NOT ?2");
     Ok(ctx
         .db
         .prepare_cached(&sql)?
-        .execute(rusqlite::params![id, value])?
+        .execute(crate::store::params![id, value])?
         > 0)
 }
 

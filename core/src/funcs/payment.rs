@@ -19,7 +19,7 @@ use crate::ledger::{self, GivenAmount, status};
 use crate::list::{FilterField, FilterOp, ListSpec};
 use crate::money;
 use crate::params::{Params, parse_id};
-use rusqlite::{OptionalExtension, params};
+use crate::store::{OptionalExtension, params};
 
 pub fn register(reg: &mut Registry) {
     reg.add(
@@ -334,7 +334,7 @@ fn create_payment(
             amounts.tax,
             amounts.rate
         ])?;
-    let id = ctx.db.last_insert_rowid();
+    let id = ctx.db.last_insert_rowid()?;
     if let Some(p) = p {
         apply_text(ctx, id, p)?;
     }
@@ -420,18 +420,18 @@ impl EditOps for PaymentEdit {
         )?;
         let row = stmt.query_row([elid], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, i64>(6)?,
-                r.get::<_, Option<i64>>(7)?,
-                r.get::<_, String>(8)?,
-                r.get::<_, String>(9)?,
-                r.get::<_, String>(10)?,
-                r.get::<_, i64>(11)?,
+                r.get::<String>(0)?,
+                r.get::<Option<String>>(1)?,
+                r.get::<String>(2)?,
+                r.get::<Option<String>>(3)?,
+                r.get::<String>(4)?,
+                r.get::<String>(5)?,
+                r.get::<i64>(6)?,
+                r.get::<Option<i64>>(7)?,
+                r.get::<String>(8)?,
+                r.get::<String>(9)?,
+                r.get::<String>(10)?,
+                r.get::<i64>(11)?,
             ))
         })?;
         let s = |m: i64| money::format_minor(m, sub.scale);
@@ -518,7 +518,7 @@ impl EditOps for PaymentEdit {
                 None => ctx
                     .db
                     .prepare_cached("SELECT paymethod_id FROM payment WHERE id = ?1")?
-                    .query_row([elid], |r| r.get::<_, Option<i64>>(0))?
+                    .query_row([elid], |r| r.get::<Option<i64>>(0))?
                     .ok_or_else(|| FuncError::missed_param("paymethod"))?,
             };
             let pm = ledger::paymethod(ctx.db, pm_id)?;
@@ -847,7 +847,7 @@ impl EditOps for OrderinfoEdit {
         ctx.db
             .prepare_cached("INSERT INTO orderinfo (payment_id, name, cost) VALUES (?1, ?2, ?3)")?
             .execute(params![payment, name, cost])?;
-        let id = ctx.db.last_insert_rowid();
+        let id = ctx.db.last_insert_rowid()?;
         ctx.history(
             "payment",
             payment,

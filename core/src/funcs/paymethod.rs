@@ -15,7 +15,7 @@ use crate::ledger;
 use crate::list::{FilterField, FilterOp, ListSpec};
 use crate::money;
 use crate::params::{Params, parse_id};
-use rusqlite::{OptionalExtension, params};
+use crate::store::{OptionalExtension, params};
 use rust_decimal::Decimal;
 
 pub fn register(reg: &mut Registry) {
@@ -258,7 +258,7 @@ impl EditOps for PaymethodEdit {
                 "INSERT INTO paymethod (name, project_id, currency_id, created) VALUES (?1, ?2, ?3, ?4)",
             )?
             .execute(params![name, project, currency, ctx.now])?;
-        let id = ctx.db.last_insert_rowid();
+        let id = ctx.db.last_insert_rowid()?;
         apply_paymethod(ctx, id, p)?;
         ctx.history(
             "paymethod",
@@ -330,10 +330,10 @@ impl EditOps for CurrencyEdit {
             )?
             .query_row([elid], |r| {
                 Ok(vec![
-                    ("iso".into(), r.get::<_, String>(0)?),
-                    ("name".into(), r.get::<_, String>(1)?),
-                    ("minor_units".into(), r.get::<_, i64>(2)?.to_string()),
-                    ("symbol".into(), r.get::<_, String>(3)?),
+                    ("iso".into(), r.get::<String>(0)?),
+                    ("name".into(), r.get::<String>(1)?),
+                    ("minor_units".into(), r.get::<i64>(2)?.to_string()),
+                    ("symbol".into(), r.get::<String>(3)?),
                     ("active".into(), on_off(r.get(4)?)),
                     ("code".into(), elid.to_string()),
                 ])
@@ -381,7 +381,7 @@ impl EditOps for CurrencyEdit {
                 p.get("symbol").unwrap_or(""),
                 p.flag("active").unwrap_or(true)
             ])?;
-        let id = ctx.db.last_insert_rowid();
+        let id = ctx.db.last_insert_rowid()?;
         ctx.history("currency", id, format!("currency {iso} created"))?;
         Ok(id)
     }

@@ -14,7 +14,7 @@ use crate::func::{Access, ActionMode, EditOps, FuncDecl, Param, Registry, Ty};
 use crate::list::{FilterField, FilterOp, ListSpec};
 use crate::money;
 use crate::params::{Params, parse_id};
-use rusqlite::params;
+use crate::store::params;
 use rust_decimal::Decimal;
 
 const ACTIONTYPES: &[&str] = &["any", "open", "prolong", "commission"];
@@ -403,7 +403,7 @@ impl EditOps for DiscountEdit {
                 "INSERT INTO discount (name, project_id, account_id, percentage, created) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
             .execute(params![name, project, plid, pct, ctx.now])?;
-        let id = ctx.db.last_insert_rowid();
+        let id = ctx.db.last_insert_rowid()?;
         apply_discount(ctx, id, p)?;
         let whose = match plid {
             Some(a) => format!("client {a}"),
@@ -492,7 +492,7 @@ impl EditOps for RateEdit {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![base, relate, rate, amount, ratedate, plid, ctx.now])?;
-        let id = ctx.db.last_insert_rowid();
+        let id = ctx.db.last_insert_rowid()?;
         let whose = match plid {
             Some(a) => format!("client {a}"),
             None => "the provider".into(),
@@ -637,7 +637,7 @@ impl EditOps for TaxruleEdit {
                 "INSERT INTO taxrule (project_id, taxrate, created) VALUES (?1, ?2, ?3)",
             )?
             .execute(params![project, rate, ctx.now])?;
-        let id = ctx.db.last_insert_rowid();
+        let id = ctx.db.last_insert_rowid()?;
         apply_taxrule(ctx, id, p)?;
         ctx.history(
             "taxrule",

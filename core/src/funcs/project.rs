@@ -8,7 +8,7 @@ use crate::error::{FuncError, FuncResult};
 use crate::func::{Access, EditOps, FuncDecl, Param, Registry, Ty};
 use crate::list::{FilterField, FilterOp, ListSpec};
 use crate::params::Params;
-use rusqlite::params;
+use crate::store::params;
 
 pub fn register(reg: &mut Registry) {
     let mut projects = ListSpec::new(
@@ -146,12 +146,12 @@ impl EditOps for ProjectEdit {
              FROM project WHERE id = ?1",
         )?;
         Ok(stmt.query_row([elid], |r| {
-            let text = |i: usize| r.get::<_, Option<String>>(i).map(Option::unwrap_or_default);
+            let text = |i: usize| r.get::<Option<String>>(i).map(Option::unwrap_or_default);
             Ok(vec![
                 ("name".into(), text(0)?),
                 (
                     "currency".into(),
-                    r.get::<_, Option<i64>>(1)?
+                    r.get::<Option<i64>>(1)?
                         .map(|c| c.to_string())
                         .unwrap_or_default(),
                 ),
@@ -159,7 +159,7 @@ impl EditOps for ProjectEdit {
                 ("billurl".into(), text(3)?),
                 (
                     "conditions_required".into(),
-                    if r.get::<_, bool>(4)? { "on" } else { "off" }.to_string(),
+                    if r.get::<bool>(4)? { "on" } else { "off" }.to_string(),
                 ),
                 ("company".into(), text(5)?),
                 ("company_address".into(), text(6)?),
@@ -188,7 +188,7 @@ impl EditOps for ProjectEdit {
         ctx.db
             .prepare_cached("INSERT INTO project (name, created) VALUES (?1, ?2)")?
             .execute(params![name, ctx.now])?;
-        let id = ctx.db.last_insert_rowid();
+        let id = ctx.db.last_insert_rowid()?;
         apply(ctx, id, p)?;
         ctx.history("project", id, format!("provider '{name}' created"))?;
         Ok(id)

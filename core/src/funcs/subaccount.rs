@@ -16,7 +16,7 @@ use crate::func::{Access, ActionMode, EditOps, FuncDecl, Param, Registry, Ty};
 use crate::ledger;
 use crate::money;
 use crate::params::{Params, parse_id};
-use rusqlite::{OptionalExtension, params};
+use crate::store::{OptionalExtension, params};
 
 pub fn register(reg: &mut Registry) {
     reg.add(
@@ -284,7 +284,7 @@ impl EditOps for SubaccountEdit {
                 "INSERT INTO subaccount (account_id, project_id, currency_id, active, created) VALUES (?1, ?2, ?3, 0, ?4)",
             )?
             .execute(params![account, project, currency, ctx.now])?;
-        let id = ctx.db.last_insert_rowid();
+        let id = ctx.db.last_insert_rowid()?;
         if p.flag("active") != Some(false) {
             activate(ctx, id, account, project)?;
         }

@@ -8,7 +8,7 @@ use crate::error::FuncResult;
 use crate::func::{Access, ActionMode, FuncDecl, Param, Registry, Ty};
 use crate::list::{FilterField, FilterOp, ListSpec};
 use crate::params::parse_id;
-use rusqlite::params;
+use crate::store::params;
 
 pub fn register(reg: &mut Registry) {
     reg.add(
@@ -111,7 +111,7 @@ pub fn write_ticket(
             "INSERT INTO ticket (account_id, payment_id, subject, created) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![account, payment, subject, ctx.now])?;
-    let id = ctx.db.last_insert_rowid();
+    let id = ctx.db.last_insert_rowid()?;
     ctx.db
         .prepare_cached(
             "INSERT INTO ticket_message (ticket_id, author, body, created) VALUES (?1, ?2, ?3, ?4)",

@@ -9,7 +9,7 @@ pub mod pdf;
 use crate::error::{FuncError, FuncResult};
 use crate::ledger::{self, status};
 use crate::money;
-use rusqlite::{Connection, OptionalExtension};
+use crate::store::{Connection, OptionalExtension};
 use serde::Serialize;
 use std::path::Path;
 
@@ -215,19 +215,19 @@ pub fn load(conn: &Connection, id: i64) -> FuncResult<Invoice> {
              FROM payment y JOIN project j ON j.id = y.project_id JOIN account a ON a.id = y.account_id
              WHERE y.id = ?1",
         )?
-        .query_row(rusqlite::params![id, sub.id], |r| {
+        .query_row(crate::store::params![id, sub.id], |r| {
             Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, Option<String>>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, String>(7)?,
-                r.get::<_, String>(8)?,
-                r.get::<_, String>(9)?,
-                r.get::<_, Option<String>>(10)?,
+                r.get::<String>(0)?,
+                r.get::<Option<String>>(1)?,
+                r.get::<String>(2)?,
+                r.get::<i64>(3)?,
+                r.get::<String>(4)?,
+                r.get::<String>(5)?,
+                r.get::<String>(6)?,
+                r.get::<String>(7)?,
+                r.get::<String>(8)?,
+                r.get::<String>(9)?,
+                r.get::<Option<String>>(10)?,
             ))
         })
         .optional()?
@@ -237,7 +237,7 @@ pub fn load(conn: &Connection, id: i64) -> FuncResult<Invoice> {
     {
         let mut stmt = conn
             .prepare_cached("SELECT name, cost FROM orderinfo WHERE payment_id = ?1 ORDER BY id")?;
-        let rows = stmt.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let rows = stmt.query_map([id], |r| Ok((r.get::<String>(0)?, r.get::<i64>(1)?)))?;
         for (i, row) in rows.enumerate() {
             let (description, cost) = row?;
             lines.push(Line {
@@ -253,7 +253,7 @@ pub fn load(conn: &Connection, id: i64) -> FuncResult<Invoice> {
     if !lines.is_empty() {
         let costs: i128 = conn
             .prepare_cached("SELECT cost FROM orderinfo WHERE payment_id = ?1")?
-            .query_map([id], |r| r.get::<_, i64>(0))?
+            .query_map([id], |r| r.get::<i64>(0))?
             .try_fold(0i128, |sum, c| c.map(|c| sum + i128::from(c)))?;
         let diff = i128::from(p.subaccountamount) - costs;
         if diff != 0 {

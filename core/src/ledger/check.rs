@@ -9,8 +9,8 @@
 //! - a payment is in status 5 exactly while one of its refunds is pending at a gateway.
 
 use crate::error::FuncResult;
-use rusqlite::Connection;
-use rusqlite::types::ValueRef;
+use crate::store::Connection;
+use crate::store::ValueRef;
 use std::collections::HashMap;
 use std::fmt;
 
@@ -131,7 +131,7 @@ fn collect(
     found: &mut Vec<Violation>,
 ) -> FuncResult<()> {
     let mut stmt = conn.prepare(sql)?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<i64>(0)?, r.get::<String>(1)?)))?;
     for row in rows {
         let (id, message) = row?;
         found.push(Violation {

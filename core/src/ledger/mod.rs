@@ -55,7 +55,7 @@ pub use check::{Violation, check};
 use crate::engine::Ctx;
 use crate::error::{FuncError, FuncResult};
 use crate::money;
-use rusqlite::{Connection, OptionalExtension, params};
+use crate::store::{Connection, OptionalExtension, params};
 use rust_decimal::Decimal;
 
 /// Payment statuses.
@@ -98,7 +98,7 @@ pub fn currency(conn: &Connection, id: i64) -> FuncResult<Currency> {
             Ok(Currency {
                 id: r.get(0)?,
                 iso: r.get(1)?,
-                scale: r.get::<_, i64>(2)?.clamp(0, 12) as u32,
+                scale: r.get::<i64>(2)?.clamp(0, 12) as u32,
             })
         })
         .optional()?
@@ -290,11 +290,7 @@ pub fn tax_rate(
          ORDER BY (country_id IS NOT NULL) DESC, specialitemtype DESC, id DESC",
     )?;
     let rows = stmt.query_map(params![project, country], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, bool>(1)?,
-            r.get::<_, String>(2)?,
-        ))
+        Ok((r.get::<String>(0)?, r.get::<bool>(1)?, r.get::<String>(2)?))
     })?;
     for row in rows {
         let (rate, special, types) = row?;
@@ -432,7 +428,7 @@ pub fn active_subaccount(
                     "INSERT INTO subaccount (account_id, project_id, currency_id, created) VALUES (?1, ?2, ?3, ?4)",
                 )?
                 .execute(params![account, project, currency, ctx.now])?;
-            let id = ctx.db.last_insert_rowid();
+            let id = ctx.db.last_insert_rowid()?;
             ctx.history(
                 "subaccount",
                 id,
@@ -793,7 +789,7 @@ fn insert_expense(ctx: &Ctx, sub: &Subaccount, e: &ExpenseRow, object: &str) -> 
             e.postpaid,
             ctx.now
         ])?;
-    let id = ctx.db.last_insert_rowid();
+    let id = ctx.db.last_insert_rowid()?;
     let value = money::format_minor(e.amount, sub.currency.scale);
     move_balance(ctx, sub.id, -e.amount, object, &value)?;
     ctx.history(
@@ -1232,7 +1228,7 @@ fn refund_exact(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![p.id, sub_amount, pm_amount, description, status, ctx.now, completed])?;
-    let refund = ctx.db.last_insert_rowid();
+    let refund = ctx.db.last_insert_rowid()?;
     let now = payment(ctx.db, p.id)?;
     let refunded = now
         .refundedamount

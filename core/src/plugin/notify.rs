@@ -9,8 +9,8 @@ use crate::error::{ErrorType, FuncError, FuncResult};
 use crate::func::{Access, ActionMode, FuncDecl, Param, Ty};
 use crate::funcs::ACCOUNT;
 use crate::params::{Params, parse_id};
+use crate::store::params;
 use billhost_plugin_sdk as sdk;
-use rusqlite::params;
 use std::sync::Arc;
 
 pub fn install(engine: &mut crate::Engine, host: &Arc<PluginHost>) {
@@ -92,7 +92,7 @@ fn sms(ctx: &Ctx, host: &PluginHost, p: &Params) -> FuncResult<Doc> {
              VALUES (?1, ?2, ?3, ?4, 'queued', ?5)",
         )?
         .execute(params![account, phone, message, name, w.now])?;
-        let id = w.db.last_insert_rowid();
+        let id = w.db.last_insert_rowid()?;
         w.history(
             "account",
             account,

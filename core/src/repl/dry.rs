@@ -12,11 +12,8 @@ use crate::engine::{Engine, EngineConfig};
 use crate::error::FuncError;
 use crate::params::Params;
 use crate::store::Durability;
-use rusqlite::backup::{Backup, StepResult};
-use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 /// A func call made in dry mode that changed the copy.
 #[derive(Debug, Clone)]
@@ -76,7 +73,8 @@ impl Dry {
         let path = std::env::temp_dir().join(format!("billhost-dry-{}-{n}.db", std::process::id()));
         remove_files(&path);
         let files = CopyFiles(path);
-        copy(&live.config().db_path, &files.0).map_err(|e| format!("copying the database: {e}"))?;
+        crate::store::copy_to_file(&live.config().db_path, &files.0)
+            .map_err(|e| format!("copying the database: {e}"))?;
         let config = EngineConfig {
             db_path: files.0.clone(),
             // The copy is thrown away: it need not survive a power loss.
@@ -174,35 +172,5 @@ fn remove_files(path: &Path) {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
         let _ = std::fs::remove_file(PathBuf::from(p));
-    }
-}
-
-/// Copies the database at `from` into a new file `to` in one backup step: the source is read
-/// in one read transaction (a consistent snapshot) and never locked for writing.
-fn copy(from: &Path, to: &Path) -> rusqlite::Result<()> {
-    let src = Connection::open_with_flags(
-        from,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
-    src.busy_timeout(Duration::from_secs(10))?;
-    // The copy holds password hashes and money: readable by its owner only.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(to)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    }
-    let mut dst = Connection::open(to)?;
-    let backup = Backup::new(&src, &mut dst)?;
-    match backup.step(-1)? {
-        StepResult::Done => Ok(()),
-        _ => Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
-            Some("the database stayed busy; try again".into()),
-        )),
     }
 }

@@ -11,7 +11,8 @@
 //! transaction at a time is 10–15 % slower with it, because the checkpoint's fsyncs of the
 //! database file then run beside the commits' fsyncs of the WAL and lengthen them.
 
-use super::{Durability, connect};
+use super::Durability;
+use super::sqlite::connect_raw as connect;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

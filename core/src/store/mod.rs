@@ -1,14 +1,29 @@
-//! The embedded SQLite store: opening connections with the ledger's pragmas, the versioned
-//! migrations, and the SQL functions every connection carries.
+//! The store boundary: everything the engine, the ledger and the funcs do with the database
+//! goes through the types here ([`Connection`], [`Statement`], [`Row`], [`Value`]), never through
+//! a driver. The backend (today the embedded SQLite, [`sqlite`]) is chosen when a connection is
+//! opened; the versioned migrations, the `money()` SQL function and every dialect difference
+//! live in the backend's module.
 
-use rusqlite::functions::FunctionFlags;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+mod conn;
+pub mod pg;
+pub mod sqlite;
+mod value;
+
+pub use crate::store_params as params;
+pub use conn::{
+    Connection, Error, ErrorKind, MappedRows, OptionalExtension, Row, Rows, Savepoint, Statement,
+};
+pub use value::{FromValue, Lenient, Params, ToValue, Value, ValueRef};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+/// What opening a database can fail with (a [`ErrorKind::TooNew`] database included).
+pub type StoreError = Error;
+
 use std::path::Path;
-use std::time::Duration;
 
-/// Each entry upgrades the schema from version `index` to `index + 1`; `PRAGMA user_version`
-/// records the version a database is at. Entries are never edited once released: a change is a
-/// new entry.
+/// Each entry upgrades the SQLite schema from version `index` to `index + 1`; `PRAGMA
+/// user_version` records the version a database is at. Entries are never edited once released:
+/// a change is a new entry.
 pub const MIGRATIONS: &[&str] = &[
     concat!(include_str!("v1_core.sql"), include_str!("v1_seed.sql")),
     include_str!("v2_ledger.sql"),
@@ -28,147 +43,159 @@ pub enum Durability {
     Normal,
 }
 
-#[derive(Debug)]
-pub enum StoreError {
-    Sqlite(rusqlite::Error),
-    /// The database was written by a newer billhost.
-    TooNew {
-        found: i64,
-        supported: i64,
-    },
+pub mod checkpoint;
+pub mod walsync;
+
+/// Which database a `--db` value names: a `postgres://` (or `postgresql://`) URL, else the path
+/// of a SQLite file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location<'a> {
+    Sqlite(&'a Path),
+    Postgres(&'a str),
 }
 
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreError::Sqlite(e) => write!(f, "database: {e}"),
-            StoreError::TooNew { found, supported } => write!(
-                f,
-                "the database is at schema version {found}, newer than the {supported} this billhost \
-                 supports; upgrade billhost or use another database"
-            ),
+impl<'a> Location<'a> {
+    pub fn of(db: &'a Path) -> Location<'a> {
+        match db.to_str() {
+            Some(url) if pg::is_url(url) => Location::Postgres(url),
+            _ => Location::Sqlite(db),
         }
     }
 }
 
-impl std::error::Error for StoreError {}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(e)
+/// `db` as it may be shown: a PostgreSQL URL without its password.
+pub fn redacted(db: &Path) -> String {
+    match Location::of(db) {
+        Location::Sqlite(path) => path.display().to_string(),
+        Location::Postgres(url) => pg::redacted(url),
     }
 }
 
-pub mod checkpoint;
-pub mod walsync;
+/// Whether `db` names a PostgreSQL database.
+pub fn is_postgres(db: &Path) -> bool {
+    matches!(Location::of(db), Location::Postgres(_))
+}
 
 /// Opens (creating if needed) the database and brings its schema up to date.
-pub fn open(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
-    let conn = connect(path, durability)?;
+pub fn open(db: &Path, durability: Durability) -> Result<Connection> {
+    let conn = connect(db, durability)?;
     migrate(&conn, SCHEMA_VERSION)?;
     Ok(conn)
 }
 
-/// Opens a connection with the pragmas and functions, without touching the schema.
-pub fn connect(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(Duration::from_secs(10))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    let sync = match durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
-    };
-    conn.pragma_update(None, "synchronous", sync)?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.set_prepared_statement_cache_capacity(256);
-    register_functions(&conn)?;
-    Ok(conn)
+/// Opens a connection with the backend's settings and functions, without touching the schema.
+pub fn connect(db: &Path, durability: Durability) -> Result<Connection> {
+    match Location::of(db) {
+        Location::Sqlite(path) => Ok(Connection::sqlite(sqlite::connect_raw(path, durability)?)),
+        Location::Postgres(url) => Ok(Connection::pg(pg::PgConn::connect(url, durability)?)),
+    }
 }
 
-pub fn schema_version(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+/// The writer of an engine.
+pub struct Writer {
+    pub conn: Connection,
+    /// The thread that keeps WAL checkpoints off the writer's commits, when asked for and it
+    /// could be started (SQLite).
+    pub checkpointer: Option<checkpoint::Checkpointer>,
+    /// Syncs the WAL after the writer's commits, made without syncing, when a deferred sync was
+    /// asked for with [`Durability::Full`] (SQLite).
+    pub wal_sync: Option<std::sync::Arc<walsync::WalSync>>,
+}
+
+/// The writer connection of an engine (schema brought up to date) and, on SQLite, its
+/// checkpoint thread when `background_checkpoints` asks for one and its WAL sync when
+/// `deferred_sync` asks for one (see [`walsync`]). PostgreSQL has neither: the server does both.
+pub fn open_writer(
+    db: &Path,
+    durability: Durability,
+    background_checkpoints: bool,
+    deferred_sync: bool,
+) -> Result<Writer> {
+    if is_postgres(db) {
+        return Ok(Writer {
+            conn: open(db, durability)?,
+            checkpointer: None,
+            wal_sync: None,
+        });
+    }
+    let deferred = deferred_sync && durability == Durability::Full;
+    let conn = open(
+        db,
+        if deferred {
+            Durability::Normal
+        } else {
+            durability
+        },
+    )?;
+    let wal_sync = deferred.then(|| walsync::WalSync::new(db));
+    let raw = conn
+        .as_sqlite()
+        .ok_or_else(|| Error::other("a SQLite path opened another backend"))?;
+    let checkpointer = if background_checkpoints {
+        checkpoint::Checkpointer::start(db, durability)
+    } else {
+        None
+    };
+    if checkpointer.is_some() {
+        raw.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
+    }
+    Ok(Writer {
+        conn,
+        checkpointer,
+        wal_sync,
+    })
+}
+
+/// A connection for read transactions only (the engine's reader pool).
+pub fn connect_reader(db: &Path, durability: Durability) -> Result<Connection> {
+    match Location::of(db) {
+        Location::Sqlite(path) => Ok(Connection::sqlite(sqlite::connect_reader_raw(
+            path, durability,
+        )?)),
+        Location::Postgres(_) => connect(db, durability),
+    }
+}
+
+/// The schema version the database is at.
+pub fn schema_version(conn: &Connection) -> Result<i64> {
+    match (conn.as_sqlite(), conn.as_pg()) {
+        (Some(c), _) => sqlite::schema_version(c),
+        (_, Some(c)) => c.schema_version(),
+        _ => unreachable_backend(),
+    }
+}
+
+/// Records `version` as the schema's version without migrating (tests of the refusal of a
+/// newer database).
+pub fn set_schema_version(conn: &Connection, version: i64) -> Result<()> {
+    match (conn.as_sqlite(), conn.as_pg()) {
+        (Some(c), _) => Ok(c.pragma_update(None, "user_version", version)?),
+        (_, Some(c)) => c.set_schema_version(version),
+        _ => unreachable_backend(),
+    }
 }
 
 /// Applies the migrations up to `target`, each in its own transaction. Refuses a database newer
 /// than this build.
-///
-/// Migrations run with foreign keys off (a migration that rebuilds a table drops the old one
-/// while other tables still refer to it: SQLite's 12-step procedure), and each is checked with
-/// `PRAGMA foreign_key_check` before it commits; the connection's setting is restored after.
-pub fn migrate(conn: &Connection, target: i64) -> Result<(), StoreError> {
-    let found = schema_version(conn)?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::TooNew {
-            found,
-            supported: SCHEMA_VERSION,
-        });
+pub fn migrate(conn: &Connection, target: i64) -> Result<()> {
+    match (conn.as_sqlite(), conn.as_pg()) {
+        (Some(c), _) => sqlite::migrate(c, target),
+        (_, Some(c)) => c.migrate(target),
+        _ => unreachable_backend(),
     }
-    if found >= target.min(SCHEMA_VERSION) {
-        return Ok(());
-    }
-    let foreign_keys: bool = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
-    conn.pragma_update(None, "foreign_keys", false)?;
-    let result = migrate_steps(conn, found, target);
-    conn.pragma_update(None, "foreign_keys", foreign_keys)?;
-    result
 }
 
-fn migrate_steps(conn: &Connection, found: i64, target: i64) -> Result<(), StoreError> {
-    for version in found..target.min(SCHEMA_VERSION) {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
-        // Another process may have migrated while we waited for the lock.
-        let now = schema_version(conn)?;
-        if now > version {
-            conn.execute_batch("COMMIT")?;
-            continue;
-        }
-        let step = conn
-            .execute_batch(MIGRATIONS[version as usize])
-            .and_then(|()| foreign_keys_hold(conn))
-            .and_then(|()| conn.pragma_update(None, "user_version", version + 1));
-        match step {
-            Ok(()) => conn.execute_batch("COMMIT")?,
-            Err(e) => {
-                conn.execute_batch("ROLLBACK")?;
-                return Err(e.into());
-            }
-        }
-    }
-    Ok(())
+fn unreachable_backend<T>() -> Result<T> {
+    Err(Error::other("a connection of no known backend"))
 }
 
-/// Fails when any row refers to a row that does not exist.
-fn foreign_keys_hold(conn: &Connection) -> rusqlite::Result<()> {
-    let broken: Option<String> = conn
-        .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
-        .optional()?;
-    match broken {
-        None => Ok(()),
-        Some(table) => Err(rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
-            Some(format!(
-                "migration left a broken foreign key in table {table}"
-            )),
+/// Copies the database at `from` into a new file `to` as one consistent snapshot, never
+/// holding the source's write lock (the REPL's `:dry` copy). SQLite only.
+pub fn copy_to_file(from: &Path, to: &Path) -> Result<()> {
+    match Location::of(from) {
+        Location::Sqlite(path) => sqlite::backup(path, to),
+        Location::Postgres(_) => Err(Error::other(
+            "a private copy of a PostgreSQL database is not available yet (`:dry` works on SQLite only)",
         )),
     }
-}
-
-/// `money(minor, scale)` renders integer minor units as an exact decimal string
-/// (`money(-1234, 2)` is `-12.34`), so that list queries can show amounts without ever going
-/// through a float.
-fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
-    conn.create_scalar_function(
-        "money",
-        2,
-        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-        |ctx| {
-            let minor: Option<i64> = ctx.get(0)?;
-            let scale: i64 = ctx.get(1)?;
-            Ok(minor.map(|m| crate::money::format_minor(m, scale.clamp(0, 12) as u32)))
-        },
-    )
 }

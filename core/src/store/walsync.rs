@@ -137,7 +137,7 @@ mod tests {
             conn.execute("INSERT INTO probe (n) VALUES (?1)", rusqlite::params![n])
                 .unwrap();
         };
-        let conn = store::connect(&db, Durability::Normal).unwrap();
+        let conn = store::sqlite::connect_raw(&db, Durability::Normal).unwrap();
         conn.execute_batch("CREATE TABLE probe (n INTEGER)")
             .unwrap();
         write(&conn, 1);
@@ -147,7 +147,7 @@ mod tests {
         assert!(!dir.join("w.db-wal").exists());
         // With no WAL there is nothing unsynced: the wait succeeds.
         sync.committed(2).wait().unwrap();
-        let conn = store::connect(&db, Durability::Normal).unwrap();
+        let conn = store::sqlite::connect_raw(&db, Durability::Normal).unwrap();
         write(&conn, 2);
         sync.committed(3).wait().unwrap();
         {

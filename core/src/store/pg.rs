@@ -1,0 +1,676 @@
+//! The PostgreSQL backend (the synchronous `postgres` crate): connecting from a `postgres://`
+//! URL (libpq's multi-host form with `target_session_attrs=read-write` follows a failover), the
+//! migrations of [`MIGRATIONS`] recorded in `billhost_schema`, and the dialect: the engine's
+//! SQL is SQLite's, rewritten here once per statement text and kept with its prepared
+//! statement (placeholders `?N` → `$N`, `money(` → `billhost_money(`, `LIKE` → `ILIKE` since
+//! SQLite's `LIKE` ignores ASCII case, `INSERT OR IGNORE` → `ON CONFLICT DO NOTHING`; SQLite's
+//! `group_concat` is an aggregate of the migration). Values cross in binary with the types the
+//! server inferred for each placeholder; columns come back as the store's values (integers of
+//! every width, booleans as 0/1, integral `numeric` sums as integers, text, bytes).
+//!
+//! Writes from every server take one transaction-level advisory lock ([`WRITER_LOCK`]) when
+//! they begin: writers are serialised across the cluster as SQLite serialises them in one
+//! file, so the ledger's read-modify-write rules and gapless invoice numbers hold with several
+//! servers, without row locks in the ledger's code (`docs/postgres.md`).
+
+use super::conn::{Error, ErrorKind};
+use super::value::{Params, ValueRef};
+use super::{Durability, Result};
+use bytes::BytesMut;
+use postgres::types::{IsNull, ToSql, Type};
+use postgres::{Client, Config, NoTls, Statement};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::str::FromStr;
+
+/// Each entry upgrades the PostgreSQL schema from version `index` to `index + 1`, with the same
+/// numbers as SQLite's [`super::MIGRATIONS`].
+pub const MIGRATIONS: &[&str] = &[
+    concat!(
+        include_str!("pg/v1_core.sql"),
+        include_str!("pg/v1_functions.sql"),
+        include_str!("pg/v1_seed.sql")
+    ),
+    include_str!("pg/v2_ledger.sql"),
+    include_str!("pg/v3_outbox.sql"),
+    include_str!("pg/v4_auth_epoch.sql"),
+    include_str!("pg/v5_refund_retry.sql"),
+    include_str!("pg/v6_no_reuse_integer_money.sql"),
+];
+
+const _: () = assert!(MIGRATIONS.len() == super::MIGRATIONS.len());
+
+/// The advisory lock every write transaction holds (and migrations): "billhost" in ASCII.
+pub const WRITER_LOCK: i64 = 0x6269_6c6c_686f_7374;
+
+/// Prepared statements kept per connection before the cache starts over (lists build their SQL
+/// from filters, so texts are many but bounded).
+const STATEMENT_CACHE: usize = 512;
+
+/// Whether `location` names a PostgreSQL database rather than a SQLite file.
+pub fn is_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+/// The URL without the password of its user part (`postgres://user:secret@host` shows as
+/// `postgres://user:***@host`), and without a `password=` parameter's value.
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (auth_end, _) = rest
+        .char_indices()
+        .find(|&(_, c)| c == '/' || c == '?')
+        .unwrap_or((rest.len(), ' '));
+    let mut out = format!("{scheme}://");
+    match rest[..auth_end].rsplit_once('@') {
+        Some((user, hosts)) => match user.split_once(':') {
+            Some((name, _)) => out.push_str(&format!("{name}:***@{hosts}")),
+            None => out.push_str(&format!("{user}@{hosts}")),
+        },
+        None => out.push_str(&rest[..auth_end]),
+    }
+    let tail = &rest[auth_end..];
+    match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some(("password", _)) => "password=***".to_string(),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            out.push_str(&format!("{path}?{}", query.join("&")));
+        }
+        None => out.push_str(tail),
+    }
+    out
+}
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Self {
+        use postgres::error::SqlState;
+        let kind = match e.code() {
+            Some(c) if *c == SqlState::UNIQUE_VIOLATION => ErrorKind::Unique,
+            Some(c)
+                if *c == SqlState::CHECK_VIOLATION
+                    || *c == SqlState::FOREIGN_KEY_VIOLATION
+                    || *c == SqlState::NOT_NULL_VIOLATION =>
+            {
+                ErrorKind::Constraint
+            }
+            Some(c)
+                if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::LOCK_NOT_AVAILABLE =>
+            {
+                ErrorKind::Busy
+            }
+            _ => ErrorKind::Other,
+        };
+        let msg = match e.as_db_error() {
+            Some(db) => db.message().to_string(),
+            None => e.to_string(),
+        };
+        Error::new(kind, msg)
+    }
+}
+
+/// A statement prepared on the server, with where each of its placeholders takes its value
+/// from: every occurrence of SQLite's `?N` is a placeholder of its own here (PostgreSQL wants
+/// one type per placeholder, and `?1` may be a login and an email in one statement).
+#[derive(Clone)]
+pub struct Prepared {
+    stmt: Statement,
+    sources: std::sync::Arc<[u32]>,
+    /// The highest `?N` of the text: the values the statement takes.
+    takes: u32,
+}
+
+impl Prepared {
+    pub fn columns(&self) -> usize {
+        self.stmt.columns().len()
+    }
+}
+
+/// One PostgreSQL connection with its statement cache. The engine's connections are used from
+/// one thread at a time (`&Connection` everywhere), so interior mutability is enough.
+pub struct PgConn {
+    config: Config,
+    durability: Durability,
+    client: RefCell<Client>,
+    statements: RefCell<HashMap<String, Prepared>>,
+    in_transaction: Cell<bool>,
+}
+
+impl PgConn {
+    pub fn connect(url: &str, durability: Durability) -> Result<PgConn> {
+        let config = Config::from_str(url)
+            .map_err(|e| Error::other(format!("the PostgreSQL URL is not valid: {e}")))?;
+        let client = open_client(&config, durability)?;
+        Ok(PgConn {
+            config,
+            durability,
+            client: RefCell::new(client),
+            statements: RefCell::new(HashMap::new()),
+            in_transaction: Cell::new(false),
+        })
+    }
+
+    /// Before a transaction: a connection the server dropped (a failover, a restart) is opened
+    /// again, on whichever host of the URL now takes writes.
+    fn ensure_open(&self) -> Result<()> {
+        if self.client.borrow().is_closed() {
+            let client = open_client(&self.config, self.durability)?;
+            *self.client.borrow_mut() = client;
+            self.statements.borrow_mut().clear();
+            self.in_transaction.set(false);
+        }
+        Ok(())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.client.borrow().is_closed()
+    }
+
+    pub fn batch(&self, sql: &str) -> Result<()> {
+        Ok(self.client.borrow_mut().batch_execute(sql)?)
+    }
+
+    /// The prepared statement of `sql` (SQLite's dialect), prepared on first use.
+    pub fn statement(&self, sql: &str) -> Result<Prepared> {
+        if let Some(s) = self.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let t = translate(sql);
+        let stmt = self.client.borrow_mut().prepare(&t.sql).map_err(|e| {
+            // For whoever ports a statement: which text PostgreSQL refused.
+            if std::env::var_os("BILLHOST_SQL_DEBUG").is_some() {
+                eprintln!("billhost: PostgreSQL refused: {}: {e}", t.sql);
+            }
+            e
+        })?;
+        let prepared = Prepared {
+            stmt,
+            sources: t.sources.into(),
+            takes: t.max,
+        };
+        let mut cache = self.statements.borrow_mut();
+        if cache.len() >= STATEMENT_CACHE {
+            cache.clear();
+        }
+        cache.insert(sql.to_owned(), prepared.clone());
+        Ok(prepared)
+    }
+
+    fn binds<'p, P: Params>(p: &Prepared, params: &'p P) -> Result<Vec<Bind<'p>>> {
+        let n = p.takes as usize;
+        let given = params.count();
+        if given != n && !(params.lenient() && given > n) {
+            return Err(Error::other(format!(
+                "the statement takes {n} values, {given} were given"
+            )));
+        }
+        Ok(p.sources
+            .iter()
+            .map(|&k| Bind(params.value(k as usize - 1)))
+            .collect())
+    }
+
+    pub fn execute<P: Params>(&self, p: &Prepared, params: &P) -> Result<usize> {
+        let binds = Self::binds(p, params)?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
+        Ok(self.client.borrow_mut().execute(&p.stmt, &refs)? as usize)
+    }
+
+    pub fn query<P: Params>(&self, p: &Prepared, params: &P) -> Result<Vec<postgres::Row>> {
+        let binds = Self::binds(p, params)?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
+        Ok(self.client.borrow_mut().query(&p.stmt, &refs)?)
+    }
+
+    pub fn last_insert_rowid(&self) -> Result<i64> {
+        let stmt = self.statement("SELECT lastval()")?;
+        let rows = self.query(&stmt, &())?;
+        match rows.first() {
+            Some(r) => Ok(r.try_get::<_, i64>(0)?),
+            None => Err(Error::new(ErrorKind::NoRows, "no id was made")),
+        }
+    }
+
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction.get()
+    }
+
+    pub fn begin_write(&self) -> Result<()> {
+        self.ensure_open()?;
+        self.batch("BEGIN")?;
+        self.in_transaction.set(true);
+        let stmt = self.statement("SELECT pg_advisory_xact_lock(?1)")?;
+        if let Err(e) = self.query(&stmt, &[WRITER_LOCK]) {
+            let _ = self.end("ROLLBACK");
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub fn begin_read(&self) -> Result<()> {
+        self.ensure_open()?;
+        self.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+        self.in_transaction.set(true);
+        Ok(())
+    }
+
+    pub fn end(&self, sql: &str) -> Result<()> {
+        let r = self.batch(sql);
+        // COMMIT or ROLLBACK ends the transaction even when it fails.
+        self.in_transaction.set(false);
+        r
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        self.batch(
+            "CREATE TABLE IF NOT EXISTS billhost_schema (id BIGINT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+             INSERT INTO billhost_schema (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
+        )?;
+        let stmt = self.statement("SELECT version FROM billhost_schema WHERE id = 1")?;
+        let rows = self.query(&stmt, &())?;
+        Ok(rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0))
+    }
+
+    pub fn set_schema_version(&self, version: i64) -> Result<()> {
+        self.schema_version()?;
+        let stmt = self.statement("UPDATE billhost_schema SET version = ?1 WHERE id = 1")?;
+        self.execute(&stmt, &[version])?;
+        Ok(())
+    }
+
+    /// Applies the migrations up to `target`, each in its own transaction under the writers'
+    /// lock (two servers starting at once migrate once). Refuses a database newer than this
+    /// build.
+    pub fn migrate(&self, target: i64) -> Result<()> {
+        let supported = MIGRATIONS.len() as i64;
+        let found = self.schema_version()?;
+        if found > supported {
+            return Err(Error::new(ErrorKind::TooNew { found, supported }, ""));
+        }
+        for version in found..target.min(supported) {
+            self.begin_write()?;
+            let step = self.schema_version().and_then(|now| {
+                if now > version {
+                    return Ok(());
+                }
+                self.batch(MIGRATIONS[version as usize])?;
+                self.set_schema_version(version + 1)
+            });
+            match step {
+                Ok(()) => self.end("COMMIT")?,
+                Err(e) => {
+                    let _ = self.end("ROLLBACK");
+                    return Err(e);
+                }
+            }
+        }
+        // The schema changed under any statement prepared before.
+        self.statements.borrow_mut().clear();
+        Ok(())
+    }
+}
+
+fn open_client(config: &Config, durability: Durability) -> Result<Client> {
+    let mut client = config.connect(NoTls)?;
+    // Times and ids are handled by the engine; the session only needs UTC and its durability.
+    let sync = match durability {
+        Durability::Full => "on",
+        Durability::Normal => "off",
+    };
+    client.batch_execute(&format!(
+        "SET TIME ZONE 'UTC'; SET synchronous_commit = {sync}"
+    ))?;
+    Ok(client)
+}
+
+/// SQLite's dialect as PostgreSQL's.
+struct Translated {
+    sql: String,
+    /// The highest `?N`.
+    max: u32,
+    /// For each `$k` (from 1), the `?N` it stands for.
+    sources: Vec<u32>,
+}
+
+fn translate(sql: &str) -> Translated {
+    let b = sql.as_bytes();
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut sources: Vec<u32> = Vec::new();
+    let mut max = 0u32;
+    let mut or_ignore = false;
+    let mut i = 0;
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'\'' | b'"' => {
+                // A quoted string or name, copied as it is ('' and "" escape themselves).
+                let start = i;
+                i += 1;
+                while i < b.len() {
+                    if b[i] == c {
+                        if i + 1 < b.len() && b[i + 1] == c {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+                i = (i + 1).min(b.len());
+                out.push_str(&sql[start..i]);
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                let start = i;
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+                out.push_str(&sql[start..i]);
+            }
+            b'?' => {
+                i += 1;
+                let start = i;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                let n = if start == i {
+                    max + 1
+                } else {
+                    sql[start..i].parse().unwrap_or(max + 1)
+                };
+                max = max.max(n);
+                sources.push(n);
+                out.push('$');
+                out.push_str(&sources.len().to_string());
+            }
+            c if ident(c) && (i == 0 || !ident(b[i - 1])) => {
+                let start = i;
+                while i < b.len() && ident(b[i]) {
+                    i += 1;
+                }
+                let word = &sql[start..i];
+                let prev_dot = start > 0 && b[start - 1] == b'.';
+                let next = sql[i..].trim_start();
+                let next_word = |text: &str| -> String {
+                    text.chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect::<String>()
+                        .to_ascii_uppercase()
+                };
+                let keeps_is = |w: &str| matches!(w, "NULL" | "TRUE" | "FALSE" | "DISTINCT");
+                if word.eq_ignore_ascii_case("LIKE") {
+                    out.push_str("ILIKE");
+                } else if word.eq_ignore_ascii_case("IS") && !keeps_is(&next_word(next)) {
+                    // SQLite's `IS` and `IS NOT` compare NULLs as values.
+                    let w = next_word(next);
+                    if w == "NOT" {
+                        let after = next[3..].trim_start();
+                        if keeps_is(&next_word(after)) {
+                            out.push_str(word);
+                        } else {
+                            out.push_str("IS DISTINCT FROM");
+                            i += sql[i..].len() - after.len();
+                            out.push(' ');
+                        }
+                    } else {
+                        out.push_str("IS NOT DISTINCT FROM");
+                    }
+                } else if word.eq_ignore_ascii_case("money") && !prev_dot && next.starts_with('(') {
+                    out.push_str("billhost_money");
+                } else if word.eq_ignore_ascii_case("INSERT")
+                    && next.len() >= 9
+                    && next.as_bytes()[..9].eq_ignore_ascii_case(b"OR IGNORE")
+                {
+                    out.push_str("INSERT");
+                    let skip = sql[i..].len() - next.len() + 9;
+                    i += skip;
+                    or_ignore = true;
+                } else {
+                    out.push_str(word);
+                }
+            }
+            _ => {
+                let ch = sql[i..].chars().next().unwrap_or(' ');
+                out.push(ch);
+                i += ch.len_utf8();
+            }
+        }
+    }
+    if or_ignore {
+        let trimmed = out.trim_end().trim_end_matches(';').trim_end().len();
+        out.truncate(trimmed);
+        out.push_str(" ON CONFLICT DO NOTHING");
+    }
+    Translated {
+        sql: out,
+        max,
+        sources,
+    }
+}
+
+/// A store value bound to a placeholder of whatever type the server inferred for it.
+#[derive(Debug)]
+struct Bind<'a>(ValueRef<'a>);
+
+type BoxError = Box<dyn std::error::Error + Sync + Send>;
+
+fn is_text(ty: &Type) -> bool {
+    matches!(
+        *ty,
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN
+    ) || ty.name() == "citext"
+}
+
+impl ToSql for Bind<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> std::result::Result<IsNull, BoxError> {
+        use bytes::BufMut;
+        let int = |v: &ValueRef<'_>| -> std::result::Result<i64, BoxError> {
+            match v {
+                ValueRef::Integer(i) => Ok(*i),
+                ValueRef::Text(t) => t
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| format!("'{t}' is not an integer").into()),
+                _ => Err("bytes given for an integer".into()),
+            }
+        };
+        match self.0 {
+            ValueRef::Null => return Ok(IsNull::Yes),
+            ref v if *ty == Type::INT8 => out.put_i64(int(v)?),
+            ref v if *ty == Type::INT4 => out.put_i32(i32::try_from(int(v)?)?),
+            ref v if *ty == Type::INT2 => out.put_i16(i16::try_from(int(v)?)?),
+            ref v if *ty == Type::BOOL => out.put_u8((int(v)? != 0) as u8),
+            ref v if *ty == Type::NUMERIC => encode_numeric(int(v)?, out),
+            ValueRef::Integer(i) if is_text(ty) => out.put_slice(i.to_string().as_bytes()),
+            ValueRef::Text(t) if is_text(ty) || *ty == Type::BYTEA => out.put_slice(t.as_bytes()),
+            ValueRef::Blob(b) if *ty == Type::BYTEA || is_text(ty) => out.put_slice(b),
+            ref v => return Err(format!("cannot bind {v:?} as {ty}").into()),
+        }
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+/// An integer as PostgreSQL's binary `numeric`.
+fn encode_numeric(v: i64, out: &mut BytesMut) {
+    use bytes::BufMut;
+    let mut digits = Vec::new();
+    let mut n = v.unsigned_abs();
+    while n > 0 {
+        digits.push((n % 10_000) as i16);
+        n /= 10_000;
+    }
+    digits.reverse();
+    out.put_i16(digits.len() as i16);
+    out.put_i16(digits.len() as i16 - 1);
+    out.put_u16(if v < 0 { 0x4000 } else { 0 });
+    out.put_u16(0);
+    for d in digits {
+        out.put_i16(d);
+    }
+}
+
+/// An integral binary `numeric` (a `sum` of BIGINTs) as an integer.
+fn decode_numeric(raw: &[u8]) -> std::result::Result<i64, String> {
+    let be16 = |i: usize| -> std::result::Result<i16, String> {
+        raw.get(i..i + 2)
+            .map(|s| i16::from_be_bytes([s[0], s[1]]))
+            .ok_or_else(|| "a short numeric".to_string())
+    };
+    let ndigits = be16(0)? as usize;
+    let weight = be16(2)? as i32;
+    let sign = be16(4)? as u16;
+    if sign == 0xC000 {
+        return Err("NaN".into());
+    }
+    let mut v: i128 = 0;
+    for k in 0..ndigits {
+        let d = be16(8 + 2 * k)? as i128;
+        let exp = weight - k as i32;
+        if exp < 0 {
+            if d != 0 {
+                return Err("a number with a fraction".into());
+            }
+            continue;
+        }
+        v = v
+            .checked_add(d * 10_000i128.checked_pow(exp as u32).ok_or("too large")?)
+            .ok_or("too large")?;
+    }
+    if sign == 0x4000 {
+        v = -v;
+    }
+    i64::try_from(v).map_err(|_| "too large for an integer".to_string())
+}
+
+/// Column `i` of a PostgreSQL row as a store value.
+pub fn value_ref(row: &postgres::Row, i: usize) -> Result<ValueRef<'_>> {
+    let ty = row
+        .columns()
+        .get(i)
+        .ok_or_else(|| Error::other(format!("no column {i}")))?
+        .type_()
+        .clone();
+    let raw: Option<Raw<'_>> = row.try_get(i)?;
+    let Some(Raw(raw)) = raw else {
+        return Ok(ValueRef::Null);
+    };
+    let be = |n: usize| -> Result<&[u8]> {
+        raw.get(..n)
+            .ok_or_else(|| Error::type_mismatch(format!("a short {ty} value")))
+    };
+    Ok(match ty {
+        Type::INT8 => ValueRef::Integer(i64::from_be_bytes(be(8)?.try_into().unwrap_or([0; 8]))),
+        Type::INT4 => {
+            ValueRef::Integer(i32::from_be_bytes(be(4)?.try_into().unwrap_or([0; 4])) as i64)
+        }
+        Type::INT2 => {
+            ValueRef::Integer(i16::from_be_bytes(be(2)?.try_into().unwrap_or([0; 2])) as i64)
+        }
+        Type::OID => {
+            ValueRef::Integer(u32::from_be_bytes(be(4)?.try_into().unwrap_or([0; 4])) as i64)
+        }
+        Type::BOOL => ValueRef::Integer((be(1)?[0] != 0) as i64),
+        Type::NUMERIC => ValueRef::Integer(
+            decode_numeric(raw).map_err(|e| Error::type_mismatch(format!("numeric: {e}")))?,
+        ),
+        Type::BYTEA => ValueRef::Blob(raw),
+        ref t if is_text(t) || *t == Type::VOID => match std::str::from_utf8(raw) {
+            Ok(s) => ValueRef::Text(s),
+            Err(_) => ValueRef::Blob(raw),
+        },
+        Type::FLOAT4 | Type::FLOAT8 => {
+            return Err(Error::type_mismatch(
+                "a query answered a float; floats are never stored or read".into(),
+            ));
+        }
+        t => return Err(Error::type_mismatch(format!("a column of type {t}"))),
+    })
+}
+
+/// A column's bytes, whatever its type.
+struct Raw<'a>(&'a [u8]);
+
+impl<'a> postgres::types::FromSql<'a> for Raw<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> std::result::Result<Self, BoxError> {
+        Ok(Raw(raw))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::translate;
+
+    #[test]
+    fn sqlite_sql_is_rewritten_outside_quotes() {
+        let t = translate(
+            "SELECT money(x, 2), 'it''s ?1 money(' FROM a WHERE n LIKE ?3 AND b = ? -- ?9\n",
+        );
+        assert_eq!(
+            t.sql,
+            "SELECT billhost_money(x, 2), 'it''s ?1 money(' FROM a WHERE n ILIKE $1 AND b = $2 -- ?9\n"
+        );
+        assert_eq!((t.max, t.sources), (4, vec![3, 4]));
+        let t = translate(
+            "UPDATE p SET c = ?2 WHERE id = ?1 AND c IS NOT ?2 AND d IS NOT NULL AND e IS ?1",
+        );
+        assert_eq!(
+            t.sql,
+            "UPDATE p SET c = $1 WHERE id = $2 AND c IS DISTINCT FROM $3 AND d IS NOT NULL AND e IS NOT DISTINCT FROM $4"
+        );
+        assert_eq!(t.sources, vec![2, 1, 2, 1]);
+        let t = translate("INSERT OR IGNORE INTO m (a, b) VALUES (?1, ?2)");
+        assert_eq!(
+            t.sql,
+            "INSERT INTO m (a, b) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        );
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            super::redacted(
+                "postgres://bill:s3cret@h1:5432,h2/db?password=x&target_session_attrs=read-write"
+            ),
+            "postgres://bill:***@h1:5432,h2/db?password=***&target_session_attrs=read-write"
+        );
+        assert_eq!(
+            super::redacted("postgres://bill@h/db"),
+            "postgres://bill@h/db"
+        );
+    }
+
+    #[test]
+    fn numerics_round_trip_as_integers() {
+        for v in [
+            0i64,
+            1,
+            -1,
+            9_999,
+            10_000,
+            -123_456_789,
+            i64::MAX,
+            i64::MIN + 1,
+        ] {
+            let mut out = bytes::BytesMut::new();
+            super::encode_numeric(v, &mut out);
+            assert_eq!(super::decode_numeric(&out), Ok(v), "{v}");
+        }
+    }
+}
