@@ -120,7 +120,33 @@ pub fn register(reg: &mut Registry) {
     ];
     reg.add(
         FuncDecl::list("account.payment", "Payments", Access::ADMIN_USER, payments)
-            .parent(ACCOUNT, false),
+            .parent(ACCOUNT, false)
+            .panel(crate::func::PanelHints {
+                row_func: Some("payment.edit"),
+                columns_first: &[
+                    "id",
+                    "number",
+                    "create_date",
+                    "pay_date",
+                    "account_name",
+                    "paymethod_name",
+                    "subaccountamount_iso",
+                    "status",
+                ],
+                hidden: &[
+                    "account",
+                    "recipient_name",
+                    "sender_name",
+                    "paymethodamount_iso",
+                ],
+                row_funcs: &[
+                    "payment.setpaid",
+                    "payment.delete",
+                    "payment.send",
+                    "payment.print.pdf",
+                ],
+                ..Default::default()
+            }),
     );
     reg.add(FuncDecl::filter(
         "account.payment.filter",

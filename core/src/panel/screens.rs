@@ -454,7 +454,41 @@ fn row_object(req: &Req, decl: &FuncDecl) -> Option<crate::func::ObjectType> {
         .row_func
         .map(str::to_string)
         .unwrap_or_else(|| format!("{}.edit", decl.name));
-    req.decl(&name).and_then(|d| d.object)
+    req.decl(&name).and_then(|d| match d.handler {
+        Handler::List(_) => d.parent,
+        _ => d.object,
+    })
+}
+
+/// On a list under a parent object (`plid`): the forms and actions on that object, as links
+/// (a ticket's messages offer `ticket.reply`).
+fn parent_actions(req: &Req, who: &Who, decl: &FuncDecl, plid: &str, here: &str) -> Vec<SubLink> {
+    let Some(parent) = decl.parent else {
+        return Vec::new();
+    };
+    let lvl = level(who);
+    req.app
+        .engine()
+        .funcs()
+        .into_iter()
+        .filter(|d| {
+            d.object == Some(parent)
+                && d.access.allows(lvl)
+                && matches!(d.handler, Handler::Action(_) | Handler::Edit(_))
+                && !(matches!(d.handler, Handler::Action(_))
+                    && matches!(d.action_mode, ActionMode::Write))
+        })
+        .map(|d| SubLink {
+            href: url(
+                &d.name,
+                &[
+                    ("elid".into(), plid.to_string()),
+                    ("back".into(), here.to_string()),
+                ],
+            ),
+            title: d.title.clone(),
+        })
+        .collect()
 }
 
 async fn list_screen(req: &Req, who: &Who, decl: &FuncDecl, notice: Option<String>) -> Response {
@@ -585,8 +619,14 @@ async fn list_screen(req: &Req, who: &Who, decl: &FuncDecl, notice: Option<Strin
         .map(|row| {
             let id = row_id(row).unwrap_or("").to_string();
             let href = opens.as_ref().filter(|_| !id.is_empty()).map(|d| {
-                let mut q = vec![("elid".to_string(), id.clone())];
-                if let (Some(p), true) = (&plid, d.parent.is_some()) {
+                // A row opens its form, or the list under it (a ticket's messages).
+                let key = if matches!(d.handler, Handler::List(_)) {
+                    "plid"
+                } else {
+                    "elid"
+                };
+                let mut q = vec![(key.to_string(), id.clone())];
+                if let (Some(p), true, "elid") = (&plid, d.parent.is_some(), key) {
                     q.push(("plid".into(), p.clone()));
                 }
                 q.push(("back".into(), here.clone()));
@@ -640,10 +680,15 @@ async fn list_screen(req: &Req, who: &Who, decl: &FuncDecl, notice: Option<Strin
         (Some(p), Some(t)) => Some(format!("{} {p}", label_of(t.name))),
         _ => None,
     };
+    let parent_links = plid
+        .as_deref()
+        .map(|p| parent_actions(req, who, decl, p, &here))
+        .unwrap_or_default();
     let frame = frame(req, who, &decl.title, &decl.name);
     page(
         "list.html",
         context! {
+            parent_links,
             frame,
             func => &decl.name,
             columns,
@@ -1169,7 +1214,21 @@ pub(crate) async fn submit(req: &Req, who: &Who, decl: &FuncDecl) -> Response {
                 _ => redirect(&url(list, &q), &[]),
             }
         }
-        Handler::List(_) => redirect(&format!("/f/{}", decl.name), &[]),
+        // The filter form's "Apply": the list with the filter in its address (a GET, so that
+        // the page can be reloaded and linked to).
+        Handler::List(spec) => {
+            let mut q = Vec::new();
+            if let Some(p) = req.get("plid").filter(|v| !v.is_empty()) {
+                q.push(("plid".to_string(), p.to_string()));
+            }
+            q.push(("filter".into(), "on".into()));
+            for f in &spec.filters {
+                if let Some(v) = req.get(f.name).filter(|v| !v.is_empty()) {
+                    q.push((f.name.to_string(), v.to_string()));
+                }
+            }
+            redirect(&url(&decl.name, &q), &[])
+        }
     }
 }
 
