@@ -104,7 +104,7 @@ fn login(b: &Browser, s: &Server, user: &str, password: &str) {
     assert!(b.url().ends_with("/login"), "{}", b.url());
     b.type_into("input[name=username]", user);
     b.type_into("input[name=password]", password);
-    b.click_css("#login");
+    b.click_nav("#login");
     b.find("#logout");
 }
 
@@ -151,10 +151,10 @@ fn staff_create_pay_sort_filter_page_delete_and_download() {
 
     // A new client through the generated form: a wrong email is answered next to its field.
     b.goto(&server.url("/f/account"));
-    b.click_css("#new");
+    b.click_nav("#new");
     b.type_into("#f-email", "not-an-email");
     b.type_into("#f-name", "Zoe Zed");
-    b.click_css("#submit");
+    b.click_nav("#submit");
     let msg = b.text_of("#error-email");
     assert!(msg.to_lowercase().contains("email"), "{msg}");
     assert!(
@@ -164,7 +164,7 @@ fn staff_create_pay_sort_filter_page_delete_and_download() {
     );
     shot(&b, "form-error.png");
     b.type_into("#f-email", "zoe@example.com");
-    b.click_css("#submit");
+    b.click_nav("#submit");
     // Back on the list it came from, with the new client in it.
     b.find("#notice");
     b.goto(&server.url("/f/account?filter=on&email=zoe%40example.com"));
@@ -174,15 +174,15 @@ fn staff_create_pay_sort_filter_page_delete_and_download() {
 
     // A payment for her, set paid from the list of her payments: her balance shows it.
     b.goto(&server.url(&format!("/f/account.edit?elid={zoe}")));
-    b.click_css(".subs a[href*='account.payment']");
-    b.click_css("#new");
+    b.click_nav(".subs a[href*='account.payment']");
+    b.click_nav("#new");
     b.select("#f-paymethod", "Bank");
     b.type_into("#f-paymethodamount", "42.50");
-    b.click_css("#submit");
+    b.click_nav("#submit");
     b.find("#notice");
     assert_eq!(rows(&b).len(), 1);
     b.click_css("#list tbody input[name=sel]");
-    b.click_css("button[data-func='payment.setpaid']");
+    b.click_nav("button[data-func='payment.setpaid']");
     assert!(b.text_of("#notice").contains("Add funds"));
     b.goto(&server.url("/f/account?filter=on&email=zoe%40example.com"));
     assert!(rows(&b)[0].contains("42.50 USD"), "{:?}", rows(&b));
@@ -221,24 +221,24 @@ fn staff_create_pay_sort_filter_page_delete_and_download() {
     assert_eq!(total(&b), 251);
     assert_eq!(rows(&b).len(), 20);
     shot(&b, "staff-list.png");
-    b.click_css("a[data-col=email]");
-    b.click_css("a[data-col=email]");
+    b.click_nav("a[data-col=email]");
+    b.click_nav("a[data-col=email]");
     assert!(b.url().contains("p_order=desc"), "{}", b.url());
     assert!(rows(&b)[0].contains("zoe@example.com"), "{:?}", rows(&b));
-    b.click_css("#pages a[href*='p_num=2']");
+    b.click_nav("#pages a[href*='p_num=2']");
     let second = rows(&b);
     assert!(second[0].contains("client231@example.com"), "{second:?}");
     b.goto(&server.url("/f/account"));
     b.click_css(".filter summary");
     b.type_into("#filter-form input[name=name]", "Client 12");
-    b.click_css("#filter-apply");
+    b.click_nav("#filter-apply");
     assert_eq!(total(&b), 10, "{:?}", rows(&b));
 
     // A stored filter applies to the list after a reload.
     b.goto(&server.url("/f/account"));
     b.click_css(".filter summary");
     b.type_into("#filter-form input[name=email]", "client00");
-    b.click_css("#filter-store");
+    b.click_nav("#filter-store");
     assert_eq!(total(&b), 9);
     b.goto(&server.url("/f/account"));
     assert_eq!(total(&b), 9);
@@ -248,9 +248,9 @@ fn staff_create_pay_sort_filter_page_delete_and_download() {
     let boxes = b.all("#list tbody input[name=sel]");
     b.click(&boxes[0]);
     b.click(&boxes[1]);
-    b.click_css("button[data-func='account.delete']");
+    b.click_nav("button[data-func='account.delete']");
     assert!(b.text_of(".warn").contains("2 selected"));
-    b.click_css("#confirm");
+    b.click_nav("#confirm");
     assert!(b.text_of("#notice").contains("Delete"));
     assert_eq!(total(&b), 7);
 }
@@ -461,11 +461,11 @@ fn client_sees_only_its_own_adds_funds_through_testpay_and_writes_a_ticket() {
 
     // Add funds: payment.add's form, the gateway's page, the signed callback, back home.
     b.goto(&server.url("/"));
-    b.click_css("#add-funds");
+    b.click_nav("#add-funds");
     b.select("#f-paymethod", "TestPay");
     b.type_into("#f-amount", "25.00");
-    b.click_css("#submit");
-    b.click_css("#pay");
+    b.click_nav("#submit");
+    b.click_nav("#pay");
     b.find("#balances");
     assert!(
         b.url().ends_with(&format!("{}/", server.addr)),
@@ -477,17 +477,19 @@ fn client_sees_only_its_own_adds_funds_through_testpay_and_writes_a_ticket() {
     shot(&b, "client-dashboard.png");
 
     // A ticket to support, then a reply in it.
-    b.click_css("#new-ticket");
+    b.click_nav("#new-ticket");
     b.type_into("#f-subject", "Invoice question");
     b.type_into("#f-message", "Can I get the invoice in EUR?");
-    b.click_css("#submit");
+    b.click_nav("#submit");
+    b.find("#result");
     b.goto(&server.url("/f/ticket"));
+    assert!(!rows(&b).is_empty(), "{}", b.source());
     assert!(rows(&b)[0].contains("Invoice question"), "{:?}", rows(&b));
-    b.click_css("#list tbody a");
+    b.click_nav("#list tbody a");
     assert!(b.source().contains("Can I get the invoice in EUR?"));
-    b.click_css(".subs a[href*='ticket.reply']");
+    b.click_nav(".subs a[href*='ticket.reply']");
     b.type_into("#f-message", "Thanks!");
-    b.click_css("#submit");
+    b.click_nav("#submit");
     assert_eq!(rows(&b).len(), 2, "{:?}", rows(&b));
 }
 
@@ -518,7 +520,7 @@ fn a_new_script_list_shows_up_and_a_post_without_csrf_changes_nothing() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    b.click_css("a[href='/f/report.planets']");
+    b.click_nav("a[href='/f/report.planets']");
     let table = rows(&b);
     assert_eq!(table.len(), 2);
     assert!(

@@ -278,6 +278,18 @@ impl Browser {
         self.click(&el);
     }
 
+    /// Clicks what loads a new page, and waits until the new page is there (its document is a
+    /// new element), so that the next read is never of the old page.
+    pub fn click_nav(&self, css: &str) {
+        let old = self.find("html").0;
+        self.click_css(css);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.all("html").first().is_none_or(|e| e.0 == old) {
+            assert!(Instant::now() < deadline, "{css} did not load a page");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn clear(&self, el: &El) {
         self.cmd("POST", &format!("/element/{}/clear", el.0), Some(json!({})));
     }
