@@ -456,7 +456,10 @@ fn client_sees_only_its_own_adds_funds_through_testpay_and_writes_a_ticket() {
     let mine = rows(&b);
     assert_eq!(mine.len(), 1, "{mine:?}");
     assert!(mine[0].contains("ann@example.com"));
-    assert_eq!(b.attr(&b.find("#list tbody tr"), "data-id"), Some(ann));
+    assert_eq!(
+        b.attr(&b.find("#list tbody tr"), "data-id"),
+        Some(ann.clone())
+    );
     assert!(!b.source().contains("secret"), "gateway settings shown");
 
     // Add funds: payment.add's form, the gateway's page, the signed callback, back home.
@@ -491,6 +494,24 @@ fn client_sees_only_its_own_adds_funds_through_testpay_and_writes_a_ticket() {
     b.type_into("#f-message", "Thanks!");
     b.click_nav("#submit");
     assert_eq!(rows(&b).len(), 2, "{:?}", rows(&b));
+    b.click_nav("#logout");
+
+    // Staff open Ann's view (`account.su`) and come back to the console.
+    login(&b, &server, "admin", STAFF_PASSWORD);
+    b.goto(&server.url(&format!("/f/account.edit?elid={ann}")));
+    b.click_nav("button[data-func='account.su']");
+    assert!(
+        b.text_of(".who").contains("ann@example.com"),
+        "{}",
+        b.text_of(".who")
+    );
+    assert!(b.text_of("#balances").contains("25.00"));
+    b.goto(&server.url("/f/paymethod"));
+    b.find("#error");
+    b.click_nav("#back-to-staff");
+    assert!(b.text_of(".who").contains("admin"));
+    assert!(b.url().ends_with("/f/account"), "{}", b.url());
+    assert!(rows(&b).len() >= 2, "{:?}", rows(&b));
 }
 
 #[test]

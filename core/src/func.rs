@@ -222,6 +222,10 @@ pub struct PanelHints {
     pub confirm: Option<bool>,
     /// Left out of the menu (a list that only makes sense under a parent, a technical func).
     pub no_menu: bool,
+    /// Column headings where the column's name in words is not enough.
+    pub labels: &'static [(&'static str, &'static str)],
+    /// Words for a column's codes: `(column, &[(code, word)])` (a payment's status 4 is "paid").
+    pub values: &'static [(&'static str, &'static [(&'static str, &'static str)])],
 }
 
 pub struct FuncDecl {

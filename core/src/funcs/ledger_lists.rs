@@ -139,6 +139,12 @@ pub fn register(reg: &mut Registry) {
                     "sender_name",
                     "paymethodamount_iso",
                 ],
+                labels: &[
+                    ("subaccountamount_iso", "Amount"),
+                    ("paymethod_name", "Method"),
+                    ("account_name", "Client"),
+                ],
+                values: &[("status", PAYMENT_STATUS_WORDS)],
                 row_funcs: &[
                     "payment.setpaid",
                     "payment.delete",
@@ -194,7 +200,15 @@ pub fn register(reg: &mut Registry) {
             Access::ADMIN_USER,
             expenses,
         )
-        .parent(ACCOUNT, false),
+        .parent(ACCOUNT, false)
+        .panel(crate::func::PanelHints {
+            labels: &[
+                ("locale_name", "Expense"),
+                ("realdate", "Date"),
+                ("notpayd", "Not paid"),
+            ],
+            ..Default::default()
+        }),
     );
     reg.add(FuncDecl::filter(
         "subaccount.expense.filter",
@@ -222,3 +236,15 @@ pub fn register(reg: &mut Registry) {
             .parent(PAYMENT, true),
     );
 }
+
+/// A payment's status codes in words, as the panel shows them (`ledger::status`).
+pub const PAYMENT_STATUS_WORDS: &[(&str, &str)] = &[
+    ("1", "new"),
+    ("2", "in progress"),
+    ("3", "pledged"),
+    ("4", "paid"),
+    ("5", "refund pending"),
+    ("6", "refunded"),
+    ("7", "fraud"),
+    ("9", "canceled"),
+];

@@ -217,6 +217,28 @@ fn label_of(name: &str) -> String {
     }
 }
 
+/// A column's heading: the declaration's label, or its name in words.
+fn column_label(decl: &FuncDecl, name: &str) -> String {
+    decl.panel
+        .labels
+        .iter()
+        .find(|(c, _)| *c == name)
+        .map(|(_, l)| l.to_string())
+        .unwrap_or_else(|| label_of(name))
+}
+
+/// A cell as shown: the declaration's word for a code, or the value itself.
+fn cell(decl: &FuncDecl, row: &Fields, name: &str) -> String {
+    let value = field(row, name).unwrap_or("");
+    decl.panel
+        .values
+        .iter()
+        .find(|(c, _)| *c == name)
+        .and_then(|(_, words)| words.iter().find(|(code, _)| *code == value))
+        .map(|(_, w)| w.to_string())
+        .unwrap_or_else(|| value.to_string())
+}
+
 fn param_label(p: &Param) -> String {
     p.label.clone().unwrap_or_else(|| label_of(&p.name))
 }
@@ -593,7 +615,7 @@ async fn list_screen(req: &Req, who: &Who, decl: &FuncDecl, notice: Option<Strin
             q.push(("p_order".into(), order.into()));
             Column {
                 name: c.clone(),
-                label: label_of(c),
+                label: column_label(decl, c),
                 sort_href: url(&decl.name, &q),
                 sorted: match (this, desc) {
                     (true, false) => "asc",
@@ -633,10 +655,7 @@ async fn list_screen(req: &Req, who: &Who, decl: &FuncDecl, notice: Option<Strin
                 url(&d.name, &q)
             });
             Row {
-                cells: cols
-                    .iter()
-                    .map(|c| field(row, c).unwrap_or("").to_string())
-                    .collect(),
+                cells: cols.iter().map(|c| cell(decl, row, c)).collect(),
                 id,
                 href,
             }
@@ -1028,7 +1047,7 @@ async fn doc_screen(req: &Req, who: &Who, decl: &FuncDecl, doc: Doc) -> Response
                         .collect()
                 })
                 .collect();
-            let labels: Vec<String> = cols.iter().map(|c| label_of(c)).collect();
+            let labels: Vec<String> = cols.iter().map(|c| column_label(decl, c)).collect();
             let frame = frame(req, who, &decl.title, &decl.name);
             page(
                 "doc.html",
@@ -1238,15 +1257,37 @@ struct Cells {
     href: Option<String>,
 }
 
-fn table(list: &ListDoc, cols: &[&str], href: impl Fn(&Fields) -> Option<String>) -> Vec<Cells> {
+/// Rows of `list` (answered by `func`) in the columns `cols`, with the declaration's words for
+/// codes.
+fn table(
+    req: &Req,
+    func: &str,
+    list: &ListDoc,
+    cols: &[&str],
+    href: impl Fn(&Fields) -> Option<String>,
+) -> Vec<Cells> {
+    let decl = req.decl(func);
     list.elems
         .iter()
         .map(|r| Cells {
             cells: cols
                 .iter()
-                .map(|c| field(r, c).unwrap_or("").to_string())
+                .map(|c| match &decl {
+                    Some(d) => cell(d, r, c),
+                    None => field(r, c).unwrap_or("").to_string(),
+                })
                 .collect(),
             href: href(r),
+        })
+        .collect()
+}
+
+fn labels(req: &Req, func: &str, cols: &[&str]) -> Vec<String> {
+    let decl = req.decl(func);
+    cols.iter()
+        .map(|c| match &decl {
+            Some(d) => column_label(d, c),
+            None => label_of(c),
         })
         .collect()
 }
@@ -1318,10 +1359,10 @@ pub(crate) async fn staff_dashboard(req: &Req, who: &Who) -> Response {
         "subaccountamount_iso",
         "status",
     ];
-    let rows = table(&latest, &cols, |r| {
+    let rows = table(req, "account.payment", &latest, &cols, |r| {
         row_id(r).map(|id| url("payment.edit", &[("elid".into(), id.to_string())]))
     });
-    let labels: Vec<String> = cols.iter().map(|c| label_of(c)).collect();
+    let labels = labels(req, "account.payment", &cols);
     let frame = frame(req, who, "Dashboard", "");
     page(
         "staff.html",
@@ -1341,12 +1382,14 @@ pub(crate) async fn client_dashboard(req: &Req, who: &Who) -> Response {
             .await,
     );
     let balances = table(
+        req,
+        "subaccount",
         &subaccounts,
         &["project", "currency", "balance", "status"],
         |_| None,
     );
     let pay_cols = ["number", "create_date", "subaccountamount_iso", "status"];
-    let pay_rows = table(&payments, &pay_cols, |r| {
+    let pay_rows = table(req, "account.payment", &payments, &pay_cols, |r| {
         row_id(r).map(|id| url("payment.print", &[("elid".into(), id.to_string())]))
     });
     let pdf_links: Vec<Option<String>> = payments
@@ -1355,7 +1398,7 @@ pub(crate) async fn client_dashboard(req: &Req, who: &Who) -> Response {
         .map(|r| row_id(r).map(|id| url("payment.print.pdf", &[("elid".into(), id.to_string())])))
         .collect();
     let exp_cols = ["locale_name", "realdate", "amount"];
-    let exp_rows = table(&expenses, &exp_cols, |_| None);
+    let exp_rows = table(req, "subaccount.expense", &expenses, &exp_cols, |_| None);
     let contact = who
         .account
         .map(|a| url("account.edit", &[("elid".into(), a.to_string())]));
@@ -1367,9 +1410,9 @@ pub(crate) async fn client_dashboard(req: &Req, who: &Who) -> Response {
             balances,
             pay_rows,
             pdf_links,
-            pay_labels => pay_cols.iter().map(|c| label_of(c)).collect::<Vec<_>>(),
+            pay_labels => labels(req, "account.payment", &pay_cols),
             exp_rows,
-            exp_labels => exp_cols.iter().map(|c| label_of(c)).collect::<Vec<_>>(),
+            exp_labels => labels(req, "subaccount.expense", &exp_cols),
             contact,
         },
     )
