@@ -384,6 +384,11 @@ async fn screen_get(
     request: Request,
 ) -> Response {
     let req = read_or_fail!(app, peer, request);
+    if let Some(decl) = req.decl(&func)
+        && matches!(decl.handler, crate::func::Handler::List(_))
+    {
+        return screens::list_page(&req, None, &decl).await;
+    }
     let Some(who) = req.who().await else {
         return redirect("/login", &[]);
     };

@@ -256,14 +256,21 @@ fn row_id(row: &Fields) -> Option<&str> {
 
 /// Percent-encodes a query value.
 fn enc(v: &str) -> String {
-    v.bytes()
-        .map(|b| match b {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(v.len() * 3 / 2);
+    for b in v.bytes() {
+        match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
+                out.push(b as char)
             }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+            _ => {
+                out.push('%');
+                out.push(HEX[usize::from(b >> 4)] as char);
+                out.push(HEX[usize::from(b & 15)] as char);
+            }
+        }
+    }
+    out
 }
 
 fn query(pairs: &[(String, String)]) -> String {
@@ -292,7 +299,7 @@ fn safe_back(back: Option<&str>) -> Option<String> {
 /// Shows a func's screen for a GET.
 pub(crate) async fn show(req: &Req, who: &Who, decl: &FuncDecl) -> Response {
     match &decl.handler {
-        Handler::List(_) => list_screen(req, who, decl, None).await,
+        Handler::List(_) => list_screen(req, Some(who), decl).await,
         Handler::Edit(_) => {
             let mut params = Params::new();
             for key in ["elid", "plid"] {
@@ -513,9 +520,16 @@ fn parent_actions(req: &Req, who: &Who, decl: &FuncDecl, plid: &str, here: &str)
         .collect()
 }
 
-async fn list_screen(req: &Req, who: &Who, decl: &FuncDecl, notice: Option<String>) -> Response {
+/// A list page for a GET: the list, its stored filter and (when `who` is not known yet)
+/// `whoami` are called together, as none depends on the others (the dispatcher decides what the
+/// caller may see; the page is refused afterwards if the caller may not call the list).
+pub(crate) async fn list_page(req: &Req, who: Option<&Who>, decl: &FuncDecl) -> Response {
+    list_screen(req, who, decl).await
+}
+
+async fn list_screen(req: &Req, who: Option<&Who>, decl: &FuncDecl) -> Response {
     let Handler::List(spec) = &decl.handler else {
-        return error_in_frame(req, who, StatusCode::OK, "Not a list", "/");
+        return redirect("/", &[]);
     };
     // The request's list parameters, kept in every link of the page.
     let mut keep: Vec<(String, String)> = Vec::new();
@@ -558,24 +572,44 @@ async fn list_screen(req: &Req, who: &Who, decl: &FuncDecl, notice: Option<Strin
         params.set("p_sort", s.clone());
         params.set("p_order", if desc { "desc" } else { "asc" });
     }
-    let doc = req.call(&decl.name, params).await;
+    // The filter form: the request's values, or the stored filter.
+    let filter_func = req
+        .app
+        .engine()
+        .funcs()
+        .into_iter()
+        .find(|d| matches!(&d.handler, Handler::Filter { list } if *list == decl.name));
+    let stored_call = async {
+        match (&filter_func, inline_filter) {
+            (Some(f), false) => match req.call(&f.name, Params::new()).await {
+                Doc::Form(fields) => fields,
+                _ => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    };
+    let who_call = async {
+        match who {
+            Some(w) => Some(w.clone()),
+            None => req.who().await,
+        }
+    };
+    let (who, doc, stored) = tokio::join!(who_call, req.call(&decl.name, params), stored_call);
+    let Some(who) = who else {
+        return redirect("/login", &[]);
+    };
+    let who = &who;
+    if !decl.access.allows(level(who)) {
+        return match allowed(req, who, &decl.name) {
+            Err(refused) => refused,
+            Ok(_) => redirect("/", &[]),
+        };
+    }
+    let filter_func = filter_func.filter(|f| f.access.allows(level(who)));
     let list = match doc {
         Doc::List(list) => list,
         Doc::Error(e) => return error_in_frame(req, who, StatusCode::OK, &e.msg, "/"),
         other => return doc_screen(req, who, decl, other).await,
-    };
-
-    // The filter form: the request's values, or the stored filter.
-    let filter_func = req.app.engine().funcs().into_iter().find(|d| {
-        matches!(&d.handler, Handler::Filter { list } if *list == decl.name)
-            && d.access.allows(level(who))
-    });
-    let stored: Fields = match (&filter_func, inline_filter) {
-        (Some(f), false) => match req.call(&f.name, Params::new()).await {
-            Doc::Form(fields) => fields,
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
     };
     let filters: Vec<FilterInput> = spec
         .filters
@@ -635,25 +669,33 @@ async fn list_screen(req: &Req, who: &Who, decl: &FuncDecl, notice: Option<Strin
     let here = url(&decl.name, &page_q);
 
     let opens = row_func(req, who, decl);
+    // A row opens its form, or the list under it (a ticket's messages): the links differ only
+    // in the id, so what follows it is encoded once.
+    let row_link = opens.as_ref().map(|d| {
+        let key = if matches!(d.handler, Handler::List(_)) {
+            "plid"
+        } else {
+            "elid"
+        };
+        let mut rest = Vec::new();
+        if let (Some(p), true, "elid") = (&plid, d.parent.is_some(), key) {
+            rest.push(("plid".to_string(), p.clone()));
+        }
+        rest.push(("back".into(), here.clone()));
+        (
+            format!("/f/{}?{key}=", d.name),
+            format!("&{}", query(&rest)),
+        )
+    });
     let rows: Vec<Row> = list
         .elems
         .iter()
         .map(|row| {
             let id = row_id(row).unwrap_or("").to_string();
-            let href = opens.as_ref().filter(|_| !id.is_empty()).map(|d| {
-                // A row opens its form, or the list under it (a ticket's messages).
-                let key = if matches!(d.handler, Handler::List(_)) {
-                    "plid"
-                } else {
-                    "elid"
-                };
-                let mut q = vec![(key.to_string(), id.clone())];
-                if let (Some(p), true, "elid") = (&plid, d.parent.is_some(), key) {
-                    q.push(("plid".into(), p.clone()));
-                }
-                q.push(("back".into(), here.clone()));
-                url(&d.name, &q)
-            });
+            let href = row_link
+                .as_ref()
+                .filter(|_| !id.is_empty())
+                .map(|(head, tail)| format!("{head}{}{tail}", enc(&id)));
             Row {
                 cells: cols.iter().map(|c| cell(decl, row, c)).collect(),
                 id,
@@ -723,7 +765,7 @@ async fn list_screen(req: &Req, who: &Who, decl: &FuncDecl, notice: Option<Strin
             plid,
             parent,
             new_href,
-            notice => notice.or(done),
+            notice => done,
         },
     )
 }
