@@ -37,6 +37,9 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// Response headers, names in lowercase.
+pub type Headers = Vec<(String, String)>;
+
 /// One HTTP/1.1 exchange with `Connection: close`: the status and the body.
 pub fn http(
     addr: SocketAddr,
@@ -44,7 +47,7 @@ pub fn http(
     path: &str,
     headers: &[(&str, &str)],
     body: &[u8],
-) -> std::io::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+) -> std::io::Result<(u16, Headers, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut req = format!(

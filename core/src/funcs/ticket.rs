@@ -76,7 +76,7 @@ pub fn register(reg: &mut Registry) {
                     )?
                     .execute(params![ticket, ctx.caller.history_name(), message, ctx.now])?;
                 let id = ctx.db.last_insert_rowid();
-                ctx.history("ticket", ticket, "reply".to_string())?;
+                ctx.history("ticket", ticket, "reply")?;
                 Ok(Doc::created(id))
             },
         )

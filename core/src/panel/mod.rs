@@ -321,16 +321,16 @@ async fn login(
 }
 
 /// Checks the CSRF token of a state-changing request; the refusal page otherwise.
-fn check_csrf(req: &Req) -> Result<(), Response> {
+fn check_csrf(req: &Req) -> Result<(), Box<Response>> {
     let given = req.get("csrf").unwrap_or("");
     match req.session.as_deref() {
         Some(sid) if !given.is_empty() && given == csrf_token(sid) => Ok(()),
-        _ => Err(screens::error_page(
+        _ => Err(Box::new(screens::error_page(
             None,
             StatusCode::FORBIDDEN,
             "The form has expired or did not come from this panel (missing or wrong CSRF \
              token); nothing was changed. Reload the page and try again.",
-        )),
+        ))),
     }
 }
 
@@ -341,7 +341,7 @@ async fn logout(
 ) -> Response {
     let req = read_or_fail!(app, peer, request);
     if let Err(refused) = check_csrf(&req) {
-        return refused;
+        return *refused;
     }
     let _ = req.call("logout", Params::new()).await;
     let mut cookies = vec![cleared(SESSION_COOKIE), cleared(STAFF_COOKIE)];
@@ -362,7 +362,7 @@ async fn back_to_staff(
 ) -> Response {
     let req = read_or_fail!(app, peer, request);
     if let Err(refused) = check_csrf(&req) {
-        return refused;
+        return *refused;
     }
     let Some(staff) = req.staff_session.clone() else {
         return redirect("/", &[]);
@@ -394,7 +394,7 @@ async fn screen_get(
     };
     let decl = match screens::allowed(&req, &who, &func) {
         Ok(decl) => decl,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     screens::show(&req, &who, &decl).await
 }
@@ -407,14 +407,14 @@ async fn screen_post(
 ) -> Response {
     let req = read_or_fail!(app, peer, request);
     if let Err(refused) = check_csrf(&req) {
-        return refused;
+        return *refused;
     }
     let Some(who) = req.who().await else {
         return redirect("/login", &[]);
     };
     let decl = match screens::allowed(&req, &who, &func) {
         Ok(decl) => decl,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     screens::submit(&req, &who, &decl).await
 }

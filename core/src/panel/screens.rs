@@ -187,23 +187,23 @@ pub(crate) fn login_page(status: StatusCode, username: &str, error: Option<&str>
 /// The declaration of `func` when the caller may call it; the refusal page otherwise. A
 /// client's session never reaches a staff screen, whatever the URL or form says (and the
 /// dispatcher refuses the call as well).
-pub(crate) fn allowed(req: &Req, who: &Who, func: &str) -> Result<Arc<FuncDecl>, Response> {
+pub(crate) fn allowed(req: &Req, who: &Who, func: &str) -> Result<Arc<FuncDecl>, Box<Response>> {
     match req.decl(func) {
         Some(decl) if decl.access.allows(level(who)) => Ok(decl),
-        Some(_) => Err(error_in_frame(
+        Some(_) => Err(Box::new(error_in_frame(
             req,
             who,
             StatusCode::FORBIDDEN,
             "This screen is not available to you",
             "/",
-        )),
-        None => Err(error_in_frame(
+        ))),
+        None => Err(Box::new(error_in_frame(
             req,
             who,
             StatusCode::NOT_FOUND,
             &format!("There is no func '{func}'"),
             "/",
-        )),
+        ))),
     }
 }
 
@@ -601,7 +601,7 @@ async fn list_screen(req: &Req, who: Option<&Who>, decl: &FuncDecl) -> Response 
     let who = &who;
     if !decl.access.allows(level(who)) {
         return match allowed(req, who, &decl.name) {
-            Err(refused) => refused,
+            Err(refused) => *refused,
             Ok(_) => redirect("/", &[]),
         };
     }
