@@ -128,7 +128,6 @@ pub fn run(engine: Arc<Engine>, config: ServerConfig, listen: &str) -> io::Resul
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         println!("billhost serve: listening on http://{addr}/billmgr");
-        println!("billhost serve: web panel at http://{addr}/");
         io::stdout().flush()?;
         serve(listener, engine, config, signals).await
     });
