@@ -186,6 +186,11 @@ fn staff_create_pay_sort_filter_page_delete_and_download() {
     assert!(b.text_of("#notice").contains("Add funds"));
     b.goto(&server.url("/f/account?filter=on&email=zoe%40example.com"));
     assert!(rows(&b)[0].contains("42.50 USD"), "{:?}", rows(&b));
+    // The staff dashboard counts her and charts the revenue.
+    b.goto(&server.url("/"));
+    assert_eq!(b.text_of("#count-clients"), "251");
+    b.find("img.chart");
+    shot(&b, "staff-dashboard.png");
 
     // The invoice PDF of that payment, as the browser's session downloads it.
     b.goto(&server.url(&format!("/f/account.payment?plid={zoe}")));

@@ -87,7 +87,7 @@ pub fn revenue(revenue: &BTreeMap<(String, String), Decimal>) -> String {
                     r##"<text x="{}" y="{}" text-anchor="middle">{}</text>"##,
                     x + (band - 16.0) / 2.0,
                     base - h - 3.0,
-                    value.round_dp(0)
+                    value
                 );
             }
             let _ = write!(
