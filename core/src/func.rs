@@ -100,6 +100,11 @@ pub struct Param {
     pub required: bool,
     /// Only staff may set it; a client user sending it gets an `access` error.
     pub admin_only: bool,
+    /// What the web panel shows beside the field (default: the name, in words).
+    pub label: Option<String>,
+    /// For a reference: the list func its choices come from and the column naming each
+    /// (default: the list called like the object type, its `name` column).
+    pub source: Option<(&'static str, &'static str)>,
 }
 
 impl Param {
@@ -109,7 +114,18 @@ impl Param {
             ty,
             required: false,
             admin_only: false,
+            label: None,
+            source: None,
         }
+    }
+    pub fn label(mut self, label: &str) -> Param {
+        self.label = Some(label.to_string());
+        self
+    }
+    /// The list func a reference's choices come from, and the column that names each.
+    pub fn source(mut self, list: &'static str, column: &'static str) -> Param {
+        self.source = Some((list, column));
+        self
     }
     pub fn required(mut self) -> Param {
         self.required = true;
@@ -186,6 +202,32 @@ pub enum ActionMode {
     CallOut,
 }
 
+/// What the web panel needs of a func beyond the rest of its declaration (see `docs/panel.md`);
+/// every field has a default derived from the name and the other fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PanelHints {
+    /// For a list: the func a row opens (default `<list>.edit`, when it exists).
+    pub row_func: Option<&'static str>,
+    /// For a list: the columns shown first, in this order; the others follow (default: the
+    /// declared order). `elid` is never shown.
+    pub columns_first: &'static [&'static str],
+    /// For a list: columns left out of the table.
+    pub hidden: &'static [&'static str],
+    /// For a list: funcs offered on the selected rows besides `<list>.<name>` groups and
+    /// actions on the same object.
+    pub row_funcs: &'static [&'static str],
+    /// The menu area (default: the name up to the first dot).
+    pub area: Option<&'static str>,
+    /// For a group func: asks for a confirmation first (default: names ending in `.delete`).
+    pub confirm: Option<bool>,
+    /// Left out of the menu (a list that only makes sense under a parent, a technical func).
+    pub no_menu: bool,
+    /// Column headings where the column's name in words is not enough.
+    pub labels: &'static [(&'static str, &'static str)],
+    /// Words for a column's codes: `(column, &[(code, word)])` (a payment's status 4 is "paid").
+    pub values: &'static [(&'static str, &'static [(&'static str, &'static str)])],
+}
+
 pub struct FuncDecl {
     pub name: String,
     pub title: String,
@@ -198,6 +240,8 @@ pub struct FuncDecl {
     pub parent_required: bool,
     pub params: Vec<Param>,
     pub action_mode: ActionMode,
+    /// How the web panel shows it.
+    pub panel: PanelHints,
 }
 
 impl FuncDecl {
@@ -212,6 +256,7 @@ impl FuncDecl {
             parent_required: false,
             params: Vec::new(),
             action_mode: ActionMode::Write,
+            panel: PanelHints::default(),
         }
     }
 
@@ -265,6 +310,12 @@ impl FuncDecl {
 
     pub fn params(mut self, params: Vec<Param>) -> FuncDecl {
         self.params = params;
+        self
+    }
+
+    /// Sets what the web panel needs beyond the rest of the declaration.
+    pub fn panel(mut self, hints: PanelHints) -> FuncDecl {
+        self.panel = hints;
         self
     }
 

@@ -27,6 +27,7 @@ pub mod list;
 pub mod mail;
 pub mod money;
 pub mod outbox;
+pub mod panel;
 pub mod params;
 pub mod plugin;
 pub mod repl;

@@ -1,5 +1,5 @@
 //! A minimal HTTP/1.1 keep-alive client over std `TcpStream`, for the kill test
-//! (`tests/kill.rs`) and the load bench (`benches/http_load.rs`): one connection, one request
+//! (`tests/kill.rs`) and the benches (`benches/http_load.rs`, `benches/panel.rs`): one connection, one request
 //! at a time, answers read by `Content-Length`. Every read and write has a timeout, so that a
 //! dead server ends a caller's loop instead of hanging it.
 #![allow(dead_code)]
@@ -58,6 +58,16 @@ impl Conn {
         write!(
             self.request,
             "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )?;
+        self.exchange()
+    }
+
+    /// `GET target` with a `Cookie` header (the panel's session).
+    pub fn get_with_cookie(&mut self, target: &str, cookie: &str) -> io::Result<Answer> {
+        self.request.clear();
+        write!(
+            self.request,
+            "GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n\r\n"
         )?;
         self.exchange()
     }

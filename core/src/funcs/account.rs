@@ -18,12 +18,15 @@ use crate::store::{OptionalExtension, params};
 pub const SETFILTER_LISTS: &[&str] = &["account.payment", "subaccount.expense"];
 
 pub fn register(reg: &mut Registry) {
-    reg.add(FuncDecl::list(
-        "account",
-        "Clients",
-        Access::ADMIN_USER,
-        account_list(),
-    ));
+    reg.add(
+        FuncDecl::list("account", "Clients", Access::ADMIN_USER, account_list()).panel(
+            crate::func::PanelHints {
+                columns_first: &["id", "name", "email", "balance", "status"],
+                hidden: &["account_status"],
+                ..Default::default()
+            },
+        ),
+    );
     reg.add(FuncDecl::filter("account.filter", "account", Access::ADMIN));
     reg.add(
         FuncDecl::edit(
@@ -129,16 +132,20 @@ fn edit_params() -> Vec<Param> {
         Param::new("project", Ty::Ref(PROJECT)).admin_only(),
         Param::new("country", Ty::Ref(COUNTRY)),
         Param::new("state", Ty::Text(100)),
-        Param::new("realname", Ty::Text(255)),
-        Param::new("name", Ty::Text(255)),
-        Param::new("settingurl", Ty::Text(1024)).admin_only(),
-        Param::new("valid_phone", Ty::Text(32)).admin_only(),
-        Param::new("try_phone", Ty::Text(32)),
+        Param::new("realname", Ty::Text(255)).label("Contact person"),
+        Param::new("name", Ty::Text(255)).label("Client name"),
+        Param::new("settingurl", Ty::Text(1024))
+            .admin_only()
+            .label("Settings URL"),
+        Param::new("valid_phone", Ty::Text(32))
+            .admin_only()
+            .label("Verified phone"),
+        Param::new("try_phone", Ty::Text(32)).label("Phone"),
         Param::new("label", Ty::Text(255)).admin_only(),
         Param::new("selfview", Ty::Text(255)).admin_only(),
         Param::new("products_page", Ty::Text(255)).admin_only(),
-        Param::new("passwd", Ty::Password(MIN_PASSWORD_LEN)),
-        Param::new("confirm", Ty::Password(0)),
+        Param::new("passwd", Ty::Password(MIN_PASSWORD_LEN)).label("Password"),
+        Param::new("confirm", Ty::Password(0)).label("Confirm password"),
         Param::new("attitude", Ty::Int { min: -1, max: 1 }).admin_only(),
         Param::new("employee", Ty::Ref(USER)).admin_only(),
         Param::new("nocalcstat", Ty::Flag).admin_only(),

@@ -120,7 +120,39 @@ pub fn register(reg: &mut Registry) {
     ];
     reg.add(
         FuncDecl::list("account.payment", "Payments", Access::ADMIN_USER, payments)
-            .parent(ACCOUNT, false),
+            .parent(ACCOUNT, false)
+            .panel(crate::func::PanelHints {
+                row_func: Some("payment.edit"),
+                columns_first: &[
+                    "id",
+                    "number",
+                    "create_date",
+                    "pay_date",
+                    "account_name",
+                    "paymethod_name",
+                    "subaccountamount_iso",
+                    "status",
+                ],
+                hidden: &[
+                    "account",
+                    "recipient_name",
+                    "sender_name",
+                    "paymethodamount_iso",
+                ],
+                labels: &[
+                    ("subaccountamount_iso", "Amount"),
+                    ("paymethod_name", "Method"),
+                    ("account_name", "Client"),
+                ],
+                values: &[("status", PAYMENT_STATUS_WORDS)],
+                row_funcs: &[
+                    "payment.setpaid",
+                    "payment.delete",
+                    "payment.send",
+                    "payment.print.pdf",
+                ],
+                ..Default::default()
+            }),
     );
     reg.add(FuncDecl::filter(
         "account.payment.filter",
@@ -168,7 +200,15 @@ pub fn register(reg: &mut Registry) {
             Access::ADMIN_USER,
             expenses,
         )
-        .parent(ACCOUNT, false),
+        .parent(ACCOUNT, false)
+        .panel(crate::func::PanelHints {
+            labels: &[
+                ("locale_name", "Expense"),
+                ("realdate", "Date"),
+                ("notpayd", "Not paid"),
+            ],
+            ..Default::default()
+        }),
     );
     reg.add(FuncDecl::filter(
         "subaccount.expense.filter",
@@ -196,3 +236,15 @@ pub fn register(reg: &mut Registry) {
             .parent(PAYMENT, true),
     );
 }
+
+/// A payment's status codes in words, as the panel shows them (`ledger::status`).
+pub const PAYMENT_STATUS_WORDS: &[(&str, &str)] = &[
+    ("1", "new"),
+    ("2", "in progress"),
+    ("3", "pledged"),
+    ("4", "paid"),
+    ("5", "refund pending"),
+    ("6", "refunded"),
+    ("7", "fraud"),
+    ("9", "canceled"),
+];

@@ -43,7 +43,10 @@ pub fn register(reg: &mut Registry) {
         )
         .parent(ACCOUNT, false)
         .params(vec![
-            Param::new("paymethod", Ty::Ref(PAYMETHOD)).required(),
+            Param::new("paymethod", Ty::Ref(PAYMETHOD))
+                .required()
+                .label("Payment method")
+                .source("payment.add.methods", "name"),
             Param::new("amount", Ty::Decimal).required(),
         ]),
     );

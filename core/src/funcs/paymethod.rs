@@ -19,6 +19,47 @@ use crate::store::{OptionalExtension, params};
 use rust_decimal::Decimal;
 
 pub fn register(reg: &mut Registry) {
+    // What `payment.add` offers: the active methods, a client only those of its provider (or of
+    // none), with nothing of their settings. The owner condition is `expr = ?2` (the client's
+    // id is the first value `list::run` binds after the parent's `?1`).
+    let mut offered = ListSpec::new(
+        "paymethod m",
+        "m.id",
+        &[
+            ("id", "m.id"),
+            ("name", "m.name"),
+            (
+                "currency",
+                "(SELECT iso FROM currency WHERE id = m.currency_id)",
+            ),
+            (
+                "minamount",
+                "money(m.minamount, (SELECT minor_units FROM currency WHERE id = m.currency_id))",
+            ),
+            (
+                "maxamount",
+                "money(m.maxamount, (SELECT minor_units FROM currency WHERE id = m.currency_id))",
+            ),
+        ],
+    );
+    offered.base_where = Some("m.active = 1");
+    offered.owner = Some(
+        "(SELECT a.id FROM account a WHERE a.id = ?2
+          AND (m.project_id IS NULL OR m.project_id = a.project_id))",
+    );
+    reg.add(
+        FuncDecl::list(
+            "payment.add.methods",
+            "Payment methods offered",
+            Access::ADMIN_USER,
+            offered,
+        )
+        .panel(crate::func::PanelHints {
+            no_menu: true,
+            ..Default::default()
+        }),
+    );
+
     let mut methods = ListSpec::new(
         "paymethod m",
         "m.id",

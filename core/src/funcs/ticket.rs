@@ -1,5 +1,6 @@
 //! Tickets to clients: `ticket.write.account` stores one with its first message and emails the
-//! client about it through the outbox; `ticket` lists them (a client user sees its own) and
+//! client about it through the outbox; `ticket.add` is a client's own new ticket and
+//! `ticket.reply` adds a message to a ticket (a client only to its own); `ticket` lists them (a client user sees its own) and
 //! `ticket.message` lists a ticket's messages (a client user only those of its own tickets).
 
 use super::{ACCOUNT, TICKET};
@@ -33,6 +34,56 @@ pub fn register(reg: &mut Registry) {
         .params(ticket_params()),
     );
 
+    reg.add(
+        FuncDecl::action(
+            "ticket.add",
+            "Write to support",
+            Access {
+                admin: false,
+                user: true,
+                public: false,
+            },
+            ActionMode::FormThenWrite,
+            |ctx, p| {
+                let account = ctx.caller.account_id.ok_or_else(|| {
+                    crate::error::FuncError::access("ticket.add", "No client account")
+                })?;
+                let id = write_ticket(
+                    ctx,
+                    account,
+                    None,
+                    p.required("subject")?,
+                    p.required("message")?,
+                )?;
+                Ok(Doc::created(id))
+            },
+        )
+        .params(ticket_params()),
+    );
+    reg.add(
+        FuncDecl::action(
+            "ticket.reply",
+            "Reply",
+            Access::ADMIN_USER,
+            ActionMode::FormThenWrite,
+            |ctx, p| {
+                let ticket = parse_id("elid", p.required("elid")?)?;
+                let message = p.required("message")?;
+                ctx.db
+                    .prepare_cached(
+                        "INSERT INTO ticket_message (ticket_id, author, body, created)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![ticket, ctx.caller.history_name(), message, ctx.now])?;
+                let id = ctx.db.last_insert_rowid()?;
+                ctx.history("ticket", ticket, "reply")?;
+                Ok(Doc::created(id))
+            },
+        )
+        .object(TICKET)
+        .params(vec![Param::new("message", Ty::LongText(65_536)).required()]),
+    );
+
     let mut tickets = ListSpec::new(
         "ticket t",
         "t.id",
@@ -63,7 +114,21 @@ pub fn register(reg: &mut Registry) {
         FilterField::new("status", "t.status", FilterOp::EqText),
     ];
     reg.add(
-        FuncDecl::list("ticket", "Tickets", Access::ADMIN_USER, tickets).parent(ACCOUNT, false),
+        FuncDecl::list("ticket", "Tickets", Access::ADMIN_USER, tickets)
+            .parent(ACCOUNT, false)
+            .panel(crate::func::PanelHints {
+                row_func: Some("ticket.message"),
+                columns_first: &[
+                    "id",
+                    "subject",
+                    "account_name",
+                    "status",
+                    "created",
+                    "messages",
+                ],
+                hidden: &["account", "payment"],
+                ..Default::default()
+            }),
     );
 
     let mut messages = ListSpec::new(

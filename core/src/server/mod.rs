@@ -88,7 +88,7 @@ impl Default for ServerConfig {
     }
 }
 
-struct App {
+pub(crate) struct App {
     engine: Arc<Engine>,
     config: ServerConfig,
     throttle: Mutex<Throttle>,
@@ -191,6 +191,7 @@ fn router(app: Arc<App>) -> Router {
             "/billmgr/callback/{module}",
             axum::routing::post(gateway_callback),
         )
+        .merge(crate::panel::router())
         .fallback(not_found)
         .with_state(app)
 }
@@ -271,18 +272,7 @@ async fn billmgr(
     };
 
     let ip = peer.ip().to_canonical();
-    let answer = match app.engine.lane(&call.func, &call.params) {
-        Lane::Inline => match app.inline(&call, ip) {
-            Some(answer) => answer,
-            None => blocking(&app, &call, ip, deadline).await,
-        },
-        Lane::Writer => match app.admit_quick(&call, ip) {
-            Ok(Some((caller, logins))) => queued(&app, &call, caller, logins, ip, deadline).await,
-            Ok(None) => blocking(&app, &call, ip, deadline).await,
-            Err(refused) => refused,
-        },
-        Lane::Blocking => blocking(&app, &call, ip, deadline).await,
-    };
+    let answer = in_lane(&app, &call, ip, deadline).await;
     let answer = match (&call.session_probe, answer.doc) {
         (Some(sid), Doc::Form(fields)) => {
             let form = Doc::Form(fields);
@@ -312,6 +302,59 @@ async fn billmgr(
         &call.lang,
         answer.cookie,
     )
+}
+
+/// Runs a call in its lane (see [`Lane`]).
+async fn in_lane(
+    app: &Arc<App>,
+    call: &Call,
+    ip: IpAddr,
+    deadline: tokio::time::Instant,
+) -> Answer {
+    match app.engine.lane(&call.func, &call.params) {
+        Lane::Inline => match app.inline(call, ip) {
+            Some(answer) => answer,
+            None => blocking(app, call, ip, deadline).await,
+        },
+        Lane::Writer => match app.admit_quick(call, ip) {
+            Ok(Some((caller, logins))) => queued(app, call, caller, logins, ip, deadline).await,
+            Ok(None) => blocking(app, call, ip, deadline).await,
+            Err(refused) => refused,
+        },
+        Lane::Blocking => blocking(app, call, ip, deadline).await,
+    }
+}
+
+/// One func call for the web panel ([`crate::panel`]): the same lanes, login throttle,
+/// deadline and session cookie as `/billmgr`. Answers the document and the `Set-Cookie` value
+/// (after `auth` and `logout`).
+pub(crate) async fn dispatch(
+    app: &Arc<App>,
+    func: &str,
+    params: Params,
+    session: Option<String>,
+    ip: IpAddr,
+) -> (Doc, Option<String>) {
+    let deadline = tokio::time::Instant::now() + app.config.request_timeout;
+    let call = Call {
+        func: func.to_string(),
+        params,
+        format: Format::Xml,
+        lang: "en".into(),
+        session,
+        session_probe: None,
+    };
+    let answer = in_lane(app, &call, ip.to_canonical(), deadline).await;
+    (answer.doc, answer.cookie)
+}
+
+impl App {
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+    pub(crate) fn config(&self) -> &ServerConfig {
+        &self.config
+    }
 }
 
 /// What a request whose func did not finish (or start) within the deadline answers.
@@ -601,6 +644,18 @@ enum BodyKind {
     Json,
 }
 
+/// A form body (or none): what the panel's POSTs must be.
+pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), FuncError> {
+    match body_kind(headers)? {
+        BodyKind::Form => Ok(()),
+        BodyKind::Json => Err(FuncError::value(
+            "content-type",
+            "application/json",
+            "Send the form as application/x-www-form-urlencoded",
+        )),
+    }
+}
+
 fn body_kind(headers: &HeaderMap) -> Result<BodyKind, FuncError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(BodyKind::Form);
@@ -626,7 +681,11 @@ fn body_kind(headers: &HeaderMap) -> Result<BodyKind, FuncError> {
     }
 }
 
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, FuncError> {
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Vec<u8>, FuncError> {
     let too_large = || {
         FuncError::value(
             "body",
@@ -653,7 +712,7 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<
 }
 
 /// The `billmgrses5` cookie, if the request carries one.
-fn session_cookie(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn session_cookie(headers: &HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -693,7 +752,7 @@ fn render(doc: &Doc, format: Format, func: &str, lang: &str, cookie: Option<Stri
 
 /// A file as itself: its media type, and a disposition with the file name (ASCII fallback and
 /// the UTF-8 name of RFC 6266).
-fn file_response(file: &FileDoc) -> Response {
+pub(crate) fn file_response(file: &FileDoc) -> Response {
     let mut response = Response::new(Body::from(file.bytes.clone()));
     let headers = response.headers_mut();
     let mime = HeaderValue::from_str(&file.mime)
