@@ -905,6 +905,31 @@ fn stripe_checkout_credits_once_and_refunds_in_parts() {
     assert_eq!(host.history_count(payment, "already paid"), 13);
     host.check_clean();
 
+    // Signed events about nothing of ours (another integration's session; a type not handled)
+    // are acknowledged so that Stripe stops sending them, and change nothing.
+    let foreign = json!({"id": "cs_live_other", "object": "checkout.session", "status": "complete",
+                         "payment_status": "paid", "amount_total": 999, "currency": "usd",
+                         "client_reference_id": null, "metadata": {}});
+    for (kind, object) in [
+        ("checkout.session.completed", foreign),
+        (
+            "payment_intent.succeeded",
+            json!({"id": "pi_other", "object": "payment_intent"}),
+        ),
+    ] {
+        let other = stripe_event(kind, &object);
+        let (status, body) = stripe_post(
+            &server,
+            &other,
+            &stripe_signature(&other, WHSEC, unix_now()),
+        );
+        assert_eq!(status, 200, "{kind}: {body}");
+        let (status, _) = stripe_post(&server, &other, &forged);
+        assert_eq!(status, 400, "{kind} unsigned");
+    }
+    assert_eq!(host.balance(account), 1000);
+    host.check_clean();
+
     // Partial, then the rest: through the Refunds API, each with its key.
     let pi = paid["payment_intent"].as_str().unwrap().to_string();
     let doc = host.ok(

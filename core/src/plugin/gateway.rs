@@ -596,6 +596,15 @@ fn callback(ctx: &Ctx, host: &PluginHost, p: &Params) -> FuncResult<Doc> {
     let report: sdk::CallbackReport = plugin
         .call("gateway.callback", &req)
         .map_err(|e| e.into_func_error(module))?;
+    // Nothing of ours (another integration's payment on the same account): acknowledged so
+    // that the provider stops sending it; nothing changes and there is no payment to note it on.
+    if let Some(why) = &report.ignored {
+        let mut fields = vec![("ignored".into(), why.clone())];
+        if let Some(reply) = &report.reply {
+            fields.push(("reply".into(), reply.clone()));
+        }
+        return Ok(Doc::Ok(fields));
+    }
     // A rejected callback is recorded in history and committed, then answered as an error; a
     // failure of the database rolls everything back.
     ctx.write(|w| apply_callback(w, module, paymethod, &report))?

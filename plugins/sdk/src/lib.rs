@@ -372,6 +372,11 @@ pub struct CallbackReport {
     /// host completes the pending refunds they confirm and records the others in history.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refunds: Vec<RefundNotice>,
+    /// Set when the notification is about nothing of billhost's (a payment another integration
+    /// made on the same provider account, an event type the gateway does not handle): the host
+    /// acknowledges it, so that the provider stops sending it, and changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
 }
 
 /// A refund as the gateway reports it in a callback.

@@ -409,6 +409,21 @@ fn refund_outcome(refund: &Value) -> Result<RefundOutcome> {
     }
 }
 
+/// An acknowledged webhook about nothing of billhost's.
+fn ignored(why: String) -> CallbackReport {
+    CallbackReport {
+        verified: true,
+        payment_id: None,
+        external_id: String::new(),
+        amount: String::new(),
+        outcome: Outcome::Pending,
+        reply: None,
+        reason: None,
+        refunds: Vec::new(),
+        ignored: Some(why),
+    }
+}
+
 fn with_query(url: &str, query: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{query}")
@@ -525,6 +540,12 @@ impl PaymentGateway for Stripe {
                     "checkout.session.async_payment_failed" => Outcome::Failed,
                     _ => session_outcome(object),
                 };
+                if verdict.is_ok() && payment_id_of(object).is_none() {
+                    return Ok(ignored(format!(
+                        "the session {} was not made by billhost",
+                        object["id"].as_str().unwrap_or("?")
+                    )));
+                }
                 Ok(CallbackReport {
                     verified: verdict.is_ok(),
                     payment_id: payment_id_of(object),
@@ -534,6 +555,7 @@ impl PaymentGateway for Stripe {
                     reply,
                     reason: verdict.err(),
                     refunds: Vec::new(),
+                    ignored: None,
                 })
             }
             "charge.refunded" => {
@@ -548,6 +570,7 @@ impl PaymentGateway for Stripe {
                         reply,
                         reason: Some(reason),
                         refunds: Vec::new(),
+                        ignored: None,
                     });
                 }
                 let intent = object["payment_intent"]
@@ -563,12 +586,12 @@ impl PaymentGateway for Stripe {
                     .as_array()
                     .and_then(|l| l.first())
                     .cloned()
-                    .ok_or_else(|| {
-                        Error::value(
-                            "body",
-                            format!("no Checkout Session of this account has the payment {intent}"),
-                        )
-                    })?;
+                    .unwrap_or(Value::Null);
+                if payment_id_of(&session).is_none() {
+                    return Ok(ignored(format!(
+                        "the payment {intent} was not made by billhost's Checkout Sessions"
+                    )));
+                }
                 let currency = object["currency"].as_str().unwrap_or("");
                 let refunds = refunds_of(&cfg, intent)?
                     .iter()
@@ -599,15 +622,18 @@ impl PaymentGateway for Stripe {
                     reply,
                     reason: None,
                     refunds,
+                    ignored: None,
                 })
             }
             "" => Err(Error::value("body", "the webhook body has no event type")),
-            other => Err(Error::value(
-                "body",
-                format!(
-                    "the stripe gateway does not handle '{other}' events: subscribe the endpoint to checkout.session.completed, checkout.session.expired, checkout.session.async_payment_succeeded, checkout.session.async_payment_failed and charge.refunded only"
-                ),
-            )),
+            // A signed event of a type not handled (the endpoint listens to more): acknowledged,
+            // nothing changes.
+            other => match verdict {
+                Ok(()) => Ok(ignored(format!(
+                    "the stripe gateway does not handle '{other}' events"
+                ))),
+                Err(reason) => Err(Error::value("signature", reason)),
+            },
         }
     }
 

@@ -168,6 +168,7 @@ impl PaymentGateway for TestPay {
             reply: Some("OK".into()),
             reason: None,
             refunds: Vec::new(),
+            ignored: None,
         })
     }
 

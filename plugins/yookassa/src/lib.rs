@@ -324,6 +324,22 @@ fn unverified(
         reply: None,
         reason: Some(reason),
         refunds: Vec::new(),
+        ignored: None,
+    }
+}
+
+/// An acknowledged notification about nothing of billhost's.
+fn ignored(why: String) -> CallbackReport {
+    CallbackReport {
+        verified: true,
+        payment_id: None,
+        external_id: String::new(),
+        amount: String::new(),
+        outcome: Outcome::Pending,
+        reply: None,
+        reason: None,
+        refunds: Vec::new(),
+        ignored: Some(why),
     }
 }
 
@@ -455,6 +471,11 @@ impl PaymentGateway for YooKassa {
                 let payment = cfg.get(&format!("/payments/{}", path_id(object_id)?))?;
                 let api = payment["status"].as_str().unwrap_or("unknown");
                 let expected = event.trim_start_matches("payment.");
+                if payment_id_of(&payment).is_none() {
+                    return Ok(ignored(format!(
+                        "the payment {object_id} was not made by billhost"
+                    )));
+                }
                 let amount = amount_of(&payment);
                 let outcome = payment_outcome(&payment);
                 if api != expected {
@@ -477,12 +498,18 @@ impl PaymentGateway for YooKassa {
                     reply: None,
                     reason: None,
                     refunds: Vec::new(),
+                    ignored: None,
                 })
             }
             "refund.succeeded" => {
                 let refund = cfg.get(&format!("/refunds/{}", path_id(object_id)?))?;
                 let payment_ext = refund["payment_id"].as_str().unwrap_or("").to_string();
                 let payment = cfg.get(&format!("/payments/{}", path_id(&payment_ext)?))?;
+                if payment_id_of(&payment).is_none() {
+                    return Ok(ignored(format!(
+                        "the refund {object_id} is of the payment {payment_ext}, not made by billhost"
+                    )));
+                }
                 let api = refund["status"].as_str().unwrap_or("unknown");
                 if api != "succeeded" {
                     return Ok(unverified(
@@ -509,15 +536,14 @@ impl PaymentGateway for YooKassa {
                         amount: amount_of(&refund),
                         outcome: RefundOutcome::Done,
                     }],
+                    ignored: None,
                 })
             }
             "" => Err(Error::value("body", "the notification has no event")),
-            other => Err(Error::value(
-                "body",
-                format!(
-                    "the yookassa gateway does not handle '{other}' notifications: subscribe to payment.succeeded, payment.canceled and refund.succeeded"
-                ),
-            )),
+            // Nothing changes for them: acknowledged so that YooKassa stops sending them.
+            other => Ok(ignored(format!(
+                "the yookassa gateway does not handle '{other}' notifications (it takes payment.succeeded, payment.canceled and refund.succeeded)"
+            ))),
         }
     }
 
