@@ -574,7 +574,10 @@ impl PaymentGateway for YooKassa {
         let value = api_amount(&req.amount, &currency)?;
         let marker = refund_marker(req.refund_id);
         // Asked again: the refund made before is the answer.
-        let made = cfg.get(&format!("/refunds?payment_id={}", path_id(&payment)?))?;
+        let made = cfg.get(&format!(
+            "/refunds?payment_id={}&limit=100",
+            path_id(&payment)?
+        ))?;
         if let Some(found) = made["items"].as_array().and_then(|items| {
             items.iter().find(|r| {
                 r["description"]
