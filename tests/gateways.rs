@@ -1600,6 +1600,35 @@ fn yookassa_status_checks_sender_ranges_and_settings() {
     );
     assert_eq!(text(&doc["status"]), "5", "{doc}");
     let refund: i64 = text(&doc["refund"]).parse().unwrap();
+    assert_eq!(host.payment_status(payment), 5);
+    // YooKassa's refund.succeeded comes first: the refund, found by our mark, is complete.
+    let server = Server::start(&host);
+    let note = yoo_notification("refund.succeeded", &yoo.refunds()[0]);
+    let (status, body) = server.notify("yookassa", &[("X-Real-IP", "185.71.76.10")], &note);
+    assert_eq!(status, 400, "{body}");
+    drop(server);
+    let mut behind_proxy = settings.clone();
+    behind_proxy["ip_header"] = json!("x-real-ip");
+    host.ok(
+        "paymethod.edit",
+        &[
+            &format!("elid={pm}"),
+            "sok=ok",
+            &format!("settings={behind_proxy}"),
+        ],
+    );
+    let server = Server::start(&host);
+    let (status, body) = server.notify("yookassa", &[("X-Real-IP", "185.71.76.10")], &note);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        host.history_count(
+            payment,
+            &format!("yookassa callback: refund {refund} confirmed")
+        ),
+        1
+    );
+    assert_eq!(host.payment_status(payment), 4);
+    drop(server);
     let doc = host.ok("payment.refund.retry", &[&format!("elid={refund}")]);
     assert_eq!(text(&doc["done"]), "1", "{doc}");
     assert_eq!(yoo.refunds().len(), 1);

@@ -279,6 +279,17 @@ fn refund_marker(refund_id: i64) -> String {
     format!("[billhost refund {refund_id}]")
 }
 
+/// The host's refund id in a refund's description (our marker), if it is one of ours.
+fn marked_refund(refund: &Value) -> Option<i64> {
+    let d = refund["description"].as_str()?;
+    let start = d.rfind("[billhost refund ")?;
+    d[start..]
+        .strip_prefix("[billhost refund ")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
 fn refund_outcome(refund: &Value) -> Result<RefundOutcome> {
     match refund["status"].as_str().unwrap_or("") {
         "succeeded" => Ok(RefundOutcome::Done),
@@ -531,7 +542,7 @@ impl PaymentGateway for YooKassa {
                     reply: None,
                     reason: None,
                     refunds: vec![RefundNotice {
-                        refund_id: None,
+                        refund_id: marked_refund(&refund),
                         external_id: object_id.to_string(),
                         amount: amount_of(&refund),
                         outcome: RefundOutcome::Done,
@@ -636,6 +647,17 @@ mod tests {
         assert!(!from_yookassa("127.0.0.1"));
         assert!(!from_yookassa(""));
         assert!(!from_yookassa("not an address"));
+    }
+
+    #[test]
+    fn our_refunds_are_found_by_their_mark() {
+        let r = json!({"description": format!("Refund to Ann {}", refund_marker(42))});
+        assert_eq!(marked_refund(&r), Some(42));
+        assert_eq!(
+            marked_refund(&json!({"description": "made in the dashboard"})),
+            None
+        );
+        assert_eq!(marked_refund(&json!({})), None);
     }
 
     #[test]
