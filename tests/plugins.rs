@@ -69,6 +69,10 @@ fn shipped() -> &'static Path {
                 "billhost-plugin-smsfile",
                 "-p",
                 "billhost-plugin-echo",
+                "-p",
+                "billhost-plugin-stripe",
+                "-p",
+                "billhost-plugin-yookassa",
             ],
             &target_dir(),
         );
@@ -693,7 +697,7 @@ fn func_plugins_add_funcs_like_built_in_ones() {
     let list = host.run(&["plugins"]);
     let listing = String::from_utf8_lossy(&list.stdout);
     assert!(list.status.success(), "{listing}");
-    for name in ["manual", "testpay", "smsfile", "echo"] {
+    for name in ["manual", "testpay", "stripe", "yookassa", "smsfile", "echo"] {
         assert!(listing.contains(name), "{listing}");
     }
     assert!(
@@ -709,7 +713,7 @@ fn func_plugins_add_funcs_like_built_in_ones() {
     let list = twice.run(&["plugins"]);
     let listing = String::from_utf8_lossy(&list.stdout);
     assert!(list.status.success(), "{listing}");
-    assert_eq!(listing.matches("skipped ").count(), 4, "{listing}");
+    assert_eq!(listing.matches("skipped ").count(), 6, "{listing}");
 
     // Settings from the plugin configuration are the plugin's to validate, at load.
     std::fs::write(

@@ -261,25 +261,41 @@ impl PaymethodEdit {
             ));
         }
         if let Some(plugin) = plugin
-            && (given.is_some() || p.get("module").is_some())
+            && (given.is_some() || p.get("module").is_some() || p.get("currency").is_some())
         {
             let settings = given.clone().unwrap_or(cur_settings);
-            plugin.validate_settings(&settings).map_err(|e| match e {
-                CallError::Plugin(e) => FuncError::value(
-                    "settings",
-                    "",
-                    format!(
-                        "The {module} gateway refuses the settings{}: {}",
-                        if e.object.is_empty() {
-                            String::new()
-                        } else {
-                            format!(" ({})", e.object)
-                        },
-                        e.message
+            // The gateway also says whether it takes the method's currency (an unknown currency
+            // is left to paymethod.edit's own checks).
+            let currency_id = match (p.get("currency"), current) {
+                (Some(v), _) => v.parse::<i64>().ok(),
+                (None, Some(id)) => ctx
+                    .db
+                    .prepare_cached("SELECT currency_id FROM paymethod WHERE id = ?1")?
+                    .query_row([id], |r| r.get(0))
+                    .optional()?,
+                (None, None) => None,
+            };
+            let iso = currency_id
+                .and_then(|id| ledger::currency(ctx.db, id).ok())
+                .map(|c| c.iso);
+            plugin
+                .validate_method(&settings, iso.as_deref())
+                .map_err(|e| match e {
+                    CallError::Plugin(e) => FuncError::value(
+                        "settings",
+                        "",
+                        format!(
+                            "The {module} gateway refuses the settings{}: {}",
+                            if e.object.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" ({})", e.object)
+                            },
+                            e.message
+                        ),
                     ),
-                ),
-                broken => broken.into_func_error(&module),
-            })?;
+                    broken => broken.into_func_error(&module),
+                })?;
         }
         Ok(given.map(|v| v.to_string()))
     }
@@ -575,10 +591,20 @@ fn callback(ctx: &Ctx, host: &PluginHost, p: &Params) -> FuncResult<Doc> {
         paymethod_id: paymethod,
         body: p.raw("body").unwrap_or("").to_string(),
         headers,
+        remote_addr: ctx.caller.ip.clone(),
     };
     let report: sdk::CallbackReport = plugin
         .call("gateway.callback", &req)
         .map_err(|e| e.into_func_error(module))?;
+    // Nothing of ours (another integration's payment on the same account): acknowledged so
+    // that the provider stops sending it; nothing changes and there is no payment to note it on.
+    if let Some(why) = &report.ignored {
+        let mut fields = vec![("ignored".into(), why.clone())];
+        if let Some(reply) = &report.reply {
+            fields.push(("reply".into(), reply.clone()));
+        }
+        return Ok(Doc::Ok(fields));
+    }
     // A rejected callback is recorded in history and committed, then answered as an error; a
     // failure of the database rolls everything back.
     ctx.write(|w| apply_callback(w, module, paymethod, &report))?
@@ -628,11 +654,18 @@ fn apply_callback(
         Ok(Err(FuncError::value(object, value, msg)))
     };
     if !report.verified {
-        return reject(
-            format!("the signature does not verify (it claimed {claim}); nothing changed"),
-            "signature",
-            "",
-        );
+        return match &report.reason {
+            Some(reason) => reject(
+                format!("{reason} (it claimed {claim}); nothing changed"),
+                "body",
+                "",
+            ),
+            None => reject(
+                format!("the signature does not verify (it claimed {claim}); nothing changed"),
+                "signature",
+                "",
+            ),
+        };
     }
     if let Some(ext) = &gp.external_id
         && *ext != report.external_id
@@ -651,6 +684,9 @@ fn apply_callback(
             "external_id",
             &report.external_id,
         );
+    }
+    if !report.refunds.is_empty() {
+        return apply_refund_notices(ctx, module, &gp, report);
     }
     let amount = money::parse_minor(&report.amount, gp.currency.scale, "amount").ok();
     if amount != Some(gp.amount) {
@@ -715,6 +751,113 @@ fn apply_callback(
             .prepare_cached("UPDATE payment SET external_id = ?2 WHERE id = ?1")?
             .execute(params![id, report.external_id])?;
     }
+    let mut fields = vec![
+        ("payment".into(), id.to_string()),
+        ("status".into(), now.to_string()),
+    ];
+    if let Some(reply) = &report.reply {
+        fields.push(("reply".into(), reply.clone()));
+    }
+    Ok(Ok(Doc::Ok(fields)))
+}
+
+/// A verified callback about refunds of the payment: each pending refund it confirms (found by
+/// the host's refund id the gateway echoes, else by the gateway's refund id, and for the same
+/// amount) is completed; anything else (a refund made at the gateway and unknown here, one
+/// already complete, one not confirmed yet) changes nothing but a history line. Answers ok so
+/// that the gateway stops sending it.
+fn apply_refund_notices(
+    ctx: &Ctx,
+    module: &str,
+    gp: &GatewayPayment,
+    report: &sdk::CallbackReport,
+) -> FuncResult<FuncResult<Doc>> {
+    let id = gp.id;
+    let iso = &gp.currency.iso;
+    for notice in &report.refunds {
+        let by_id: Option<(i64, i64, i64, Option<String>)> = match notice.refund_id {
+            Some(refund) => ctx
+                .db
+                .prepare_cached(
+                    "SELECT id, status, paymethodamount, external_id FROM refund WHERE id = ?1 AND payment_id = ?2",
+                )?
+                .query_row(params![refund, id], |r| r.try_into())
+                .optional()?,
+            None => None,
+        };
+        let row = match by_id {
+            Some(row) => Some(row),
+            None => ctx
+                .db
+                .prepare_cached(
+                    "SELECT id, status, paymethodamount, external_id FROM refund WHERE payment_id = ?1 AND external_id = ?2",
+                )?
+                .query_row(params![id, notice.external_id], |r| r.try_into())
+                .optional()?,
+        };
+        let what = format!(
+            "refund {} of {} {iso} ({:?})",
+            notice.external_id, notice.amount, notice.outcome
+        );
+        let Some((refund, st, amount, external)) = row else {
+            ctx.history(
+                "payment",
+                id,
+                format!(
+                    "{module} callback: {what} is not a refund recorded here (made at the gateway?); nothing changed, record it by hand"
+                ),
+            )?;
+            continue;
+        };
+        let same_amount =
+            money::parse_minor(&notice.amount, gp.currency.scale, "amount").ok() == Some(amount);
+        let other_external = external.as_deref().is_some_and(|e| e != notice.external_id);
+        if !same_amount || other_external {
+            ctx.history(
+                "payment",
+                id,
+                format!(
+                    "{module} callback: {what} does not match refund {refund} ({} {iso}, external id {}); nothing changed",
+                    money::format_minor(amount, gp.currency.scale),
+                    external.as_deref().unwrap_or("none")
+                ),
+            )?;
+            continue;
+        }
+        match (notice.outcome, st) {
+            (sdk::RefundOutcome::Done, status::REFUND_PENDING) => {
+                ledger::complete_refund(ctx, refund, Some(&notice.external_id))?;
+                ctx.history(
+                    "payment",
+                    id,
+                    format!("{module} callback: refund {refund} confirmed ({what})"),
+                )?;
+            }
+            (sdk::RefundOutcome::Pending, status::REFUND_PENDING) => {
+                ctx.db
+                    .prepare_cached(
+                        "UPDATE refund SET external_id = coalesce(external_id, ?2) WHERE id = ?1",
+                    )?
+                    .execute(params![refund, notice.external_id])?;
+                ctx.history(
+                    "payment",
+                    id,
+                    format!("{module} callback: refund {refund} not confirmed yet ({what})"),
+                )?;
+            }
+            _ => {
+                ctx.history(
+                    "payment",
+                    id,
+                    format!(
+                        "{module} callback repeated: refund {refund} is already {} ({what}); nothing changed",
+                        status::name(st)
+                    ),
+                )?;
+            }
+        }
+    }
+    let now = ledger::payment(ctx.db, id)?.status;
     let mut fields = vec![
         ("payment".into(), id.to_string()),
         ("status".into(), now.to_string()),

@@ -181,10 +181,20 @@ impl Plugin {
 
     /// Asks the plugin whether `settings` suit it.
     pub fn validate_settings(&self, settings: &Value) -> Result<(), CallError> {
+        self.validate_method(settings, None)
+    }
+
+    /// Validates a payment method's settings and, when given, its currency (ISO code).
+    pub fn validate_method(
+        &self,
+        settings: &Value,
+        currency: Option<&str>,
+    ) -> Result<(), CallError> {
         let _: Value = self.call(
             "validate_settings",
             &sdk::Settings {
                 settings: settings.clone(),
+                currency: currency.map(str::to_string),
             },
         )?;
         Ok(())

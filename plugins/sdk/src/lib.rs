@@ -27,6 +27,7 @@
 //! Implement one of [`PaymentGateway`], [`Notifier`] or [`FuncHandler`] on a `Default` type and
 //! export it with [`billhost_plugin!`]; see `docs/plugins.md`.
 
+pub mod amount;
 pub mod crypto;
 
 use serde::{Deserialize, Serialize};
@@ -271,6 +272,10 @@ impl ParamSpec {
 pub struct Settings {
     #[serde(default)]
     pub settings: Value,
+    /// Gateways: the ISO code of the payment method's currency, when the host validates a
+    /// payment method's settings (absent from older hosts, and for other kinds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 /// Helpers to read settings.
@@ -324,6 +329,11 @@ pub struct CallbackRequest {
     /// Request headers (names lowercase), `signature` among them when the caller passed it.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The address the notification came from, as the host saw it (the TCP peer of
+    /// `POST /billmgr/callback/MODULE`, the caller's address of `payment.callback`); empty when
+    /// unknown (the command line, older hosts).
+    #[serde(default)]
+    pub remote_addr: String,
 }
 
 /// A payment's state at the gateway.
@@ -352,6 +362,36 @@ pub struct CallbackReport {
     /// What the gateway wants as the HTTP answer body, if anything in particular.
     #[serde(default)]
     pub reply: Option<String>,
+    /// Why the callback is not `verified`, in words for the payment's history (a gateway whose
+    /// notifications carry no signature checks them otherwise); without it the host says the
+    /// signature does not verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Refunds of the payment the notification reports (a provider's "refunded" event). When
+    /// not empty, the callback is about these refunds, not about the payment's own state: the
+    /// host completes the pending refunds they confirm and records the others in history.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refunds: Vec<RefundNotice>,
+    /// Set when the notification is about nothing of billhost's (a payment another integration
+    /// made on the same provider account, an event type the gateway does not handle): the host
+    /// acknowledges it, so that the provider stops sending it, and changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+}
+
+/// A refund as the gateway reports it in a callback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefundNotice {
+    /// The host's refund id, when the gateway echoes it (the refund id sent with
+    /// `gateway.refund`).
+    #[serde(default)]
+    pub refund_id: Option<i64>,
+    /// The gateway's id of the refund.
+    pub external_id: String,
+    /// In the payment method's currency, as a decimal string.
+    pub amount: String,
+    /// `Done` when the gateway confirms the refund, `Pending` while it does not yet.
+    pub outcome: RefundOutcome,
 }
 
 /// The host asks where a payment stands (the `checkpay` feature).
@@ -465,6 +505,12 @@ pub trait PaymentGateway: Send + Sync + 'static {
     fn validate_settings(&self, _settings: &Value) -> Result<()> {
         Ok(())
     }
+    /// Checks that the gateway takes payments in a payment method's currency (ISO code), when
+    /// the method is saved (after [`PaymentGateway::validate_settings`], with the same
+    /// settings); an error keeps the method unchanged.
+    fn validate_currency(&self, _settings: &Value, _currency: &str) -> Result<()> {
+        Ok(())
+    }
     /// The settings keys whose values are secrets, never shown back (see
     /// [`Manifest::secret_settings`]).
     fn secret_settings(&self) -> Vec<String> {
@@ -546,6 +592,9 @@ impl<T: PaymentGateway> Dispatch for GatewayAdapter<T> {
             "validate_settings" => {
                 let s: Settings = parse(method, input)?;
                 self.0.validate_settings(&s.settings)?;
+                if let Some(currency) = &s.currency {
+                    self.0.validate_currency(&s.settings, currency)?;
+                }
                 json(&Value::Null)
             }
             "gateway.start" => json(&self.0.start(parse(method, input)?)?),

@@ -166,6 +166,9 @@ impl PaymentGateway for TestPay {
             amount: field("amount")?,
             outcome,
             reply: Some("OK".into()),
+            reason: None,
+            refunds: Vec::new(),
+            ignored: None,
         })
     }
 
@@ -282,6 +285,7 @@ mod tests {
             paymethod_id: 1,
             body: body.into(),
             headers: [("signature".to_string(), sign("s3cret", body))].into(),
+            remote_addr: String::new(),
         };
         let r = TestPay.callback(req.clone()).unwrap();
         assert!(r.verified);
