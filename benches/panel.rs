@@ -12,9 +12,9 @@ mod http1;
 mod seed;
 
 use billhost::server::{self, ServerConfig};
+use billhost::store::params;
 use billhost::{Engine, EngineConfig};
 use http1::Conn;
-use billhost::store::params;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -20,7 +20,7 @@
 //! `checkout.session.async_payment_succeeded`/`_failed`, `charge.refunded`) are trusted only
 //! with a valid `Stripe-Signature`; the host decides what they change.
 
-mod http;
+use billhost_gateway_http as http;
 
 use billhost_plugin_sdk::amount::{from_minor, to_minor};
 use billhost_plugin_sdk::crypto::{constant_time_eq, hex, hmac_sha256, sha256};

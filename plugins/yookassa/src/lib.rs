@@ -17,7 +17,7 @@
 //! payment (or the refund) from the API and reports what the API says; a notification the API
 //! contradicts is reported unverified, and the host changes nothing but the payment's history.
 
-mod http;
+use billhost_gateway_http as http;
 
 use billhost_plugin_sdk::amount::{from_minor, to_minor};
 use billhost_plugin_sdk::crypto::{hex, sha256};
