@@ -387,6 +387,11 @@ fn the_sandbox_refuses_what_scripts_must_not_reach() {
     let doc = s.call("eval", &[("code", "\u{1b}LuaT\u{0}")]);
     assert_eq!(doc.field("outcome"), Some("refused"));
     assert!(doc.field("why").unwrap_or("").contains("binary"), "{doc:?}");
+    // An unnamed chunk's errors name it as Lua's own load does, not a line of billhost's source.
+    assert_eq!(
+        run("error('boom')"),
+        ("refused".into(), "(load):1: boom".into())
+    );
     // What is allowed works.
     assert_eq!(
         run("return string.format('%d', math.max(1, 2)) .. os.date():sub(1, 2)"),

@@ -440,7 +440,8 @@ fn new_state(config: &ScriptConfig, budget: &Arc<Budget>) -> mlua::Result<State>
                 let code = code.as_bytes().to_vec();
                 // The compiler runs outside the hook: its work is charged by the byte.
                 load_budget.charge(i64::try_from(code.len()).unwrap_or(i64::MAX))?;
-                let mut c = lua.load(code).set_mode(ChunkMode::Text);
+                // Unnamed, mlua would name the chunk after this Rust source line.
+                let mut c = lua.load(code).set_name("=(load)").set_mode(ChunkMode::Text);
                 if let Some(n) = name {
                     c = c.set_name(n);
                 }
