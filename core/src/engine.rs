@@ -528,6 +528,15 @@ impl Engine {
     }
 
     fn decl(&self, generation: &Generation, func: &str) -> FuncResult<Arc<FuncDecl>> {
+        // No func has such a name, and echoed back it would not read as what was sent (an XML
+        // document drops a NUL, a text line breaks at a newline).
+        if func.chars().any(char::is_control) {
+            return Err(FuncError::value(
+                "func",
+                "",
+                "Control characters are not allowed in a func name",
+            ));
+        }
         self.registry
             .get(func)
             .or_else(|| generation.func(func))
