@@ -14,6 +14,9 @@ use std::time::Instant;
 /// VM instructions between two budget checks.
 pub(super) const HOOK_EVERY: u32 = 1000;
 
+/// Instructions `load` charges for each byte of source it compiles.
+const LOAD_COST_PER_BYTE: i64 = 8;
+
 #[derive(Default)]
 struct Collected {
     before: HashMap<String, Vec<Function>>,
@@ -438,8 +441,10 @@ fn new_state(config: &ScriptConfig, budget: &Arc<Budget>) -> mlua::Result<State>
                     ));
                 };
                 let code = code.as_bytes().to_vec();
-                // The compiler runs outside the hook: its work is charged by the byte.
-                load_budget.charge(i64::try_from(code.len()).unwrap_or(i64::MAX))?;
+                // The compiler runs outside the hook: its work is charged by the byte, at what
+                // a byte costs it against a VM instruction (measured: 70 ns against 10 ns).
+                let bytes = i64::try_from(code.len()).unwrap_or(i64::MAX);
+                load_budget.charge(bytes.saturating_mul(LOAD_COST_PER_BYTE))?;
                 // Unnamed, mlua would name the chunk after this Rust source line.
                 let mut c = lua.load(code).set_name("=(load)").set_mode(ChunkMode::Text);
                 if let Some(n) = name {
