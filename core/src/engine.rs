@@ -213,17 +213,19 @@ impl<'g> Ctx<'_, 'g> {
     /// undone if it fails, whatever the calling func then does.
     pub fn call(&self, func: &str, params: Params) -> FuncResult<Doc> {
         let decl = self.engine.decl(self.scope.generation(), func)?;
-        self.db.execute_batch("SAVEPOINT nested_call")?;
-        let result = self
-            .engine
-            .dispatch(self.db, self.caller, &decl, &params, self.scope);
-        match &result {
-            Ok(_) => self.db.execute_batch("RELEASE nested_call")?,
-            Err(_) => self
-                .db
-                .execute_batch("ROLLBACK TO nested_call; RELEASE nested_call")?,
-        }
-        result
+        self.scope.nested(|| {
+            self.db.execute_batch("SAVEPOINT nested_call")?;
+            let result = self
+                .engine
+                .dispatch(self.db, self.caller, &decl, &params, self.scope);
+            match &result {
+                Ok(_) => self.db.execute_batch("RELEASE nested_call")?,
+                Err(_) => self
+                    .db
+                    .execute_batch("ROLLBACK TO nested_call; RELEASE nested_call")?,
+            }
+            result
+        })
     }
 }
 

@@ -24,6 +24,7 @@ impl Scheduler {
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("billhost-jobs".into())
+            .stack_size(super::THREAD_STACK)
             .spawn(move || {
                 let mut next: HashMap<String, Instant> = HashMap::new();
                 loop {

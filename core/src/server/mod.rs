@@ -122,6 +122,7 @@ pub fn run(engine: Arc<Engine>, config: ServerConfig, listen: &str) -> io::Resul
         .worker_threads(config.workers.max(1))
         .enable_all()
         .thread_name("billhost-http")
+        .thread_stack_size(crate::script::THREAD_STACK)
         .build()?;
     let result = runtime.block_on(async {
         // Handlers go in before the address is announced, so that a signal sent as soon as the
