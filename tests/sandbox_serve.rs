@@ -223,3 +223,40 @@ fn deep_recursion_is_an_error_not_a_crash() {
     let answer = get(server.addr, "func=accountgroup.edit&sok=ok&name=After");
     assert!(answer.body.contains("<id>"), "{}", answer.body);
 }
+
+/// Text from outside that the server logs (a login that failed, a job's error raised by a
+/// script) cannot write a line of its own: its newlines are escaped like a script's messages.
+#[test]
+fn outside_text_cannot_write_server_log_lines() {
+    let dir = prepared();
+    std::fs::write(
+        dir.path().join("scripts").join("job.lua"),
+        r#"billing.every(1, "forger", function() error("job\nbillhost serve: forged by a job") end)"#,
+    )
+    .expect("job script");
+    let server = serve(&dir, "logforge", 10);
+    let mut conn = Conn::connect(server.addr, Duration::from_secs(60)).expect("connect");
+    // The login ends at the first colon.
+    let login = enc("x\nbillhost serve forged by a login:pw");
+    let answer = conn
+        .get(&format!("/billmgr?func=whoami&authinfo={login}"))
+        .expect("answer");
+    assert!(answer.body.contains("auth"), "{}", answer.body);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = std::fs::read_to_string(&server.stderr).unwrap_or_default();
+        if (log.contains("forged by a job") && log.contains("forged by a login"))
+            || Instant::now() > deadline
+        {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(log.contains("forged by a job"), "{log}");
+    assert!(log.contains("forged by a login"), "{log}");
+    assert!(
+        log.lines()
+            .all(|l| !l.starts_with("billhost serve: forged")),
+        "{log}"
+    );
+}

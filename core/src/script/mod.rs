@@ -20,6 +20,7 @@ pub use scheduler::Scheduler;
 
 pub use console::Console;
 pub use money::Money;
+pub use sandbox::log_escaped;
 
 use crate::doc::Doc;
 use crate::engine::Ctx;
@@ -327,7 +328,10 @@ impl ScriptHost {
                 Ok(id)
             }
             Err(e) => {
-                eprintln!("billhost: scripts not reloaded, the last good set stays live: {e}");
+                eprintln!(
+                    "billhost: scripts not reloaded, the last good set stays live: {}",
+                    log_escaped(&e)
+                );
                 *lock(&self.last_error) = Some(e.clone());
                 Err(e)
             }

@@ -182,6 +182,15 @@ pub(super) fn log_line(file: &str, level: Option<&str>, msg: &str) -> String {
     out
 }
 
+/// `text` for a line of the server log: control characters and line separators escaped as
+/// in a script's log line, so that text from outside (a login, a func name, a script's error)
+/// never starts a line of its own.
+pub fn log_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(LOG_LINE_MAX) + 16);
+    escape_into(&mut out, text, LOG_LINE_MAX);
+    out
+}
+
 fn escape_into(out: &mut String, text: &str, max: usize) {
     let start = out.len();
     for (i, c) in text.char_indices() {
