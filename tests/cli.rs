@@ -588,3 +588,17 @@ fn run_jobs_prints_one_line_a_job() {
         "{out}"
     );
 }
+
+/// Text output keeps control characters out of the terminal: an error that echoes a parameter
+/// (`p_sort`) shows an escape character as `\u{1b}`, not as the byte.
+#[test]
+fn text_output_escapes_control_characters() {
+    let dir = TempDir::new("cli-text");
+    let o = billhost(
+        &dir.db(),
+        &["call", "account", "p_sort=a\u{1b}[2Jb", "--out", "text"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(!o.stdout.contains(&0x1b), "{o:?}");
+    assert!(stdout(&o).contains("a\\u{1b}[2Jb"), "{}", stdout(&o));
+}
