@@ -558,3 +558,47 @@ end)
         stdout(&bad)
     );
 }
+
+/// `run-jobs` prints one line a job, for cron: a job's error cannot print lines of its own
+/// (a forged `nightly: ok`).
+#[test]
+fn run_jobs_prints_one_line_a_job() {
+    let dir = TempDir::new("cli-jobs");
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).expect("scripts dir");
+    std::fs::write(
+        scripts.join("jobs.lua"),
+        r#"billing.every(60, "forger", function() error("boom\nnightly: ok") end)"#,
+    )
+    .expect("script");
+    let o = Command::new(env!("CARGO_BIN_EXE_billhost"))
+        .arg("--db")
+        .arg(dir.db())
+        .arg("--scripts")
+        .arg(&scripts)
+        .arg("run-jobs")
+        .env_remove("BILLHOST_DB")
+        .output()
+        .expect("run billhost");
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let out = stdout(&o);
+    assert!(out.lines().all(|l| l != "nightly: ok"), "{out}");
+    assert!(
+        out.contains("forger: ") && out.contains("boom\\nnightly: ok"),
+        "{out}"
+    );
+}
+
+/// Text output keeps control characters out of the terminal: an error that echoes a parameter
+/// (`p_sort`) shows an escape character as `\u{1b}`, not as the byte.
+#[test]
+fn text_output_escapes_control_characters() {
+    let dir = TempDir::new("cli-text");
+    let o = billhost(
+        &dir.db(),
+        &["call", "account", "p_sort=a\u{1b}[2Jb", "--out", "text"],
+    );
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(!o.stdout.contains(&0x1b), "{o:?}");
+    assert!(stdout(&o).contains("a\\u{1b}[2Jb"), "{}", stdout(&o));
+}

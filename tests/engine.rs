@@ -921,3 +921,22 @@ fn stored_filters_refuse_control_characters_like_every_text_parameter() {
     fx.ok("account.filter", &[("sok", "ok"), ("name", "a@")]);
     assert_eq!(fx.call("account.filter", &[]).field("name"), Some("a@"));
 }
+
+/// A func name with a control character is refused as such: echoed back as an unknown func it
+/// would not read as what was sent (XML drops a NUL, `whoami\0` showed as `whoami`).
+#[test]
+fn a_func_name_with_control_characters_is_a_value_error() {
+    let fx = Fixture::new("funcname");
+    for name in ["whoami\0", "x\nforged", "account\u{1b}[2J"] {
+        let doc = fx.call(name, &[]);
+        assert_eq!(error_type(&doc), "value", "{name:?}: {doc:?}");
+        match &doc {
+            Doc::Error(e) => {
+                assert_eq!(e.object, "func");
+                assert!(!e.msg.contains(name), "{}", e.msg);
+            }
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(error_type(&fx.call("nosuch", &[])), "unknown");
+}

@@ -23,6 +23,16 @@ const HOSTILE: &str = r#"
 billing.func("groups", { kind = "action" }, function()
   for i = 1, 1e9 do billing.call("accountgroup.edit", { sok = "ok", name = "g" .. i }) end
 end)
+billing.func("recurse", { kind = "action" }, function(req)
+  if req.params.how == "call" then return billing.call("recurse", { how = "call" }) end
+  if req.params.how == "view" then return billing.call("recurse_view", {}) end
+  local function f(s) return (s:gsub(".", f)) end
+  return { r = f("a") }
+end)
+billing.func("recurse_view", { kind = "view" }, function()
+  local function f() return tostring(setmetatable({}, { __tostring = f })) end
+  return { r = f() }
+end)
 billing.func("forge", { kind = "view" }, function()
   print("one\nbillhost serve: forged by print", "\27[2J")
   billing.log("info\nbillhost serve: forged level", "two\r\nbillhost serve: forged by log")
@@ -138,4 +148,66 @@ fn sigterm_stops_the_server_whatever_a_script_does() {
     if let Ok(body) = answer {
         assert!(body.contains("stopping"), "{body}");
     }
+}
+
+/// A script recursing as deep as Lua lets it, through `billing.call` or through C functions
+/// (`gsub` callbacks, `__tostring`), gets a `script` error: it overflowed the stack of the
+/// writer or of an HTTP thread and aborted the server.
+#[test]
+fn deep_recursion_is_an_error_not_a_crash() {
+    let dir = prepared();
+    let server = serve(&dir, "recursion", 10);
+    for (how, says) in [
+        ("call", "more than 32 deep"),
+        ("gsub", "stack overflow"),
+        ("view", "stack overflow"),
+    ] {
+        let answer = get(server.addr, &format!("func=recurse&how={how}"));
+        assert!(
+            answer.body.contains("type=\"script\"") && answer.body.contains(says),
+            "{how}: {}",
+            answer.body
+        );
+    }
+    let answer = get(server.addr, "func=recurse_view");
+    assert!(answer.body.contains("stack overflow"), "{}", answer.body);
+    let answer = get(server.addr, "func=accountgroup.edit&sok=ok&name=After");
+    assert!(answer.body.contains("<id>"), "{}", answer.body);
+}
+
+/// Text from outside that the server logs (a login that failed, a job's error raised by a
+/// script) cannot write a line of its own: its newlines are escaped like a script's messages.
+#[test]
+fn outside_text_cannot_write_server_log_lines() {
+    let dir = prepared();
+    std::fs::write(
+        dir.path().join("scripts").join("job.lua"),
+        r#"billing.every(1, "forger", function() error("job\nbillhost serve: forged by a job") end)"#,
+    )
+    .expect("job script");
+    let server = serve(&dir, "logforge", 10);
+    let mut conn = Conn::connect(server.addr, Duration::from_secs(60)).expect("connect");
+    // The login ends at the first colon.
+    let login = enc("x\nbillhost serve forged by a login:pw");
+    let answer = conn
+        .get(&format!("/billmgr?func=whoami&authinfo={login}"))
+        .expect("answer");
+    assert!(answer.body.contains("auth"), "{}", answer.body);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = std::fs::read_to_string(&server.stderr).unwrap_or_default();
+        if (log.contains("forged by a job") && log.contains("forged by a login"))
+            || Instant::now() > deadline
+        {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(log.contains("forged by a job"), "{log}");
+    assert!(log.contains("forged by a login"), "{log}");
+    assert!(
+        log.lines()
+            .all(|l| !l.starts_with("billhost serve: forged")),
+        "{log}"
+    );
 }

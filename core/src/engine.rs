@@ -216,15 +216,17 @@ impl<'g> Ctx<'_, 'g> {
     /// undone if it fails, whatever the calling func then does.
     pub fn call(&self, func: &str, params: Params) -> FuncResult<Doc> {
         let decl = self.engine.decl(self.scope.generation(), func)?;
-        self.db.savepoint(Savepoint::NestedCall)?;
-        let result = self
-            .engine
-            .dispatch(self.db, self.caller, &decl, &params, self.scope);
-        match &result {
-            Ok(_) => self.db.release(Savepoint::NestedCall)?,
-            Err(_) => self.db.rollback_to(Savepoint::NestedCall)?,
-        }
-        result
+        self.scope.nested(|| {
+            self.db.savepoint(Savepoint::NestedCall)?;
+            let result = self
+                .engine
+                .dispatch(self.db, self.caller, &decl, &params, self.scope);
+            match &result {
+                Ok(_) => self.db.release(Savepoint::NestedCall)?,
+                Err(_) => self.db.rollback_to(Savepoint::NestedCall)?,
+            }
+            result
+        })
     }
 }
 
@@ -520,6 +522,15 @@ impl Engine {
     }
 
     fn decl(&self, generation: &Generation, func: &str) -> FuncResult<Arc<FuncDecl>> {
+        // No func has such a name, and echoed back it would not read as what was sent (an XML
+        // document drops a NUL, a text line breaks at a newline).
+        if func.chars().any(char::is_control) {
+            return Err(FuncError::value(
+                "func",
+                "",
+                "Control characters are not allowed in a func name",
+            ));
+        }
         self.registry
             .get(func)
             .or_else(|| generation.func(func))

@@ -290,7 +290,8 @@ fn main() -> ExitCode {
                     Ok(()) => println!("{name}: ok"),
                     Err(e) => {
                         failed = true;
-                        println!("{name}: {e}");
+                        // One line a job: a script's error cannot add lines of its own.
+                        println!("{}", billhost::script::log_escaped(&format!("{name}: {e}")));
                     }
                 }
             }
@@ -298,7 +299,7 @@ fn main() -> ExitCode {
                 match engine.run_periodic(func) {
                     Doc::Error(e) => {
                         failed = true;
-                        println!("{func}: {e}");
+                        println!("{}", billhost::script::log_escaped(&format!("{func}: {e}")));
                     }
                     doc => println!("{func}: {}", plugin::outcome_text(&Ok(doc))),
                 }

@@ -358,11 +358,20 @@ fn text_pair(out: &mut String, k: &str, v: &str) {
     out.push_str(&text_value(v));
 }
 
-/// Keeps one element on one line.
+/// Keeps one element on one line, and control characters (an error echoing a parameter) out
+/// of a terminal: `\\`, `\n`, `\r` and `\u{1b}` for the other control characters but tab.
 fn text_value(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r")
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() && c != '\t' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 // ---------------------------------------------------------------- console

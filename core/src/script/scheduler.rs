@@ -24,6 +24,7 @@ impl Scheduler {
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name("billhost-jobs".into())
+            .stack_size(super::THREAD_STACK)
             .spawn(move || {
                 let mut next: HashMap<String, Instant> = HashMap::new();
                 loop {
@@ -63,7 +64,12 @@ impl Scheduler {
                         if at <= now {
                             next.insert(key, now + Duration::from_secs(*every));
                             if let crate::doc::Doc::Error(e) = engine.run_periodic(func) {
-                                eprintln!("billhost: periodic {func} failed: {e}");
+                                eprintln!(
+                                    "{}",
+                                    super::log_escaped(&format!(
+                                        "billhost: periodic {func} failed: {e}"
+                                    ))
+                                );
                             }
                         }
                     }
@@ -72,7 +78,11 @@ impl Scheduler {
                     }
                     for (name, outcome) in engine.run_jobs(|j| due.contains(&j.name)) {
                         if let Err(e) = outcome {
-                            eprintln!("billhost: job {name} failed: {e}");
+                            // A job's error carries the script's own words.
+                            eprintln!(
+                                "{}",
+                                super::log_escaped(&format!("billhost: job {name} failed: {e}"))
+                            );
                         }
                     }
                 }

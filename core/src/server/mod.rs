@@ -17,6 +17,15 @@ pub mod idle;
 pub mod throttle;
 pub mod writer;
 
+/// Writes one line to the server log. Text from outside (logins, func names, module names,
+/// error messages that may carry a script's words) has its control characters escaped, so
+/// that no request or script writes a line of its own.
+macro_rules! log {
+    ($($arg:tt)*) => {
+        eprintln!("{}", $crate::script::log_escaped(&format!($($arg)*)))
+    };
+}
+
 use crate::auth::Caller;
 use crate::doc::{FileDoc, Level};
 use crate::engine::Lane;
@@ -122,6 +131,7 @@ pub fn run(engine: Arc<Engine>, config: ServerConfig, listen: &str) -> io::Resul
         .worker_threads(config.workers.max(1))
         .enable_all()
         .thread_name("billhost-http")
+        .thread_stack_size(crate::script::THREAD_STACK)
         .build()?;
     let result = runtime.block_on(async {
         // Handlers go in before the address is announced, so that a signal sent as soon as the
@@ -172,7 +182,7 @@ pub async fn serve(
             stopping.notified().await;
             tokio::time::sleep(grace).await;
         } => {
-            eprintln!(
+            log!(
                 "billhost serve: requests still open {} s after the stop signal; closing them",
                 grace.as_secs()
             );
@@ -208,7 +218,7 @@ fn stop_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
             };
-            eprintln!("billhost serve: {name}: no new connections; finishing requests in flight");
+            log!("billhost serve: {name}: no new connections; finishing requests in flight");
             stop_scripts_soon();
         })
     }
@@ -216,7 +226,7 @@ fn stop_signal() -> io::Result<impl Future<Output = ()> + Send + 'static> {
     {
         Ok(async {
             let _ = tokio::signal::ctrl_c().await;
-            eprintln!("billhost serve: interrupted: finishing requests in flight");
+            log!("billhost serve: interrupted: finishing requests in flight");
             stop_scripts_soon();
         })
     }
@@ -370,7 +380,7 @@ fn timed_out(app: &App, call: &Call, ip: IpAddr, ran: bool) -> Answer {
             "The server is busy: the func did not start within {timeout_secs} s and was not run"
         )
     };
-    eprintln!("billhost serve: {} from {ip}: {msg}", call.func);
+    log!("billhost serve: {} from {ip}: {msg}", call.func);
     Answer {
         doc: Doc::Error(FuncError::new(ErrorType::Internal, "request", "", msg)),
         cookie: None,
@@ -509,7 +519,7 @@ async fn gateway_callback(
     match &doc {
         Doc::Error(e) => {
             let status = if e.kind == ErrorType::Internal {
-                eprintln!("billhost serve: callback of {module} from {peer}: {e}");
+                log!("billhost serve: callback of {module} from {peer}: {e}");
                 StatusCode::INTERNAL_SERVER_ERROR
             } else {
                 StatusCode::BAD_REQUEST
@@ -852,7 +862,7 @@ impl App {
         for login in [logins.authinfo_login.as_deref(), logins.username.as_deref()] {
             if let Err(refusal) = throttle.check(login, ip, now) {
                 let secs = refusal.retry_after.as_secs().max(1);
-                eprintln!(
+                log!(
                     "billhost serve: login refused for {} from {ip}: throttled for {secs} s more",
                     refusal.key
                 );
@@ -977,7 +987,7 @@ impl App {
             }
             (_, Doc::Error(e)) if e.kind == ErrorType::Internal => {
                 // Not the caller's fault: the operator needs to see it.
-                eprintln!("billhost serve: {func} from {ip}: {e}");
+                log!("billhost serve: {func} from {ip}: {e}");
             }
             _ => {}
         }
@@ -991,9 +1001,9 @@ impl App {
         self.throttle_clear.store(false, Ordering::Release);
         drop(throttle);
         let who = login.map_or_else(|| "(no login)".to_string(), |l| format!("'{l}'"));
-        eprintln!("billhost serve: failed login ({how}) for {who} from {ip}");
+        log!("billhost serve: failed login ({how}) for {who} from {ip}");
         if let Some(refusal) = locked {
-            eprintln!(
+            log!(
                 "billhost serve: {} reached {} failed logins within {} s; refusing its logins for {} s",
                 refusal.key,
                 config.max_failures,

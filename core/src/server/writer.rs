@@ -64,6 +64,7 @@ impl WriterThread {
             .spawn(move || sync(&settling))?;
         let thread = std::thread::Builder::new()
             .name("billhost-writer".into())
+            .stack_size(crate::script::THREAD_STACK)
             .spawn(move || {
                 run(&engine, &calls, &settle_queue);
                 // The sync thread ends once the writer's queue to it is gone, after answering
