@@ -145,6 +145,12 @@ impl PgConn {
     pub fn connect(url: &str, durability: Durability) -> Result<PgConn> {
         let config = Config::from_str(url)
             .map_err(|e| Error::other(format!("the PostgreSQL URL is not valid: {e}")))?;
+        if config.get_ssl_mode() == postgres::config::SslMode::Require {
+            return Err(Error::other(
+                "TLS to PostgreSQL (sslmode=require) is not built yet: connect without it \
+                 (sslmode=disable or prefer) or through a local TLS tunnel",
+            ));
+        }
         let client = open_client(&config, durability)?;
         Ok(PgConn {
             config,
