@@ -4,9 +4,12 @@
 //! rewrites the files after a deliberate change; review the diff.
 
 mod common;
+#[path = "support/pg.rs"]
+mod pg;
 
 use billhost::wire::Format;
-use common::{Fixture, golden, normalize, render};
+use billhost::{Engine, EngineConfig};
+use common::{Fixture, TempDir, golden, normalize, render};
 use std::path::PathBuf;
 
 type Step = (
@@ -446,7 +449,24 @@ const ALL_FORMATS: &[&str] = &[
 
 #[test]
 fn golden_documents() {
-    let fx = Fixture::new("golden");
+    goldens(&Fixture::new("golden"));
+}
+
+/// The same documents from the same steps on PostgreSQL.
+#[test]
+fn golden_documents_on_postgres() {
+    let Some(cluster) = pg::Cluster::start("golden") else {
+        return;
+    };
+    let url = cluster.database("golden");
+    let fx = Fixture {
+        dir: TempDir::new("golden-pg"),
+        engine: Engine::open(EngineConfig::new(&url)).expect("open on PostgreSQL"),
+    };
+    goldens(&fx);
+}
+
+fn goldens(fx: &Fixture) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/core");
     let mut failures = Vec::new();
     for (i, (label, login, func, params)) in STEPS.iter().enumerate() {

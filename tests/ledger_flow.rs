@@ -1,8 +1,12 @@
 //! The ledger tried as a new operator would, through the built `billhost` binary only: set up a
 //! provider currency, a payment method and a client; pay, spend, refund; every refused
 //! operation answers an error document, exits 1 and changes nothing; `billhost check` is clean.
+//! The same on SQLite (a file) and on PostgreSQL (a URL, on a cluster the test starts).
 
-use rusqlite::Connection;
+#[path = "support/pg.rs"]
+mod pg;
+
+use billhost::store::{self, Durability};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,7 +81,7 @@ fn text(v: &Value, field: &str) -> String {
 
 /// Every row of the ledger's tables and the history, as text.
 fn dump(db: &Path) -> Vec<String> {
-    let conn = Connection::open(db).expect("open");
+    let conn = store::connect(db, Durability::Full).expect("open");
     let mut rows = Vec::new();
     for table in [
         "subaccount",
@@ -110,9 +114,17 @@ fn balance(db: &Path) -> String {
 #[test]
 fn a_new_operator_pays_spends_and_refunds() {
     let dir = TempDir::new("flow");
-    let db = dir.0.join("ledger.db");
-    let db = db.as_path();
+    pays_spends_and_refunds(&dir.0.join("ledger.db"));
+}
 
+#[test]
+fn a_new_operator_pays_spends_and_refunds_on_postgres() {
+    if let Some(cluster) = pg::Cluster::start("flow") {
+        pays_spends_and_refunds(&PathBuf::from(cluster.database("flow")));
+    }
+}
+
+fn pays_spends_and_refunds(db: &Path) {
     // Set up: the provider's currency, a payment method, a client.
     ok(db, "project.edit", &["elid=1", "sok=ok", "currency=840"]);
     let pm = ok(
@@ -222,8 +234,17 @@ fn a_new_operator_pays_spends_and_refunds() {
 #[test]
 fn check_reports_a_broken_ledger() {
     let dir = TempDir::new("check");
-    let db = dir.0.join("ledger.db");
-    let db = db.as_path();
+    check_reports(&dir.0.join("ledger.db"));
+}
+
+#[test]
+fn check_reports_a_broken_ledger_on_postgres() {
+    if let Some(cluster) = pg::Cluster::start("check") {
+        check_reports(&PathBuf::from(cluster.database("checked")));
+    }
+}
+
+fn check_reports(db: &Path) {
     ok(db, "project.edit", &["elid=1", "sok=ok", "currency=840"]);
     ok(
         db,
@@ -238,7 +259,7 @@ fn check_reports_a_broken_ledger() {
     );
     ok(db, "payment.setpaid", &["elid=1"]);
     assert_eq!(run(db, &["check"]).0, 0);
-    let conn = Connection::open(db).expect("open");
+    let conn = store::connect(db, Durability::Full).expect("open");
     conn.execute("UPDATE subaccount SET balance = balance + 1", [])
         .expect("tamper");
     conn.execute("UPDATE payment SET usedamount = 3", [])

@@ -9,6 +9,9 @@ use billhost::wire::{self, Format, Meta};
 use billhost::{Doc, Engine, EngineConfig, ErrorType, Params};
 use std::path::{Path, PathBuf};
 
+#[path = "support/pg.rs"]
+mod pg;
+
 struct TempDir(PathBuf);
 
 impl Drop for TempDir {
@@ -135,11 +138,31 @@ fn user(engine: &Engine, login: &str) -> Caller {
         .expect("switch user")
 }
 
+/// An engine on a new database of a throwaway PostgreSQL cluster (kept alive with it).
+fn pg_engine(name: &str) -> Option<(Engine, pg::Cluster)> {
+    let cluster = pg::Cluster::start(name)?;
+    let url = cluster.database(name);
+    let engine = Engine::open(EngineConfig::new(&url)).expect("engine on PostgreSQL");
+    Some((engine, cluster))
+}
+
 #[test]
 fn golden_documents_of_the_ledger_funcs() {
     let (engine, _dir) = engine("golden");
+    ledger_goldens(&engine);
+}
+
+/// The same documents from the same scenario on PostgreSQL.
+#[test]
+fn golden_documents_of_the_ledger_funcs_on_postgres() {
+    if let Some((engine, _cluster)) = pg_engine("ledger_golden") {
+        ledger_goldens(&engine);
+    }
+}
+
+fn ledger_goldens(engine: &Engine) {
     let mut r = Run {
-        engine: &engine,
+        engine,
         golden: Golden::new(),
     };
 
@@ -664,7 +687,7 @@ fn golden_documents_of_the_ledger_funcs() {
     r.ok("subaccount.expense.filter", &[("sok", "ok")]);
 
     // A client user.
-    let ann = user(&engine, "ann@example.com");
+    let ann = user(engine, "ann@example.com");
     r.call_as(&ann, "payment.add", &[]);
     let doc = r.call_as(
         &ann,
@@ -708,6 +731,17 @@ fn kind(doc: &Doc) -> Option<ErrorType> {
 #[test]
 fn a_client_user_sees_and_does_only_its_own() {
     let (engine, _dir) = engine("access");
+    client_access(&engine);
+}
+
+#[test]
+fn a_client_user_sees_and_does_only_its_own_on_postgres() {
+    if let Some((engine, _cluster)) = pg_engine("ledger_access") {
+        client_access(&engine);
+    }
+}
+
+fn client_access(engine: &Engine) {
     let root = Caller::superuser();
     let call = |caller: &Caller, func: &str, params: &[(&str, &str)]| {
         engine.call(caller, func, Params::from_pairs(params.iter().copied()))
@@ -765,7 +799,7 @@ fn a_client_user_sees_and_does_only_its_own() {
         ],
     );
 
-    let ann = user(&engine, "ann@example.com");
+    let ann = user(engine, "ann@example.com");
     assert_eq!(ids(&call(&ann, "account.payment", &[]), "id"), ["1"]);
     assert_eq!(ids(&call(&ann, "subaccount.expense", &[]), "id"), ["1"]);
     assert_eq!(ids(&call(&ann, "subaccount", &[]), "id"), ["1"]);

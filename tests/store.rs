@@ -127,3 +127,17 @@ fn failures_come_back_as_kinds_the_engine_can_map() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Type, "{err}");
 }
+
+#[test]
+fn a_postgres_url_asking_for_tls_is_refused_with_a_reason() {
+    // TLS is not built yet: refused before any connection is tried, saying so.
+    let err = match store::connect(
+        std::path::Path::new("postgres://billhost@127.0.0.1:1/billing?sslmode=require"),
+        store::Durability::Full,
+    ) {
+        Err(e) => e,
+        Ok(_) => panic!("connected without TLS"),
+    };
+    assert!(err.to_string().contains("sslmode=require"), "{err}");
+    assert!(err.to_string().contains("not built yet"), "{err}");
+}

@@ -176,7 +176,7 @@ pub fn register(reg: &mut Registry) {
             (
                 "payments",
                 "(SELECT group_concat(payment_id, ', ') FROM (SELECT DISTINCT payment_id FROM payment_expense
-                  WHERE expense_id = e.id AND released = 0 ORDER BY payment_id))",
+                  WHERE expense_id = e.id AND released = 0 ORDER BY payment_id) AS paid_by)",
             ),
             ("discount", "e.discount_id"),
             ("taxamount", expense_money!("taxamount")),

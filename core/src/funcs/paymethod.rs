@@ -410,19 +410,26 @@ impl EditOps for CurrencyEdit {
             }
         }
         let minor: i64 = p.int("minor_units")?.unwrap_or(2);
-        ctx.db
-            .prepare_cached(
-                "INSERT INTO currency (id, iso, name, minor_units, symbol, active) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
+        // Without a code the database picks the id (leaving the column out: PostgreSQL does
+        // not take an explicit NULL as "pick one").
+        let sql = if code.is_some() {
+            "INSERT INTO currency (id, iso, name, minor_units, symbol, active) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             RETURNING id"
+        } else {
+            "INSERT INTO currency (iso, name, minor_units, symbol, active) VALUES (?2, ?3, ?4, ?5, ?6)
+             RETURNING id"
+        };
+        let id: i64 = ctx.db.prepare_cached(sql)?.query_row(
+            params![
                 code,
                 iso,
                 p.required("name")?,
                 minor,
                 p.get("symbol").unwrap_or(""),
                 p.flag("active").unwrap_or(true)
-            ])?;
-        let id = ctx.db.last_insert_rowid()?;
+            ],
+            |r| r.get(0),
+        )?;
         ctx.history("currency", id, format!("currency {iso} created"))?;
         Ok(id)
     }

@@ -94,7 +94,7 @@ fn set_assignment(ctx: &Ctx, account: i64, project: i64, status: i64) -> FuncRes
         .prepare_cached(
             "INSERT INTO account_project (account_id, project_id, status) VALUES (?1, ?2, ?3)
              ON CONFLICT (account_id, project_id) DO UPDATE SET status = excluded.status
-             WHERE status <> excluded.status",
+             WHERE account_project.status <> excluded.status",
         )?
         .execute(params![account, project, status])?;
     let word = if status == 1 { "resumed" } else { "suspended" };

@@ -145,6 +145,12 @@ impl PgConn {
     pub fn connect(url: &str, durability: Durability) -> Result<PgConn> {
         let config = Config::from_str(url)
             .map_err(|e| Error::other(format!("the PostgreSQL URL is not valid: {e}")))?;
+        if config.get_ssl_mode() == postgres::config::SslMode::Require {
+            return Err(Error::other(
+                "TLS to PostgreSQL (sslmode=require) is not built yet: connect without it \
+                 (sslmode=disable or prefer) or through a local TLS tunnel",
+            ));
+        }
         let client = open_client(&config, durability)?;
         Ok(PgConn {
             config,
@@ -181,13 +187,58 @@ impl PgConn {
             return Ok(s.clone());
         }
         let t = translate(sql);
-        let stmt = self.client.borrow_mut().prepare(&t.sql).map_err(|e| {
-            // For whoever ports a statement: which text PostgreSQL refused.
-            if std::env::var_os("BILLHOST_SQL_DEBUG").is_some() {
-                eprintln!("billhost: PostgreSQL refused: {}: {e}", t.sql);
+        // A placeholder whose type the text does not settle (`?1 IS NULL`) is declared text,
+        // the others left for the server to infer.
+        let mut types: Vec<Type> = Vec::new();
+        let stmt = loop {
+            // Inside a transaction a refused text would abort it: the first prepare of a text
+            // runs in a savepoint of its own (which writes nothing, so takes no subtransaction).
+            let guarded = self.in_transaction.get();
+            if guarded {
+                self.batch("SAVEPOINT billhost_prepare")?;
             }
-            e
-        })?;
+            let prepared = if types.is_empty() {
+                self.client.borrow_mut().prepare(&t.sql)
+            } else {
+                self.client.borrow_mut().prepare_typed(&t.sql, &types)
+            };
+            if guarded {
+                self.batch(if prepared.is_ok() {
+                    "RELEASE billhost_prepare"
+                } else {
+                    "ROLLBACK TO billhost_prepare; RELEASE billhost_prepare"
+                })?;
+            }
+            match prepared {
+                Ok(stmt) => break stmt,
+                Err(e) => {
+                    let undetermined = e.as_db_error().and_then(|db| {
+                        db.message()
+                            .strip_prefix("could not determine data type of parameter $")
+                            .and_then(|n| n.parse::<usize>().ok())
+                    });
+                    match undetermined {
+                        Some(n)
+                            if n >= 1
+                                && n <= t.sources.len()
+                                && types.get(n - 1) != Some(&Type::TEXT) =>
+                        {
+                            if types.len() < n {
+                                types.resize(n, unspecified());
+                            }
+                            types[n - 1] = Type::TEXT;
+                        }
+                        _ => {
+                            // For whoever ports a statement: which text PostgreSQL refused.
+                            if std::env::var_os("BILLHOST_SQL_DEBUG").is_some() {
+                                eprintln!("billhost: PostgreSQL refused: {}: {e}", t.sql);
+                            }
+                            return Err(e.into());
+                        }
+                    }
+                }
+            }
+        };
         let prepared = Prepared {
             stmt,
             sources: t.sources.into(),
@@ -328,6 +379,16 @@ fn open_client(config: &Config, durability: Durability) -> Result<Client> {
         "SET TIME ZONE 'UTC'; SET synchronous_commit = {sync}"
     ))?;
     Ok(client)
+}
+
+/// A placeholder type the server infers (OID 0 in the protocol).
+fn unspecified() -> Type {
+    Type::new(
+        "unspecified".into(),
+        0,
+        postgres::types::Kind::Simple,
+        "pg_catalog".into(),
+    )
 }
 
 /// SQLite's dialect as PostgreSQL's.

@@ -16,6 +16,12 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
                  power(10::numeric, least(greatest(scale, 0), 12))::bigint::numeric AS p) AS k
 $$;
 
+-- A `sum` of BIGINTs is numeric here: the same, for an integral sum.
+CREATE FUNCTION billhost_money(minor NUMERIC, scale BIGINT) RETURNS TEXT
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+    SELECT billhost_money(minor::bigint, scale)
+$$;
+
 -- group_concat(value, separator): SQLite's aggregate (NULLs skipped).
 CREATE FUNCTION billhost_concat_step(acc TEXT, v anyelement, sep TEXT) RETURNS TEXT
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$

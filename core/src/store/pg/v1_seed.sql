@@ -284,3 +284,6 @@ INSERT INTO project (id, name, created) VALUES (1, 'Provider', to_char(now() AT 
 
 -- The provider was inserted with its id: the identity continues after it.
 SELECT setval(pg_get_serial_sequence('project', 'id'), (SELECT max(id) FROM project));
+-- Currencies have their ISO numbers; one created without a code gets the next free number,
+-- as on SQLite.
+SELECT setval(pg_get_serial_sequence('currency', 'id'), (SELECT max(id) FROM currency));
