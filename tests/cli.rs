@@ -602,3 +602,35 @@ fn text_output_escapes_control_characters() {
     assert!(!o.stdout.contains(&0x1b), "{o:?}");
     assert!(stdout(&o).contains("a\\u{1b}[2Jb"), "{}", stdout(&o));
 }
+
+#[test]
+fn output_piped_into_a_reader_that_leaves_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = TempDir::new("cli-pipe");
+    let db = dir.db();
+    assert!(
+        billhost(&db, &["init", "--admin-password", "secret"])
+            .status
+            .success()
+    );
+    // `billhost funcs | head -0`: the reader is gone before the first line is written.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_billhost"))
+        .arg("--db")
+        .arg(&db)
+        .arg("funcs")
+        .env("BILLHOST_SCRIPTS", db.with_file_name("no-scripts"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    assert!(
+        out.status.success() || out.status.signal() == Some(13),
+        "{:?} {stderr}",
+        out.status
+    );
+}

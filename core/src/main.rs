@@ -196,6 +196,15 @@ fn args() -> Vec<std::ffi::OsString> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(args());
+    // A command whose output is piped into `head` ends quietly when the reader goes, as other
+    // command-line tools do, instead of failing to print (Rust ignores SIGPIPE by default).
+    // The server and the REPL keep ignoring it: a client that leaves is not a reason to stop.
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Serve(_) | Command::Repl { .. }) {
+        use nix::sys::signal::{SigHandler, Signal, signal};
+        // SAFETY: restoring the default disposition before any other thread exists.
+        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    }
     let mut config = EngineConfig::new(&cli.db).with_scripts(&cli.scripts);
     config.settings = match Config::load(cli.config.as_deref(), &cli.db) {
         Ok(c) => c,
