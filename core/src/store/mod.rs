@@ -25,7 +25,12 @@ use std::path::Path;
 /// user_version` records the version a database is at. Entries are never edited once released:
 /// a change is a new entry.
 pub const MIGRATIONS: &[&str] = &[
-    concat!(include_str!("v1_core.sql"), include_str!("v1_seed.sql")),
+    // The reference data is the same SQL on both backends (`pg::MIGRATIONS` includes it too).
+    concat!(
+        include_str!("v1_core.sql"),
+        include_str!("v1_directories.sql"),
+        include_str!("v1_seed.sql")
+    ),
     include_str!("v2_ledger.sql"),
     include_str!("v3_outbox.sql"),
     include_str!("v4_auth_epoch.sql"),

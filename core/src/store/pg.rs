@@ -29,6 +29,7 @@ pub const MIGRATIONS: &[&str] = &[
     concat!(
         include_str!("pg/v1_core.sql"),
         include_str!("pg/v1_functions.sql"),
+        include_str!("v1_directories.sql"),
         include_str!("pg/v1_seed.sql")
     ),
     include_str!("pg/v2_ledger.sql"),
