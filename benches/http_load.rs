@@ -528,9 +528,15 @@ impl Runtime {
                 let body = body.clone();
                 async move {
                     (
+                        // The headers every document carries, as `server::render` sets them.
                         [
                             (header::CONTENT_TYPE, "text/xml; charset=utf-8"),
                             (header::CACHE_CONTROL, "no-store"),
+                            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                            (
+                                header::CONTENT_SECURITY_POLICY,
+                                "default-src 'none'; frame-ancestors 'none'",
+                            ),
                         ],
                         body,
                     )
