@@ -29,6 +29,7 @@
 
 pub mod amount;
 pub mod crypto;
+pub mod settings;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -377,6 +378,24 @@ pub struct CallbackReport {
     /// acknowledges it, so that the provider stops sending it, and changes nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignored: Option<String>,
+}
+
+impl CallbackReport {
+    /// A genuine notification about nothing of billhost's (another integration's payment, an
+    /// event type not handled): acknowledged, and nothing changes.
+    pub fn ignored(why: String) -> CallbackReport {
+        CallbackReport {
+            verified: true,
+            payment_id: None,
+            external_id: String::new(),
+            amount: String::new(),
+            outcome: Outcome::Pending,
+            reply: None,
+            reason: None,
+            refunds: Vec::new(),
+            ignored: Some(why),
+        }
+    }
 }
 
 /// A refund as the gateway reports it in a callback.

@@ -24,6 +24,7 @@ use billhost_gateway_http as http;
 
 use billhost_plugin_sdk::amount::{from_minor, to_minor};
 use billhost_plugin_sdk::crypto::{constant_time_eq, hex, hmac_sha256, sha256};
+use billhost_plugin_sdk::settings;
 use billhost_plugin_sdk::{
     CallbackReport, CallbackRequest, CheckReport, CheckRequest, Error, Outcome, PaymentGateway,
     RefundNotice, RefundOutcome, RefundReport, RefundRequest, Result, StartRequest, StartResponse,
@@ -120,52 +121,9 @@ struct Config {
     client: Client,
 }
 
-fn number(settings: &Value, name: &str, default: i64, min: i64, max: i64) -> Result<i64> {
-    match settings.get(name) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_i64()
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| {
-                Error::value(
-                    name,
-                    format!("{name} is a whole number from {min} to {max}"),
-                )
-            }),
-    }
-}
-
-fn text_setting(settings: &Value, name: &str) -> Result<Option<String>> {
-    match settings.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-        Some(_) => Err(Error::value(name, format!("{name} is text"))),
-    }
-}
-
-fn required(settings: &Value, name: &str) -> Result<String> {
-    text_setting(settings, name)?.ok_or_else(|| Error::missed(name))
-}
-
-fn url_setting(settings: &Value, name: &str, default: Option<&str>) -> Result<String> {
-    let url = match (text_setting(settings, name)?, default) {
-        (Some(u), _) => u,
-        (None, Some(d)) => d.to_string(),
-        (None, None) => return Err(Error::missed(name)),
-    };
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(Error::value(
-            name,
-            format!("{name} is an http:// or https:// address"),
-        ));
-    }
-    Ok(url)
-}
-
 impl Config {
     fn from(settings: &Value) -> Result<Config> {
-        let secret_key = required(settings, "secret_key")?;
+        let secret_key = settings::required(settings, "secret_key")?;
         if !(secret_key.starts_with("sk_") || secret_key.starts_with("rk_")) {
             return Err(Error::value(
                 "secret_key",
@@ -187,18 +145,18 @@ impl Config {
                         })
                 })
                 .collect::<Result<_>>()?,
-            _ => vec![required(settings, "webhook_secret")?],
+            _ => vec![settings::required(settings, "webhook_secret")?],
         };
         if webhook_secrets.is_empty() {
             return Err(Error::missed("webhook_secret"));
         }
-        let panel_url = url_setting(settings, "panel_url", None)?;
-        let base_url = url_setting(settings, "base_url", Some(DEFAULT_BASE_URL))?
+        let panel_url = settings::url(settings, "panel_url", None)?;
+        let base_url = settings::url(settings, "base_url", Some(DEFAULT_BASE_URL))?
             .trim_end_matches('/')
             .to_string();
-        let tolerance = number(settings, "tolerance", DEFAULT_TOLERANCE, 1, 86_400)?;
-        let timeout = number(settings, "timeout", 20, 1, 300)?;
-        let attempts = number(settings, "attempts", 2, 1, 5)?;
+        let tolerance = settings::number(settings, "tolerance", DEFAULT_TOLERANCE, 1, 86_400)?;
+        let timeout = settings::number(settings, "timeout", 20, 1, 300)?;
+        let attempts = settings::number(settings, "attempts", 2, 1, 5)?;
         Ok(Config {
             secret_key,
             webhook_secrets,
@@ -409,21 +367,6 @@ fn refund_outcome(refund: &Value) -> Result<RefundOutcome> {
     }
 }
 
-/// An acknowledged webhook about nothing of billhost's.
-fn ignored(why: String) -> CallbackReport {
-    CallbackReport {
-        verified: true,
-        payment_id: None,
-        external_id: String::new(),
-        amount: String::new(),
-        outcome: Outcome::Pending,
-        reply: None,
-        reason: None,
-        refunds: Vec::new(),
-        ignored: Some(why),
-    }
-}
-
 fn with_query(url: &str, query: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
     format!("{url}{sep}{query}")
@@ -541,7 +484,7 @@ impl PaymentGateway for Stripe {
                     _ => session_outcome(object),
                 };
                 if verdict.is_ok() && payment_id_of(object).is_none() {
-                    return Ok(ignored(format!(
+                    return Ok(CallbackReport::ignored(format!(
                         "the session {} was not made by billhost",
                         object["id"].as_str().unwrap_or("?")
                     )));
@@ -588,7 +531,7 @@ impl PaymentGateway for Stripe {
                     .cloned()
                     .unwrap_or(Value::Null);
                 if payment_id_of(&session).is_none() {
-                    return Ok(ignored(format!(
+                    return Ok(CallbackReport::ignored(format!(
                         "the payment {intent} was not made by billhost's Checkout Sessions"
                     )));
                 }
@@ -629,7 +572,7 @@ impl PaymentGateway for Stripe {
             // A signed event of a type not handled (the endpoint listens to more): acknowledged,
             // nothing changes.
             other => match verdict {
-                Ok(()) => Ok(ignored(format!(
+                Ok(()) => Ok(CallbackReport::ignored(format!(
                     "the stripe gateway does not handle '{other}' events"
                 ))),
                 Err(reason) => Err(Error::value("signature", reason)),

@@ -21,6 +21,7 @@ use billhost_gateway_http as http;
 
 use billhost_plugin_sdk::amount::{from_minor, to_minor};
 use billhost_plugin_sdk::crypto::{hex, sha256};
+use billhost_plugin_sdk::settings;
 use billhost_plugin_sdk::{
     CallbackReport, CallbackRequest, CheckReport, CheckRequest, Error, Outcome, PaymentGateway,
     RefundNotice, RefundOutcome, RefundReport, RefundRequest, Result, StartRequest, StartResponse,
@@ -59,50 +60,6 @@ struct Config {
     client: Client,
 }
 
-fn text_setting(settings: &Value, name: &str) -> Result<Option<String>> {
-    match settings.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-        Some(Value::Number(n)) if name == "shop_id" => Ok(Some(n.to_string())),
-        Some(_) => Err(Error::value(name, format!("{name} is text"))),
-    }
-}
-
-fn required(settings: &Value, name: &str) -> Result<String> {
-    text_setting(settings, name)?.ok_or_else(|| Error::missed(name))
-}
-
-fn number(settings: &Value, name: &str, default: i64, min: i64, max: i64) -> Result<i64> {
-    match settings.get(name) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v
-            .as_i64()
-            .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| {
-                Error::value(
-                    name,
-                    format!("{name} is a whole number from {min} to {max}"),
-                )
-            }),
-    }
-}
-
-fn url_setting(settings: &Value, name: &str, default: Option<&str>) -> Result<String> {
-    let url = match (text_setting(settings, name)?, default) {
-        (Some(u), _) => u,
-        (None, Some(d)) => d.to_string(),
-        (None, None) => return Err(Error::missed(name)),
-    };
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(Error::value(
-            name,
-            format!("{name} is an http:// or https:// address"),
-        ));
-    }
-    Ok(url)
-}
-
 /// Standard base64 (RFC 4648) with padding.
 fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -127,13 +84,17 @@ fn base64(data: &[u8]) -> String {
 
 impl Config {
     fn from(settings: &Value) -> Result<Config> {
-        let shop_id = required(settings, "shop_id")?;
+        // A shop id is a number in YooKassa's dashboard: taken as a JSON number too.
+        let shop_id = match settings.get("shop_id") {
+            Some(Value::Number(n)) => n.to_string(),
+            _ => settings::required(settings, "shop_id")?,
+        };
         if shop_id.contains(':') {
             return Err(Error::value("shop_id", "the shop id has no ':'"));
         }
-        let secret_key = required(settings, "secret_key")?;
-        let return_url = url_setting(settings, "return_url", None)?;
-        let base_url = url_setting(settings, "base_url", Some(DEFAULT_BASE_URL))?
+        let secret_key = settings::required(settings, "secret_key")?;
+        let return_url = settings::url(settings, "return_url", None)?;
+        let base_url = settings::url(settings, "base_url", Some(DEFAULT_BASE_URL))?
             .trim_end_matches('/')
             .to_string();
         let check_ip = match settings.get("check_ip") {
@@ -141,9 +102,9 @@ impl Config {
             Some(Value::Bool(b)) => *b,
             Some(_) => return Err(Error::value("check_ip", "check_ip is true or false")),
         };
-        let ip_header = text_setting(settings, "ip_header")?.map(|h| h.to_ascii_lowercase());
-        let timeout = number(settings, "timeout", 20, 1, 300)?;
-        let attempts = number(settings, "attempts", 2, 1, 5)?;
+        let ip_header = settings::text(settings, "ip_header")?.map(|h| h.to_ascii_lowercase());
+        let timeout = settings::number(settings, "timeout", 20, 1, 300)?;
+        let attempts = settings::number(settings, "attempts", 2, 1, 5)?;
         Ok(Config {
             auth: format!(
                 "Basic {}",
@@ -339,21 +300,6 @@ fn unverified(
     }
 }
 
-/// An acknowledged notification about nothing of billhost's.
-fn ignored(why: String) -> CallbackReport {
-    CallbackReport {
-        verified: true,
-        payment_id: None,
-        external_id: String::new(),
-        amount: String::new(),
-        outcome: Outcome::Pending,
-        reply: None,
-        reason: None,
-        refunds: Vec::new(),
-        ignored: Some(why),
-    }
-}
-
 impl PaymentGateway for YooKassa {
     fn name(&self) -> &str {
         "yookassa"
@@ -483,7 +429,7 @@ impl PaymentGateway for YooKassa {
                 let api = payment["status"].as_str().unwrap_or("unknown");
                 let expected = event.trim_start_matches("payment.");
                 if payment_id_of(&payment).is_none() {
-                    return Ok(ignored(format!(
+                    return Ok(CallbackReport::ignored(format!(
                         "the payment {object_id} was not made by billhost"
                     )));
                 }
@@ -517,7 +463,7 @@ impl PaymentGateway for YooKassa {
                 let payment_ext = refund["payment_id"].as_str().unwrap_or("").to_string();
                 let payment = cfg.get(&format!("/payments/{}", path_id(&payment_ext)?))?;
                 if payment_id_of(&payment).is_none() {
-                    return Ok(ignored(format!(
+                    return Ok(CallbackReport::ignored(format!(
                         "the refund {object_id} is of the payment {payment_ext}, not made by billhost"
                     )));
                 }
@@ -552,7 +498,7 @@ impl PaymentGateway for YooKassa {
             }
             "" => Err(Error::value("body", "the notification has no event")),
             // Nothing changes for them: acknowledged so that YooKassa stops sending them.
-            other => Ok(ignored(format!(
+            other => Ok(CallbackReport::ignored(format!(
                 "the yookassa gateway does not handle '{other}' notifications (it takes payment.succeeded, payment.canceled and refund.succeeded)"
             ))),
         }
