@@ -610,15 +610,6 @@ impl Engine {
         &self,
         calls: &[(&Caller, &str, &Params)],
     ) -> (Vec<Doc>, Option<Durable>) {
-        if calls.is_empty() {
-            return (Vec::new(), None);
-        }
-        if IN_WRITE.with(|w| w.get()) {
-            return (
-                calls.iter().map(|_| Doc::Error(nested_write())).collect(),
-                None,
-            );
-        }
         if calls.len() > self.max_batch {
             // Smaller batches on this backend: each one committed (and settled) in turn.
             let docs = calls
@@ -627,31 +618,71 @@ impl Engine {
                 .collect();
             return (docs, None);
         }
+        let mut pending = calls.iter();
+        let (done, durable) = self.call_batch_pulled(|_| pending.next(), |c| **c);
+        (done.into_iter().map(|(_, doc)| doc).collect(), durable)
+    }
+
+    /// [`Engine::call_batch_deferred`] over calls pulled one at a time into the open batch:
+    /// `next(n)` (with `n` calls run so far) answers the next call, or `None` to commit. The
+    /// batch takes at most the backend's batch size, then commits whatever `next` would still
+    /// give. `args` says what each pulled item calls. Answers each item with its document.
+    ///
+    /// This lets the server's writer thread keep a batch open while the previous batch's
+    /// fsync runs: the calls that arrive meanwhile join it instead of waiting for a batch of
+    /// their own, since none of them could be answered before that fsync anyway.
+    pub fn call_batch_pulled<J>(
+        &self,
+        mut next: impl FnMut(usize) -> Option<J>,
+        args: impl Fn(&J) -> (&Caller, &str, &Params),
+    ) -> (Vec<(J, Doc)>, Option<Durable>) {
+        let Some(first) = next(0) else {
+            return (Vec::new(), None);
+        };
+        if IN_WRITE.with(|w| w.get()) {
+            let mut done = vec![(first, Doc::Error(nested_write()))];
+            while let Some(j) = next(done.len()) {
+                done.push((j, Doc::Error(nested_write())));
+            }
+            return (done, None);
+        }
         let generation = self.scripts.current();
         let mut w = self.writer.lock();
         let batch = match w.join() {
             Ok(b) => b,
             Err(e) => {
                 let e = FuncError::from(e);
-                return (calls.iter().map(|_| Doc::Error(e.clone())).collect(), None);
+                let mut done = vec![(first, Doc::Error(e.clone()))];
+                while let Some(j) = next(done.len()) {
+                    done.push((j, Doc::Error(e.clone())));
+                }
+                return (done, None);
             }
         };
-        w.members += calls.len() - 1;
-        let mut docs: Vec<Doc> = calls
-            .iter()
-            .map(|&(caller, func, params)| {
-                let result = w.member(|conn| self.call_on(conn, &generation, caller, func, params));
-                result.unwrap_or_else(Doc::Error)
-            })
-            .collect();
+        let mut done: Vec<(J, Doc)> = Vec::with_capacity(self.max_batch);
+        let mut item = Some(first);
+        while let Some(j) = item {
+            let (caller, func, params) = args(&j);
+            let doc = w
+                .member(|conn| self.call_on(conn, &generation, caller, func, params))
+                .unwrap_or_else(Doc::Error);
+            done.push((j, doc));
+            item = if done.len() < self.max_batch {
+                next(done.len())
+            } else {
+                None
+            };
+        }
+        // `join` counted the batch's first member.
+        w.members += done.len() - 1;
         let durable = w.commit(batch, true);
         self.writer.committed.notify_all();
         if let Some(e) = w.failure(batch) {
-            for doc in docs.iter_mut().filter(|d| !d.is_error()) {
+            for (_, doc) in done.iter_mut().filter(|(_, d)| !d.is_error()) {
                 *doc = Doc::Error(e.clone());
             }
         }
-        (docs, durable)
+        (done, durable)
     }
 
     /// Runs `f` with a [`Batch`] in one write transaction, committed only if `f` succeeds.

@@ -8,16 +8,20 @@
 //! With the engine's deferred sync (`billhost serve`), the writer does not wait for a batch's
 //! fsync: it hands the batch's answers to the sync thread, which syncs the WAL and only then
 //! answers them, while the writer already runs the next batch ([`crate::store::walsync`]).
+//! While that fsync runs, the next batch stays open and takes every call that arrives (up to
+//! the batch size): none of them could be answered before the fsync ends anyway, and a bigger
+//! batch writes fewer WAL frames per call (the pages its calls share are written once). It
+//! commits as soon as the sync thread is free, or when it is full.
 //!
 //! A request that timed out (or whose client left) before its turn is skipped, never run
 //! behind its caller's back. Stopping lets the calls already queued finish and commit.
 
 use crate::auth::Caller;
-use crate::engine::{MAX_BATCH, settle};
+use crate::engine::settle;
 use crate::error::FuncError;
 use crate::store::walsync::Durable;
 use crate::{Doc, Engine, Params};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use tokio::sync::oneshot;
@@ -41,6 +45,8 @@ pub struct Job {
 
 enum Msg {
     Call(Job),
+    /// The sync thread answered what it had: a batch kept open for it may commit.
+    Synced,
     Stop,
 }
 
@@ -59,14 +65,18 @@ impl WriterThread {
     pub fn start(engine: Arc<Engine>) -> std::io::Result<WriterThread> {
         let (queue, calls) = mpsc::channel();
         let (settle_queue, settling) = mpsc::channel();
-        let syncer = std::thread::Builder::new()
-            .name("billhost-sync".into())
-            .spawn(move || sync(&settling))?;
+        let in_sync = Arc::new(AtomicUsize::new(0));
+        let syncer = {
+            let (in_sync, wake) = (in_sync.clone(), queue.clone());
+            std::thread::Builder::new()
+                .name("billhost-sync".into())
+                .spawn(move || sync(&settling, &in_sync, &wake))?
+        };
         let thread = std::thread::Builder::new()
             .name("billhost-writer".into())
             .stack_size(crate::script::THREAD_STACK)
             .spawn(move || {
-                run(&engine, &calls, &settle_queue);
+                run(&engine, &calls, &settle_queue, &in_sync);
                 // The sync thread ends once the writer's queue to it is gone, after answering
                 // every batch handed to it.
                 drop(settle_queue);
@@ -95,9 +105,19 @@ impl WriterThread {
     }
 }
 
+impl Drop for WriterThread {
+    /// As [`WriterThread::stop`]: the queue alone would not end the thread, since the sync
+    /// thread holds a sender to wake it.
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// The sync thread: waits for each handed batch to be durable and answers it. Batches waiting
-/// together share one fsync (the newest covers the older ones).
-fn sync(settling: &mpsc::Receiver<Settling>) {
+/// together share one fsync (the newest covers the older ones). `in_sync` counts the batches
+/// handed and not yet answered; when it falls to zero the writer is told (`wake`), in case it
+/// keeps a batch open until then.
+fn sync(settling: &mpsc::Receiver<Settling>, in_sync: &AtomicUsize, wake: &mpsc::Sender<Msg>) {
     while let Ok(first) = settling.recv() {
         let mut waiting = vec![first];
         waiting.extend(settling.try_iter());
@@ -107,48 +127,85 @@ fn sync(settling: &mpsc::Receiver<Settling>) {
         if let Some(newest) = waiting.last() {
             let _ = newest.durable.wait();
         }
+        let answered = waiting.len();
         for s in waiting {
             answer_when_durable(s);
+        }
+        if in_sync.fetch_sub(answered, Ordering::AcqRel) == answered {
+            let _ = wake.send(Msg::Synced);
         }
     }
 }
 
-fn run(engine: &Engine, calls: &mpsc::Receiver<Msg>, settle_queue: &mpsc::Sender<Settling>) {
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+fn run(
+    engine: &Engine,
+    calls: &mpsc::Receiver<Msg>,
+    settle_queue: &mpsc::Sender<Settling>,
+    in_sync: &AtomicUsize,
+) {
     let mut stopping = false;
     while !stopping {
-        match calls.recv() {
-            Ok(Msg::Call(job)) => batch.push(job),
+        let first = match calls.recv() {
+            Ok(Msg::Call(job)) => job,
+            Ok(Msg::Synced) => continue,
             Ok(Msg::Stop) | Err(_) => break,
-        }
-        while batch.len() < MAX_BATCH {
-            match calls.try_recv() {
-                Ok(Msg::Call(job)) => batch.push(job),
-                Ok(Msg::Stop) => {
-                    stopping = true;
-                    break;
+        };
+        let mut first = Some(first);
+        // The calls of the batch, pulled as it runs: those already queued, then, while the
+        // previous batch's fsync is still running, those that arrive before it ends.
+        let next = |_: usize| -> Option<Job> {
+            loop {
+                let job = match first.take() {
+                    Some(job) => job,
+                    None if stopping => return None,
+                    None => match calls.try_recv() {
+                        Ok(Msg::Call(job)) => job,
+                        Ok(Msg::Synced) => continue,
+                        Ok(Msg::Stop) => {
+                            stopping = true;
+                            return None;
+                        }
+                        Err(mpsc::TryRecvError::Disconnected) => return None,
+                        Err(mpsc::TryRecvError::Empty) => {
+                            if in_sync.load(Ordering::Acquire) == 0 {
+                                return None;
+                            }
+                            match calls.recv() {
+                                Ok(Msg::Call(job)) => job,
+                                // Maybe free now: looked at again above.
+                                Ok(Msg::Synced) => continue,
+                                Ok(Msg::Stop) => {
+                                    stopping = true;
+                                    return None;
+                                }
+                                Err(_) => return None,
+                            }
+                        }
+                    },
+                };
+                // Only the calls still wanted start; from here on they run to the end.
+                if job
+                    .state
+                    .compare_exchange(WAITING, STARTED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return Some(job);
                 }
-                Err(_) => break,
             }
-        }
-        // Only the calls still wanted start; from here on they run to the end.
-        batch.retain(|job| {
-            job.state
-                .compare_exchange(WAITING, STARTED, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+        };
+        let (done, durable) = engine.call_batch_pulled(next, |job: &Job| {
+            (&job.caller, job.func.as_str(), &job.params)
         });
-        let calls: Vec<(&Caller, &str, &Params)> = batch
-            .iter()
-            .map(|job| (&job.caller, job.func.as_str(), &job.params))
+        let replies: Vec<(oneshot::Sender<Doc>, Doc)> = done
+            .into_iter()
+            .map(|(job, doc)| (job.reply, doc))
             .collect();
-        let (docs, durable) = engine.call_batch_deferred(&calls);
-        drop(calls);
-        let replies: Vec<(oneshot::Sender<Doc>, Doc)> =
-            batch.drain(..).map(|job| job.reply).zip(docs).collect();
         match durable {
             Some(durable) => {
+                in_sync.fetch_add(1, Ordering::AcqRel);
                 if let Err(mpsc::SendError(s)) = settle_queue.send(Settling { durable, replies }) {
                     // No sync thread (it could not run): wait here.
+                    in_sync.fetch_sub(1, Ordering::AcqRel);
                     answer_when_durable(s);
                 }
             }
