@@ -7,16 +7,18 @@
 //! posted to `/billmgr/callback/MODULE` as the providers do.
 
 mod common;
+#[path = "support/host.rs"]
+mod host;
 
 use base64::Engine as _;
 use billhost_plugin_sdk::crypto::{hex, hmac_sha256};
-use common::TempDir;
+use host::{Host, id_of, text};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -78,115 +80,23 @@ fn plugins() -> &'static Path {
     })
 }
 
-struct Host {
-    dir: TempDir,
+/// An installation whose provider 1 bills in `currency`, with the two gateways.
+fn gateway_host(tag: &str, currency: &str) -> Host {
+    let host = Host::new(tag, vec![plugins().to_path_buf()]);
+    host.ok(
+        "project.edit",
+        &["elid=1", "sok=ok", &format!("currency={currency}")],
+    );
+    host
 }
 
-impl Host {
-    fn new(tag: &str, currency: &str) -> Host {
-        let host = Host {
-            dir: TempDir::new(tag),
-        };
-        let init = host.run(&["init", "--admin-password", "secret"]);
-        assert!(init.status.success(), "{init:?}");
-        host.ok(
-            "project.edit",
-            &["elid=1", "sok=ok", &format!("currency={currency}")],
-        );
-        host
-    }
+/// What these tests do on an installation beyond the shared harness.
+trait Gateways {
+    fn method(&self, module: &str, currency: &str, settings: &Value) -> (i64, i64);
+    fn add_payment(&self, account: i64, pm: i64, amount: &str) -> Value;
+}
 
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_billhost"));
-        cmd.arg("--db").arg(self.dir.db());
-        cmd.arg("--plugins").arg(plugins());
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env_remove("BILLHOST_DB")
-            .env_remove("BILLHOST_PLUGINS")
-            .env_remove("BILLHOST_PLUGIN_CONFIG");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run billhost")
-    }
-
-    fn call(&self, func: &str, params: &[&str]) -> Value {
-        let mut args = vec!["call", func];
-        args.extend_from_slice(params);
-        args.extend_from_slice(&["--out", "json"]);
-        let out = self.run(&args);
-        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{func} {params:?}: not JSON ({e}): {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        json["doc"].clone()
-    }
-
-    fn ok(&self, func: &str, params: &[&str]) -> Value {
-        let doc = self.call(func, params);
-        assert!(doc.get("error").is_none(), "{func} {params:?}: {doc}");
-        doc
-    }
-
-    fn error(&self, func: &str, params: &[&str]) -> Value {
-        let doc = self.call(func, params);
-        assert!(
-            doc.get("error").is_some(),
-            "{func} {params:?} succeeded: {doc}"
-        );
-        doc["error"].clone()
-    }
-
-    fn check_clean(&self) {
-        let out = self.run(&["check"]);
-        assert!(
-            out.status.success(),
-            "billhost check: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-
-    fn query_i64(&self, sql: &str, id: i64) -> i64 {
-        let db = rusqlite::Connection::open(self.dir.db()).expect("open db");
-        db.query_row(sql, [id], |r| r.get(0)).expect(sql)
-    }
-
-    fn balance(&self, account: i64) -> i64 {
-        self.query_i64(
-            "SELECT coalesce(sum(balance), 0) FROM subaccount WHERE account_id = ?1",
-            account,
-        )
-    }
-
-    fn payment_status(&self, id: i64) -> i64 {
-        self.query_i64("SELECT status FROM payment WHERE id = ?1", id)
-    }
-
-    fn history(&self, payment: i64) -> Vec<String> {
-        let db = rusqlite::Connection::open(self.dir.db()).expect("open db");
-        let mut stmt = db
-            .prepare(
-                "SELECT description FROM history WHERE object_type = 'payment' AND object_id = ?1 ORDER BY id",
-            )
-            .unwrap();
-        stmt.query_map([payment], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-
-    fn history_count(&self, payment: i64, part: &str) -> usize {
-        self.history(payment)
-            .iter()
-            .filter(|h| h.contains(part))
-            .count()
-    }
-
+impl Gateways for Host {
     /// A payment method of `module` in `currency` with these settings, and a client.
     fn method(&self, module: &str, currency: &str, settings: &Value) -> (i64, i64) {
         let pm = id_of(&self.ok(
@@ -214,14 +124,6 @@ impl Host {
             ],
         )
     }
-}
-
-fn text(v: &Value) -> String {
-    v["$"].as_str().unwrap_or_default().to_string()
-}
-
-fn id_of(doc: &Value) -> i64 {
-    text(&doc["id"]).parse().expect("an id")
 }
 
 /// A running `billhost serve`, stopped when dropped.
@@ -840,7 +742,7 @@ fn stripe_post(server: &Server, payload: &str, signature: &str) -> (u16, String)
 #[test]
 fn stripe_checkout_credits_once_and_refunds_in_parts() {
     let stripe = StripeFake::start();
-    let host = Host::new("gw-stripe", "840");
+    let host = gateway_host("gw-stripe", "840");
     let (pm, account) = host.method("stripe", "840", &stripe.settings());
 
     let doc = host.add_payment(account, pm, "10.00");
@@ -984,7 +886,7 @@ fn stripe_checkout_credits_once_and_refunds_in_parts() {
 #[test]
 fn stripe_in_yen_with_pending_refunds_expiry_and_an_api_that_fails() {
     let stripe = StripeFake::start();
-    let host = Host::new("gw-stripe-jpy", "392");
+    let host = gateway_host("gw-stripe-jpy", "392");
     let (pm, account) = host.method("stripe", "392", &stripe.settings());
 
     // ¥1500 is 1500 at Stripe (a zero-decimal currency), and a fraction of a yen is refused.
@@ -1047,7 +949,7 @@ fn stripe_in_yen_with_pending_refunds_expiry_and_an_api_that_fails() {
     assert_eq!(host.history_count(payment, "confirmed by the gateway"), 1);
     assert_eq!(host.history_count(payment, "is already refunded"), 2);
     assert_eq!(
-        host.query_i64(
+        host.query_id(
             "SELECT count(*) FROM refund WHERE payment_id = ?1 AND status = 6",
             payment
         ),
@@ -1096,7 +998,7 @@ fn stripe_in_yen_with_pending_refunds_expiry_and_an_api_that_fails() {
 #[test]
 fn stripe_settings_are_validated_and_masked() {
     let stripe = StripeFake::start();
-    let host = Host::new("gw-stripe-settings", "840");
+    let host = gateway_host("gw-stripe-settings", "840");
     let mut settings = stripe.settings();
     settings.as_object_mut().unwrap().remove("webhook_secret");
     let e = host.error(
@@ -1430,7 +1332,7 @@ fn yoo_notification(event: &str, object: &Value) -> String {
 #[test]
 fn yookassa_notifications_are_trusted_only_as_the_api_confirms_them() {
     let yoo = YooFake::start();
-    let host = Host::new("gw-yoo", "643");
+    let host = gateway_host("gw-yoo", "643");
     let (pm, account) = host.method("yookassa", "643", &yoo.settings());
 
     let doc = host.add_payment(account, pm, "1234.56");
@@ -1525,7 +1427,7 @@ fn yookassa_notifications_are_trusted_only_as_the_api_confirms_them() {
 #[test]
 fn yookassa_status_checks_sender_ranges_and_settings() {
     let yoo = YooFake::start();
-    let host = Host::new("gw-yoo-check", "643");
+    let host = gateway_host("gw-yoo-check", "643");
     // Settings: keys required, currency one YooKassa takes.
     let mut settings = yoo.settings();
     settings.as_object_mut().unwrap().remove("secret_key");
