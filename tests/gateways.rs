@@ -9,6 +9,8 @@
 mod common;
 #[path = "support/host.rs"]
 mod host;
+#[path = "support/webdriver.rs"]
+mod webdriver;
 
 use base64::Engine as _;
 use billhost_plugin_sdk::crypto::{hex, hmac_sha256};
@@ -154,25 +156,30 @@ impl Server {
     /// Posts a notification to `/billmgr/callback/MODULE` as the provider does; answers the HTTP
     /// status and the body.
     fn notify(&self, module: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(&self.addr).unwrap();
-        let mut head = format!(
-            "POST /billmgr/callback/{module} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        write!(s, "{head}\r\n{body}").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let status = out
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        (status, body)
+        post_callback(&self.addr, module, headers, body)
     }
+}
+
+/// Posts a notification to billhost at `addr` as a provider does: the HTTP status and the body.
+fn post_callback(addr: &str, module: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut head = format!(
+        "POST /billmgr/callback/{module} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    write!(s, "{head}\r\n{body}").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
 }
 
 impl Drop for Server {
@@ -394,11 +401,16 @@ fn serve_one(
         }
         answer
     };
-    let text = answer.to_string();
+    // A checkout page (HTML) or a redirect (its location) for a browser; JSON otherwise.
+    let (kind, text, location) = match (status, answer) {
+        (200, Value::String(html)) => ("text/html", html, String::new()),
+        (303, Value::String(to)) => ("text/plain", String::new(), format!("Location: {to}\r\n")),
+        (_, answer) => ("application/json", answer.to_string(), String::new()),
+    };
     let mut stream = stream;
     let _ = write!(
         stream,
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\n{location}Content-Length: {}\r\nConnection: close\r\n\r\n{text}",
         text.len()
     );
 }
@@ -449,6 +461,8 @@ struct StripeState {
     idempotency: Idempotency,
     /// Refunds start `pending` (confirmed later by `settle_refunds`).
     pending_refunds: bool,
+    /// Where a session's payment page is (its id appended); Stripe's own host when unset.
+    page_base: Option<String>,
 }
 
 fn stripe_error(status: u16, message: &str, param: &str) -> (u16, Value) {
@@ -477,10 +491,11 @@ fn stripe_handle(state: &Mutex<StripeState>, req: &Request) -> (u16, Value) {
         let form = parse_form(&req.body);
         let fingerprint = format!("{} {}", req.path, req.body);
         let (sessions, refunds, pending) = (&mut st.sessions, &mut st.refunds, st.pending_refunds);
+        let page_base = st.page_base.as_deref();
         return st
             .idempotency
             .run(&key, &fingerprint, || match req.path.as_str() {
-                "/v1/checkout/sessions" => stripe_create_session(sessions, &form),
+                "/v1/checkout/sessions" => stripe_create_session(sessions, &form, page_base),
                 "/v1/refunds" => stripe_create_refund(sessions, refunds, &form, pending),
                 _ => stripe_error(404, "Unrecognized request URL", ""),
             });
@@ -520,7 +535,11 @@ fn stripe_handle(state: &Mutex<StripeState>, req: &Request) -> (u16, Value) {
     stripe_error(404, "Unrecognized request URL", "")
 }
 
-fn stripe_create_session(sessions: &mut Vec<Value>, f: &BTreeMap<String, String>) -> (u16, Value) {
+fn stripe_create_session(
+    sessions: &mut Vec<Value>,
+    f: &BTreeMap<String, String>,
+    page_base: Option<&str>,
+) -> (u16, Value) {
     for required in [
         "mode",
         "success_url",
@@ -559,7 +578,7 @@ fn stripe_create_session(sessions: &mut Vec<Value>, f: &BTreeMap<String, String>
         "id": id,
         "object": "checkout.session",
         "mode": "payment",
-        "url": format!("https://checkout.stripe.test/c/pay/{id}"),
+        "url": format!("{}{id}", page_base.unwrap_or("https://checkout.stripe.test/c/pay/")),
         "status": "open",
         "payment_status": "unpaid",
         "amount_total": unit,
@@ -662,17 +681,7 @@ impl StripeFake {
 
     /// The payer pays on Stripe's page: the session completes, with a payment intent.
     fn pay(&self, id: &str) -> Value {
-        let mut st = self.state.lock().unwrap();
-        let n = st.sessions.len();
-        let s = st
-            .sessions
-            .iter_mut()
-            .find(|s| s["id"] == id)
-            .expect("a session");
-        s["status"] = json!("complete");
-        s["payment_status"] = json!("paid");
-        s["payment_intent"] = json!(format!("pi_test_{n}_{id}"));
-        s.clone()
+        stripe_pay(&self.state, id)
     }
 
     fn expire(&self, id: &str) -> Value {
@@ -702,6 +711,21 @@ impl StripeFake {
             .map(|r| r["amount"].as_i64().unwrap())
             .collect()
     }
+}
+
+/// A checkout session paid: complete, with a payment intent.
+fn stripe_pay(state: &Mutex<StripeState>, id: &str) -> Value {
+    let mut st = state.lock().unwrap();
+    let n = st.sessions.len();
+    let s = st
+        .sessions
+        .iter_mut()
+        .find(|s| s["id"] == id)
+        .expect("a session");
+    s["status"] = json!("complete");
+    s["payment_status"] = json!("paid");
+    s["payment_intent"] = json!(format!("pi_test_{n}_{id}"));
+    s.clone()
 }
 
 fn unix_now() -> i64 {
@@ -1061,6 +1085,8 @@ struct YooState {
     payments: Vec<Value>,
     refunds: Vec<Value>,
     idempotency: Idempotency,
+    /// Where a payment's confirmation page is (its id appended); YooMoney's own when unset.
+    page_base: Option<String>,
 }
 
 fn yoo_error(status: u16, code: &str, description: &str, parameter: &str) -> (u16, Value) {
@@ -1120,10 +1146,11 @@ fn yoo_handle(state: &Mutex<YooState>, req: &Request) -> (u16, Value) {
         };
         let fingerprint = format!("{} {}", req.path, req.body);
         let (payments, refunds) = (&mut st.payments, &mut st.refunds);
+        let page_base = st.page_base.as_deref();
         return st
             .idempotency
             .run(&key, &fingerprint, || match req.path.as_str() {
-                "/v3/payments" => yoo_create_payment(payments, &body),
+                "/v3/payments" => yoo_create_payment(payments, &body, page_base),
                 "/v3/refunds" => yoo_create_refund(payments, refunds, &body),
                 _ => yoo_error(404, "not_found", "Unknown path", ""),
             });
@@ -1153,7 +1180,11 @@ fn yoo_handle(state: &Mutex<YooState>, req: &Request) -> (u16, Value) {
     yoo_error(404, "not_found", "Unknown path", "")
 }
 
-fn yoo_create_payment(payments: &mut Vec<Value>, b: &Value) -> (u16, Value) {
+fn yoo_create_payment(
+    payments: &mut Vec<Value>,
+    b: &Value,
+    page_base: Option<&str>,
+) -> (u16, Value) {
     if two_decimals(&b["amount"]["value"]).is_none_or(|v| v <= 0) {
         return yoo_error(
             400,
@@ -1214,7 +1245,14 @@ fn yoo_create_payment(payments: &mut Vec<Value>, b: &Value) -> (u16, Value) {
         "status": "pending",
         "paid": false,
         "amount": b["amount"],
-        "confirmation": {"type": "redirect", "confirmation_url": format!("https://yoomoney.test/checkout/payments/v2/contract?orderId={id}")},
+        "confirmation": {
+            "type": "redirect",
+            "return_url": b["confirmation"]["return_url"],
+            "confirmation_url": format!(
+                "{}{id}",
+                page_base.unwrap_or("https://yoomoney.test/checkout/payments/v2/contract?orderId=")
+            ),
+        },
         "created_at": "2026-12-02T06:00:00.000Z",
         "description": b["description"],
         "metadata": b["metadata"],
@@ -1308,21 +1346,26 @@ impl YooFake {
 
     /// The payer pays on YooKassa's page.
     fn pay(&self, id: &str) -> Value {
-        let mut st = self.state.lock().unwrap();
-        let p = st
-            .payments
-            .iter_mut()
-            .find(|p| p["id"] == id)
-            .expect("a payment");
-        p["status"] = json!("succeeded");
-        p["paid"] = json!(true);
-        p["refundable"] = json!(true);
-        p.clone()
+        yoo_pay(&self.state, id)
     }
 
     fn refunds(&self) -> Vec<Value> {
         self.state.lock().unwrap().refunds.clone()
     }
+}
+
+/// A payment paid: succeeded, refundable.
+fn yoo_pay(state: &Mutex<YooState>, id: &str) -> Value {
+    let mut st = state.lock().unwrap();
+    let p = st
+        .payments
+        .iter_mut()
+        .find(|p| p["id"] == id)
+        .expect("a payment");
+    p["status"] = json!("succeeded");
+    p["paid"] = json!(true);
+    p["refundable"] = json!(true);
+    p.clone()
 }
 
 fn yoo_notification(event: &str, object: &Value) -> String {
@@ -1536,5 +1579,156 @@ fn yookassa_status_checks_sender_ranges_and_settings() {
     assert_eq!(yoo.refunds().len(), 1);
     assert_eq!(yoo.refunds()[0]["amount"]["value"], "9.90");
     assert_eq!(host.balance(account), 9_000);
+    host.check_clean();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the web panel, in a real browser: the providers' payment pages are the fakes' too.
+
+/// The providers' payment pages, for a browser: `/stripe/ID` and `/yookassa/ID` show a Pay
+/// button. Paying marks the payment paid at the fake, sends the provider's notification to
+/// billhost at `billhost` (signed for Stripe; YooKassa's carries no signature and the plugin
+/// fetches the payment back from the fake's API), then sends the payer back where the payment
+/// said to (Stripe's `success_url`, YooKassa's `return_url`).
+fn checkout_site(
+    billhost: String,
+    stripe: Arc<Mutex<StripeState>>,
+    yoo: Arc<Mutex<YooState>>,
+) -> Fake {
+    Fake::start(Arc::new(move |req: &Request| {
+        let (provider, id) = req
+            .path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or(("", ""));
+        if req.method == "GET" {
+            let page = format!(
+                "<!doctype html><title>{provider}</title><h1>Pay at {provider}</h1>\
+                 <form method=post action=\"{}\"><button id=pay>Pay</button></form>",
+                req.path
+            );
+            return (200, Value::String(page));
+        }
+        let (callback, back) = match provider {
+            "stripe" => {
+                let paid = stripe_pay(&stripe, id);
+                let event = stripe_event("checkout.session.completed", &paid);
+                let signature = stripe_signature(&event, WHSEC, unix_now());
+                let answer = post_callback(
+                    &billhost,
+                    "stripe",
+                    &[("Stripe-Signature", &signature)],
+                    &event,
+                );
+                (answer, paid["success_url"].clone())
+            }
+            "yookassa" => {
+                let paid = yoo_pay(&yoo, id);
+                let note = yoo_notification("payment.succeeded", &paid);
+                let answer = post_callback(&billhost, "yookassa", &[], &note);
+                (answer, paid["confirmation"]["return_url"].clone())
+            }
+            _ => return (404, json!({"error": "no such page"})),
+        };
+        match callback {
+            (200, _) => (303, back),
+            // Shown to the browser, so that the test's next look at the page tells why.
+            (status, body) => (
+                200,
+                Value::String(format!(
+                    "<p id=error>billhost answered {status}: {body}</p>"
+                )),
+            ),
+        }
+    }))
+}
+
+#[test]
+fn a_client_adds_funds_in_the_panel_with_stripe_and_with_yookassa() {
+    let (stripe, yoo) = (StripeFake::start(), YooFake::start());
+    let host = gateway_host("gw-panel", "978");
+    let server = Server::start(&host);
+    let site = checkout_site(server.addr.clone(), stripe.state.clone(), yoo.state.clone());
+    stripe.state.lock().unwrap().page_base = Some(format!("{}/stripe/", site.base()));
+    yoo.state.lock().unwrap().page_base = Some(format!("{}/yookassa/", site.base()));
+    let panel = format!("http://{}/", server.addr);
+    let mut stripe_settings = stripe.settings();
+    stripe_settings["panel_url"] = json!(panel);
+    let mut yoo_settings = yoo.settings();
+    yoo_settings["return_url"] = json!(panel);
+    for (name, module, settings) in [
+        ("Card", "stripe", &stripe_settings),
+        ("YooMoney", "yookassa", &yoo_settings),
+    ] {
+        host.ok(
+            "paymethod.edit",
+            &[
+                "sok=ok",
+                &format!("name={name}"),
+                "currency=978",
+                &format!("module={module}"),
+                "active=on",
+                &format!("settings={settings}"),
+            ],
+        );
+    }
+    let account = id_of(&host.ok(
+        "account.edit",
+        &[
+            "sok=ok",
+            "email=ann@example.com",
+            "name=Ann Example",
+            "passwd=ann-password-1",
+            "confirm=ann-password-1",
+        ],
+    ));
+    let Some(b) = webdriver::Browser::start() else {
+        return;
+    };
+    b.goto(&panel);
+    assert!(b.url().ends_with("/login"), "{}", b.url());
+    b.type_into("input[name=username]", "ann@example.com");
+    b.type_into("input[name=password]", "ann-password-1");
+    b.click_nav("#login");
+    b.find("#logout");
+
+    // Each method in turn: payment.add's form, the provider's page, its notification, home.
+    for (method, amount, page, total) in [
+        ("Card", "25.00", "/stripe/", "25.00"),
+        ("YooMoney", "100.50", "/yookassa/", "125.50"),
+    ] {
+        b.goto(&panel);
+        b.click_nav("#add-funds");
+        b.select("#f-paymethod", method);
+        b.type_into("#f-amount", amount);
+        b.click_nav("#submit");
+        assert!(
+            b.url().starts_with(&format!("{}{page}", site.base())),
+            "{method}: {} {}",
+            b.url(),
+            b.source()
+        );
+        b.click_nav("#pay");
+        assert!(
+            b.url().starts_with(&panel),
+            "{method}: {} {}",
+            b.url(),
+            b.source()
+        );
+        let balances = b.text_of("#balances");
+        assert!(balances.contains(total), "{method}: {balances}");
+    }
+    assert_eq!(host.balance(account), 12_550);
+    // Each payment credited once, from its notification.
+    for payment in [1, 2] {
+        assert_eq!(host.payment_status(payment), 4);
+        assert_eq!(
+            host.history_count(payment, "callback: paid"),
+            1,
+            "{:?}",
+            host.history(payment)
+        );
+    }
+    drop(server);
     host.check_clean();
 }
