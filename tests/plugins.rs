@@ -97,8 +97,6 @@ fn faulty() -> &'static Path {
     })
 }
 
-/// A database and the plugin folders a `billhost` process gets.
-
 /// A provider in USD, a client, and a testpay method whose gateway records live in `state`.
 fn testpay_setup(host: &Host, state: &Path) -> (i64, i64) {
     host.ok("project.edit", &["elid=1", "sok=ok", "currency=840"]);
