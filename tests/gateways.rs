@@ -479,6 +479,10 @@ fn stripe_handle(state: &Mutex<StripeState>, req: &Request) -> (u16, Value) {
             json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}),
         );
     }
+    // The plugin pins the API version it was written against.
+    if req.header("stripe-version") != Some("2024-06-20") {
+        return stripe_error(400, "this fake wants Stripe-Version: 2024-06-20", "");
+    }
     let mut st = state.lock().unwrap();
     let st = &mut *st;
     if req.method == "POST" {
