@@ -7,16 +7,20 @@
 //! posted to `/billmgr/callback/MODULE` as the providers do.
 
 mod common;
+#[path = "support/host.rs"]
+mod host;
+#[path = "support/webdriver.rs"]
+mod webdriver;
 
 use base64::Engine as _;
 use billhost_plugin_sdk::crypto::{hex, hmac_sha256};
-use common::TempDir;
+use host::{Host, id_of, text};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Arc, Barrier, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -78,115 +82,23 @@ fn plugins() -> &'static Path {
     })
 }
 
-struct Host {
-    dir: TempDir,
+/// An installation whose provider 1 bills in `currency`, with the two gateways.
+fn gateway_host(tag: &str, currency: &str) -> Host {
+    let host = Host::new(tag, vec![plugins().to_path_buf()]);
+    host.ok(
+        "project.edit",
+        &["elid=1", "sok=ok", &format!("currency={currency}")],
+    );
+    host
 }
 
-impl Host {
-    fn new(tag: &str, currency: &str) -> Host {
-        let host = Host {
-            dir: TempDir::new(tag),
-        };
-        let init = host.run(&["init", "--admin-password", "secret"]);
-        assert!(init.status.success(), "{init:?}");
-        host.ok(
-            "project.edit",
-            &["elid=1", "sok=ok", &format!("currency={currency}")],
-        );
-        host
-    }
+/// What these tests do on an installation beyond the shared harness.
+trait Gateways {
+    fn method(&self, module: &str, currency: &str, settings: &Value) -> (i64, i64);
+    fn add_payment(&self, account: i64, pm: i64, amount: &str) -> Value;
+}
 
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_billhost"));
-        cmd.arg("--db").arg(self.dir.db());
-        cmd.arg("--plugins").arg(plugins());
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env_remove("BILLHOST_DB")
-            .env_remove("BILLHOST_PLUGINS")
-            .env_remove("BILLHOST_PLUGIN_CONFIG");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run billhost")
-    }
-
-    fn call(&self, func: &str, params: &[&str]) -> Value {
-        let mut args = vec!["call", func];
-        args.extend_from_slice(params);
-        args.extend_from_slice(&["--out", "json"]);
-        let out = self.run(&args);
-        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{func} {params:?}: not JSON ({e}): {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        json["doc"].clone()
-    }
-
-    fn ok(&self, func: &str, params: &[&str]) -> Value {
-        let doc = self.call(func, params);
-        assert!(doc.get("error").is_none(), "{func} {params:?}: {doc}");
-        doc
-    }
-
-    fn error(&self, func: &str, params: &[&str]) -> Value {
-        let doc = self.call(func, params);
-        assert!(
-            doc.get("error").is_some(),
-            "{func} {params:?} succeeded: {doc}"
-        );
-        doc["error"].clone()
-    }
-
-    fn check_clean(&self) {
-        let out = self.run(&["check"]);
-        assert!(
-            out.status.success(),
-            "billhost check: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-
-    fn query_i64(&self, sql: &str, id: i64) -> i64 {
-        let db = rusqlite::Connection::open(self.dir.db()).expect("open db");
-        db.query_row(sql, [id], |r| r.get(0)).expect(sql)
-    }
-
-    fn balance(&self, account: i64) -> i64 {
-        self.query_i64(
-            "SELECT coalesce(sum(balance), 0) FROM subaccount WHERE account_id = ?1",
-            account,
-        )
-    }
-
-    fn payment_status(&self, id: i64) -> i64 {
-        self.query_i64("SELECT status FROM payment WHERE id = ?1", id)
-    }
-
-    fn history(&self, payment: i64) -> Vec<String> {
-        let db = rusqlite::Connection::open(self.dir.db()).expect("open db");
-        let mut stmt = db
-            .prepare(
-                "SELECT description FROM history WHERE object_type = 'payment' AND object_id = ?1 ORDER BY id",
-            )
-            .unwrap();
-        stmt.query_map([payment], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    }
-
-    fn history_count(&self, payment: i64, part: &str) -> usize {
-        self.history(payment)
-            .iter()
-            .filter(|h| h.contains(part))
-            .count()
-    }
-
+impl Gateways for Host {
     /// A payment method of `module` in `currency` with these settings, and a client.
     fn method(&self, module: &str, currency: &str, settings: &Value) -> (i64, i64) {
         let pm = id_of(&self.ok(
@@ -214,14 +126,6 @@ impl Host {
             ],
         )
     }
-}
-
-fn text(v: &Value) -> String {
-    v["$"].as_str().unwrap_or_default().to_string()
-}
-
-fn id_of(doc: &Value) -> i64 {
-    text(&doc["id"]).parse().expect("an id")
 }
 
 /// A running `billhost serve`, stopped when dropped.
@@ -252,25 +156,30 @@ impl Server {
     /// Posts a notification to `/billmgr/callback/MODULE` as the provider does; answers the HTTP
     /// status and the body.
     fn notify(&self, module: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(&self.addr).unwrap();
-        let mut head = format!(
-            "POST /billmgr/callback/{module} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (k, v) in headers {
-            head.push_str(&format!("{k}: {v}\r\n"));
-        }
-        write!(s, "{head}\r\n{body}").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let status = out
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        (status, body)
+        post_callback(&self.addr, module, headers, body)
     }
+}
+
+/// Posts a notification to billhost at `addr` as a provider does: the HTTP status and the body.
+fn post_callback(addr: &str, module: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut head = format!(
+        "POST /billmgr/callback/{module} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    write!(s, "{head}\r\n{body}").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
 }
 
 impl Drop for Server {
@@ -492,11 +401,16 @@ fn serve_one(
         }
         answer
     };
-    let text = answer.to_string();
+    // A checkout page (HTML) or a redirect (its location) for a browser; JSON otherwise.
+    let (kind, text, location) = match (status, answer) {
+        (200, Value::String(html)) => ("text/html", html, String::new()),
+        (303, Value::String(to)) => ("text/plain", String::new(), format!("Location: {to}\r\n")),
+        (_, answer) => ("application/json", answer.to_string(), String::new()),
+    };
     let mut stream = stream;
     let _ = write!(
         stream,
-        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+        "HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\n{location}Content-Length: {}\r\nConnection: close\r\n\r\n{text}",
         text.len()
     );
 }
@@ -547,6 +461,8 @@ struct StripeState {
     idempotency: Idempotency,
     /// Refunds start `pending` (confirmed later by `settle_refunds`).
     pending_refunds: bool,
+    /// Where a session's payment page is (its id appended); Stripe's own host when unset.
+    page_base: Option<String>,
 }
 
 fn stripe_error(status: u16, message: &str, param: &str) -> (u16, Value) {
@@ -563,6 +479,10 @@ fn stripe_handle(state: &Mutex<StripeState>, req: &Request) -> (u16, Value) {
             json!({"error": {"type": "invalid_request_error", "message": "Invalid API Key provided"}}),
         );
     }
+    // The plugin pins the API version it was written against.
+    if req.header("stripe-version") != Some("2024-06-20") {
+        return stripe_error(400, "this fake wants Stripe-Version: 2024-06-20", "");
+    }
     let mut st = state.lock().unwrap();
     let st = &mut *st;
     if req.method == "POST" {
@@ -575,10 +495,11 @@ fn stripe_handle(state: &Mutex<StripeState>, req: &Request) -> (u16, Value) {
         let form = parse_form(&req.body);
         let fingerprint = format!("{} {}", req.path, req.body);
         let (sessions, refunds, pending) = (&mut st.sessions, &mut st.refunds, st.pending_refunds);
+        let page_base = st.page_base.as_deref();
         return st
             .idempotency
             .run(&key, &fingerprint, || match req.path.as_str() {
-                "/v1/checkout/sessions" => stripe_create_session(sessions, &form),
+                "/v1/checkout/sessions" => stripe_create_session(sessions, &form, page_base),
                 "/v1/refunds" => stripe_create_refund(sessions, refunds, &form, pending),
                 _ => stripe_error(404, "Unrecognized request URL", ""),
             });
@@ -618,7 +539,11 @@ fn stripe_handle(state: &Mutex<StripeState>, req: &Request) -> (u16, Value) {
     stripe_error(404, "Unrecognized request URL", "")
 }
 
-fn stripe_create_session(sessions: &mut Vec<Value>, f: &BTreeMap<String, String>) -> (u16, Value) {
+fn stripe_create_session(
+    sessions: &mut Vec<Value>,
+    f: &BTreeMap<String, String>,
+    page_base: Option<&str>,
+) -> (u16, Value) {
     for required in [
         "mode",
         "success_url",
@@ -657,7 +582,7 @@ fn stripe_create_session(sessions: &mut Vec<Value>, f: &BTreeMap<String, String>
         "id": id,
         "object": "checkout.session",
         "mode": "payment",
-        "url": format!("https://checkout.stripe.test/c/pay/{id}"),
+        "url": format!("{}{id}", page_base.unwrap_or("https://checkout.stripe.test/c/pay/")),
         "status": "open",
         "payment_status": "unpaid",
         "amount_total": unit,
@@ -760,17 +685,7 @@ impl StripeFake {
 
     /// The payer pays on Stripe's page: the session completes, with a payment intent.
     fn pay(&self, id: &str) -> Value {
-        let mut st = self.state.lock().unwrap();
-        let n = st.sessions.len();
-        let s = st
-            .sessions
-            .iter_mut()
-            .find(|s| s["id"] == id)
-            .expect("a session");
-        s["status"] = json!("complete");
-        s["payment_status"] = json!("paid");
-        s["payment_intent"] = json!(format!("pi_test_{n}_{id}"));
-        s.clone()
+        stripe_pay(&self.state, id)
     }
 
     fn expire(&self, id: &str) -> Value {
@@ -800,6 +715,21 @@ impl StripeFake {
             .map(|r| r["amount"].as_i64().unwrap())
             .collect()
     }
+}
+
+/// A checkout session paid: complete, with a payment intent.
+fn stripe_pay(state: &Mutex<StripeState>, id: &str) -> Value {
+    let mut st = state.lock().unwrap();
+    let n = st.sessions.len();
+    let s = st
+        .sessions
+        .iter_mut()
+        .find(|s| s["id"] == id)
+        .expect("a session");
+    s["status"] = json!("complete");
+    s["payment_status"] = json!("paid");
+    s["payment_intent"] = json!(format!("pi_test_{n}_{id}"));
+    s.clone()
 }
 
 fn unix_now() -> i64 {
@@ -840,7 +770,7 @@ fn stripe_post(server: &Server, payload: &str, signature: &str) -> (u16, String)
 #[test]
 fn stripe_checkout_credits_once_and_refunds_in_parts() {
     let stripe = StripeFake::start();
-    let host = Host::new("gw-stripe", "840");
+    let host = gateway_host("gw-stripe", "840");
     let (pm, account) = host.method("stripe", "840", &stripe.settings());
 
     let doc = host.add_payment(account, pm, "10.00");
@@ -984,7 +914,7 @@ fn stripe_checkout_credits_once_and_refunds_in_parts() {
 #[test]
 fn stripe_in_yen_with_pending_refunds_expiry_and_an_api_that_fails() {
     let stripe = StripeFake::start();
-    let host = Host::new("gw-stripe-jpy", "392");
+    let host = gateway_host("gw-stripe-jpy", "392");
     let (pm, account) = host.method("stripe", "392", &stripe.settings());
 
     // ¥1500 is 1500 at Stripe (a zero-decimal currency), and a fraction of a yen is refused.
@@ -1047,7 +977,7 @@ fn stripe_in_yen_with_pending_refunds_expiry_and_an_api_that_fails() {
     assert_eq!(host.history_count(payment, "confirmed by the gateway"), 1);
     assert_eq!(host.history_count(payment, "is already refunded"), 2);
     assert_eq!(
-        host.query_i64(
+        host.query_id(
             "SELECT count(*) FROM refund WHERE payment_id = ?1 AND status = 6",
             payment
         ),
@@ -1096,7 +1026,7 @@ fn stripe_in_yen_with_pending_refunds_expiry_and_an_api_that_fails() {
 #[test]
 fn stripe_settings_are_validated_and_masked() {
     let stripe = StripeFake::start();
-    let host = Host::new("gw-stripe-settings", "840");
+    let host = gateway_host("gw-stripe-settings", "840");
     let mut settings = stripe.settings();
     settings.as_object_mut().unwrap().remove("webhook_secret");
     let e = host.error(
@@ -1159,6 +1089,8 @@ struct YooState {
     payments: Vec<Value>,
     refunds: Vec<Value>,
     idempotency: Idempotency,
+    /// Where a payment's confirmation page is (its id appended); YooMoney's own when unset.
+    page_base: Option<String>,
 }
 
 fn yoo_error(status: u16, code: &str, description: &str, parameter: &str) -> (u16, Value) {
@@ -1218,10 +1150,11 @@ fn yoo_handle(state: &Mutex<YooState>, req: &Request) -> (u16, Value) {
         };
         let fingerprint = format!("{} {}", req.path, req.body);
         let (payments, refunds) = (&mut st.payments, &mut st.refunds);
+        let page_base = st.page_base.as_deref();
         return st
             .idempotency
             .run(&key, &fingerprint, || match req.path.as_str() {
-                "/v3/payments" => yoo_create_payment(payments, &body),
+                "/v3/payments" => yoo_create_payment(payments, &body, page_base),
                 "/v3/refunds" => yoo_create_refund(payments, refunds, &body),
                 _ => yoo_error(404, "not_found", "Unknown path", ""),
             });
@@ -1251,7 +1184,11 @@ fn yoo_handle(state: &Mutex<YooState>, req: &Request) -> (u16, Value) {
     yoo_error(404, "not_found", "Unknown path", "")
 }
 
-fn yoo_create_payment(payments: &mut Vec<Value>, b: &Value) -> (u16, Value) {
+fn yoo_create_payment(
+    payments: &mut Vec<Value>,
+    b: &Value,
+    page_base: Option<&str>,
+) -> (u16, Value) {
     if two_decimals(&b["amount"]["value"]).is_none_or(|v| v <= 0) {
         return yoo_error(
             400,
@@ -1312,7 +1249,14 @@ fn yoo_create_payment(payments: &mut Vec<Value>, b: &Value) -> (u16, Value) {
         "status": "pending",
         "paid": false,
         "amount": b["amount"],
-        "confirmation": {"type": "redirect", "confirmation_url": format!("https://yoomoney.test/checkout/payments/v2/contract?orderId={id}")},
+        "confirmation": {
+            "type": "redirect",
+            "return_url": b["confirmation"]["return_url"],
+            "confirmation_url": format!(
+                "{}{id}",
+                page_base.unwrap_or("https://yoomoney.test/checkout/payments/v2/contract?orderId=")
+            ),
+        },
         "created_at": "2026-12-02T06:00:00.000Z",
         "description": b["description"],
         "metadata": b["metadata"],
@@ -1406,21 +1350,26 @@ impl YooFake {
 
     /// The payer pays on YooKassa's page.
     fn pay(&self, id: &str) -> Value {
-        let mut st = self.state.lock().unwrap();
-        let p = st
-            .payments
-            .iter_mut()
-            .find(|p| p["id"] == id)
-            .expect("a payment");
-        p["status"] = json!("succeeded");
-        p["paid"] = json!(true);
-        p["refundable"] = json!(true);
-        p.clone()
+        yoo_pay(&self.state, id)
     }
 
     fn refunds(&self) -> Vec<Value> {
         self.state.lock().unwrap().refunds.clone()
     }
+}
+
+/// A payment paid: succeeded, refundable.
+fn yoo_pay(state: &Mutex<YooState>, id: &str) -> Value {
+    let mut st = state.lock().unwrap();
+    let p = st
+        .payments
+        .iter_mut()
+        .find(|p| p["id"] == id)
+        .expect("a payment");
+    p["status"] = json!("succeeded");
+    p["paid"] = json!(true);
+    p["refundable"] = json!(true);
+    p.clone()
 }
 
 fn yoo_notification(event: &str, object: &Value) -> String {
@@ -1430,7 +1379,7 @@ fn yoo_notification(event: &str, object: &Value) -> String {
 #[test]
 fn yookassa_notifications_are_trusted_only_as_the_api_confirms_them() {
     let yoo = YooFake::start();
-    let host = Host::new("gw-yoo", "643");
+    let host = gateway_host("gw-yoo", "643");
     let (pm, account) = host.method("yookassa", "643", &yoo.settings());
 
     let doc = host.add_payment(account, pm, "1234.56");
@@ -1525,7 +1474,7 @@ fn yookassa_notifications_are_trusted_only_as_the_api_confirms_them() {
 #[test]
 fn yookassa_status_checks_sender_ranges_and_settings() {
     let yoo = YooFake::start();
-    let host = Host::new("gw-yoo-check", "643");
+    let host = gateway_host("gw-yoo-check", "643");
     // Settings: keys required, currency one YooKassa takes.
     let mut settings = yoo.settings();
     settings.as_object_mut().unwrap().remove("secret_key");
@@ -1634,5 +1583,156 @@ fn yookassa_status_checks_sender_ranges_and_settings() {
     assert_eq!(yoo.refunds().len(), 1);
     assert_eq!(yoo.refunds()[0]["amount"]["value"], "9.90");
     assert_eq!(host.balance(account), 9_000);
+    host.check_clean();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Through the web panel, in a real browser: the providers' payment pages are the fakes' too.
+
+/// The providers' payment pages, for a browser: `/stripe/ID` and `/yookassa/ID` show a Pay
+/// button. Paying marks the payment paid at the fake, sends the provider's notification to
+/// billhost at `billhost` (signed for Stripe; YooKassa's carries no signature and the plugin
+/// fetches the payment back from the fake's API), then sends the payer back where the payment
+/// said to (Stripe's `success_url`, YooKassa's `return_url`).
+fn checkout_site(
+    billhost: String,
+    stripe: Arc<Mutex<StripeState>>,
+    yoo: Arc<Mutex<YooState>>,
+) -> Fake {
+    Fake::start(Arc::new(move |req: &Request| {
+        let (provider, id) = req
+            .path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or(("", ""));
+        if req.method == "GET" {
+            let page = format!(
+                "<!doctype html><title>{provider}</title><h1>Pay at {provider}</h1>\
+                 <form method=post action=\"{}\"><button id=pay>Pay</button></form>",
+                req.path
+            );
+            return (200, Value::String(page));
+        }
+        let (callback, back) = match provider {
+            "stripe" => {
+                let paid = stripe_pay(&stripe, id);
+                let event = stripe_event("checkout.session.completed", &paid);
+                let signature = stripe_signature(&event, WHSEC, unix_now());
+                let answer = post_callback(
+                    &billhost,
+                    "stripe",
+                    &[("Stripe-Signature", &signature)],
+                    &event,
+                );
+                (answer, paid["success_url"].clone())
+            }
+            "yookassa" => {
+                let paid = yoo_pay(&yoo, id);
+                let note = yoo_notification("payment.succeeded", &paid);
+                let answer = post_callback(&billhost, "yookassa", &[], &note);
+                (answer, paid["confirmation"]["return_url"].clone())
+            }
+            _ => return (404, json!({"error": "no such page"})),
+        };
+        match callback {
+            (200, _) => (303, back),
+            // Shown to the browser, so that the test's next look at the page tells why.
+            (status, body) => (
+                200,
+                Value::String(format!(
+                    "<p id=error>billhost answered {status}: {body}</p>"
+                )),
+            ),
+        }
+    }))
+}
+
+#[test]
+fn a_client_adds_funds_in_the_panel_with_stripe_and_with_yookassa() {
+    let (stripe, yoo) = (StripeFake::start(), YooFake::start());
+    let host = gateway_host("gw-panel", "978");
+    let server = Server::start(&host);
+    let site = checkout_site(server.addr.clone(), stripe.state.clone(), yoo.state.clone());
+    stripe.state.lock().unwrap().page_base = Some(format!("{}/stripe/", site.base()));
+    yoo.state.lock().unwrap().page_base = Some(format!("{}/yookassa/", site.base()));
+    let panel = format!("http://{}/", server.addr);
+    let mut stripe_settings = stripe.settings();
+    stripe_settings["panel_url"] = json!(panel);
+    let mut yoo_settings = yoo.settings();
+    yoo_settings["return_url"] = json!(panel);
+    for (name, module, settings) in [
+        ("Card", "stripe", &stripe_settings),
+        ("YooMoney", "yookassa", &yoo_settings),
+    ] {
+        host.ok(
+            "paymethod.edit",
+            &[
+                "sok=ok",
+                &format!("name={name}"),
+                "currency=978",
+                &format!("module={module}"),
+                "active=on",
+                &format!("settings={settings}"),
+            ],
+        );
+    }
+    let account = id_of(&host.ok(
+        "account.edit",
+        &[
+            "sok=ok",
+            "email=ann@example.com",
+            "name=Ann Example",
+            "passwd=ann-password-1",
+            "confirm=ann-password-1",
+        ],
+    ));
+    let Some(b) = webdriver::Browser::start() else {
+        return;
+    };
+    b.goto(&panel);
+    assert!(b.url().ends_with("/login"), "{}", b.url());
+    b.type_into("input[name=username]", "ann@example.com");
+    b.type_into("input[name=password]", "ann-password-1");
+    b.click_nav("#login");
+    b.find("#logout");
+
+    // Each method in turn: payment.add's form, the provider's page, its notification, home.
+    for (method, amount, page, total) in [
+        ("Card", "25.00", "/stripe/", "25.00"),
+        ("YooMoney", "100.50", "/yookassa/", "125.50"),
+    ] {
+        b.goto(&panel);
+        b.click_nav("#add-funds");
+        b.select("#f-paymethod", method);
+        b.type_into("#f-amount", amount);
+        b.click_nav("#submit");
+        assert!(
+            b.url().starts_with(&format!("{}{page}", site.base())),
+            "{method}: {} {}",
+            b.url(),
+            b.source()
+        );
+        b.click_nav("#pay");
+        assert!(
+            b.url().starts_with(&panel),
+            "{method}: {} {}",
+            b.url(),
+            b.source()
+        );
+        let balances = b.text_of("#balances");
+        assert!(balances.contains(total), "{method}: {balances}");
+    }
+    assert_eq!(host.balance(account), 12_550);
+    // Each payment credited once, from its notification.
+    for payment in [1, 2] {
+        assert_eq!(host.payment_status(payment), 4);
+        assert_eq!(
+            host.history_count(payment, "callback: paid"),
+            1,
+            "{:?}",
+            host.history(payment)
+        );
+    }
+    drop(server);
     host.check_clean();
 }

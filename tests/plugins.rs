@@ -5,12 +5,15 @@
 //! folders.
 
 mod common;
+#[path = "support/host.rs"]
+mod host;
 
 use billhost_plugin_sdk::crypto::{hex, hmac_sha256};
 use common::TempDir;
+use host::{Host, id_of, text};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 const SECRET: &str = "s3cret-shared-with-testpay";
@@ -92,128 +95,6 @@ fn faulty() -> &'static Path {
         );
         target.join(profile_dir().1)
     })
-}
-
-/// A database and the plugin folders a `billhost` process gets.
-struct Host {
-    dir: TempDir,
-    plugins: Vec<PathBuf>,
-}
-
-impl Host {
-    fn new(tag: &str, plugins: Vec<PathBuf>) -> Host {
-        let host = Host {
-            dir: TempDir::new(tag),
-            plugins,
-        };
-        let init = host.run(&["init", "--admin-password", "secret"]);
-        assert!(init.status.success(), "{init:?}");
-        host
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_billhost"));
-        cmd.arg("--db").arg(self.dir.db());
-        for p in &self.plugins {
-            cmd.arg("--plugins").arg(p);
-        }
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .env_remove("BILLHOST_DB")
-            .env_remove("BILLHOST_PLUGINS")
-            .env_remove("BILLHOST_PLUGIN_CONFIG");
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().expect("run billhost")
-    }
-
-    /// `billhost call FUNC params --out json`: the document's `doc` object.
-    fn call(&self, func: &str, params: &[&str]) -> Value {
-        let mut args = vec!["call", func];
-        args.extend_from_slice(params);
-        args.extend_from_slice(&["--out", "json"]);
-        let out = self.run(&args);
-        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!(
-                "{func} {params:?}: not JSON ({e}): {}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        json["doc"].clone()
-    }
-
-    fn ok(&self, func: &str, params: &[&str]) -> Value {
-        let doc = self.call(func, params);
-        assert!(doc.get("error").is_none(), "{func} {params:?}: {doc}");
-        doc
-    }
-
-    fn error(&self, func: &str, params: &[&str]) -> Value {
-        let doc = self.call(func, params);
-        assert!(
-            doc.get("error").is_some(),
-            "{func} {params:?} succeeded: {doc}"
-        );
-        doc["error"].clone()
-    }
-
-    fn check_clean(&self) {
-        let out = self.run(&["check"]);
-        assert!(
-            out.status.success(),
-            "billhost check: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
-
-    fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.db()).expect("open db")
-    }
-
-    fn query_i64(&self, sql: &str) -> i64 {
-        self.db().query_row(sql, [], |r| r.get(0)).expect(sql)
-    }
-
-    fn balance(&self, account: i64) -> i64 {
-        self.query_i64(&format!(
-            "SELECT coalesce(sum(balance), 0) FROM subaccount WHERE account_id = {account}"
-        ))
-    }
-
-    /// Makes a gateway refund's next retry due now, as if its delay had passed.
-    fn refund_due(&self, refund: i64) {
-        self.db()
-            .execute(
-                "UPDATE refund SET next_attempt = datetime('now', '-1 second') WHERE id = ?1",
-                [refund],
-            )
-            .expect("due");
-    }
-
-    fn payment_status(&self, id: i64) -> i64 {
-        self.query_i64(&format!("SELECT status FROM payment WHERE id = {id}"))
-    }
-
-    fn history_count(&self, payment: i64, like: &str) -> i64 {
-        self.db()
-            .query_row(
-                "SELECT count(*) FROM history WHERE object_type = 'payment' AND object_id = ?1 AND description LIKE ?2",
-                rusqlite::params![payment, like],
-                |r| r.get(0),
-            )
-            .expect("history")
-    }
-}
-
-fn text(v: &Value) -> String {
-    v["$"].as_str().unwrap_or_default().to_string()
-}
-
-fn id_of(doc: &Value) -> i64 {
-    text(&doc["id"]).parse().expect("an id")
 }
 
 /// A provider in USD, a client, and a testpay method whose gateway records live in `state`.
@@ -313,10 +194,7 @@ fn testpay_payment_is_credited_once_however_often_the_callback_comes() {
     );
     assert_eq!(e["$object"], "signature", "{e}");
     assert_eq!(host.payment_status(payment), 2);
-    assert_eq!(
-        host.history_count(payment, "%signature does not verify%"),
-        1
-    );
+    assert_eq!(host.history_count(payment, "signature does not verify"), 1);
     host.check_clean();
 
     // Signed but for another amount: nothing changes either.
@@ -328,10 +206,7 @@ fn testpay_payment_is_credited_once_however_often_the_callback_comes() {
     assert_eq!(e["$object"], "amount", "{e}");
     assert_eq!(host.payment_status(payment), 2);
     assert_eq!(host.balance(account), 0);
-    assert_eq!(
-        host.history_count(payment, "%differs from the payment's%"),
-        1
-    );
+    assert_eq!(host.history_count(payment, "differs from the payment's"), 1);
     host.check_clean();
 
     // The genuine callback credits.

@@ -36,6 +36,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const DEFAULT_BASE_URL: &str = "https://api.stripe.com";
 const DEFAULT_TOLERANCE: i64 = 300;
+/// The dated API version every request names (`Stripe-Version`), so that what the plugin reads
+/// back (a session's `url`, `status`, `payment_status`, `payment_intent`; a refund's `status`)
+/// does not change with the account's default version. Webhook payloads follow the version
+/// set on the webhook endpoint instead; the fields read from them are the same in every
+/// version since 2020 (docs/plugins.md).
+pub const API_VERSION: &str = "2024-06-20";
 
 #[derive(Default)]
 pub struct Stripe;
@@ -174,7 +180,10 @@ impl Config {
     fn get(&self, path: &str) -> Result<Value> {
         let url = format!("{}{path}", self.base_url);
         let auth = self.auth();
-        let answer = self.client.get(&url, &[("Authorization", &auth)]);
+        let answer = self.client.get(
+            &url,
+            &[("Authorization", &auth), ("Stripe-Version", API_VERSION)],
+        );
         decode(answer)
     }
 
@@ -191,7 +200,11 @@ impl Config {
         let auth = self.auth();
         let answer = self.client.post(
             &url,
-            &[("Authorization", &auth), ("Idempotency-Key", &key)],
+            &[
+                ("Authorization", &auth),
+                ("Idempotency-Key", &key),
+                ("Stripe-Version", API_VERSION),
+            ],
             "application/x-www-form-urlencoded",
             &body,
         );

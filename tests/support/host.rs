@@ -1,0 +1,154 @@
+//! A billhost installation for the plugin tests: a temporary database made by `billhost init`,
+//! the plugin folders given, and the built binary run on it (`call` with JSON out, `check`),
+//! with a few reads of the ledger straight from the SQLite file.
+#![allow(dead_code)]
+
+use crate::common::TempDir;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub struct Host {
+    pub dir: TempDir,
+    pub plugins: Vec<PathBuf>,
+}
+
+impl Host {
+    /// A new installation (`billhost init` with the staff password `secret`).
+    pub fn new(tag: &str, plugins: Vec<PathBuf>) -> Host {
+        let host = Host {
+            dir: TempDir::new(tag),
+            plugins,
+        };
+        let init = host.run(&["init", "--admin-password", "secret"]);
+        assert!(init.status.success(), "{init:?}");
+        host
+    }
+
+    /// The binary on this installation, the environment's own settings removed.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_billhost"));
+        cmd.arg("--db").arg(self.dir.db());
+        for p in &self.plugins {
+            cmd.arg("--plugins").arg(p);
+        }
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("BILLHOST_DB")
+            .env_remove("BILLHOST_PLUGINS")
+            .env_remove("BILLHOST_PLUGIN_CONFIG");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run billhost")
+    }
+
+    /// `billhost call FUNC params --out json`: the document's `doc` object.
+    pub fn call(&self, func: &str, params: &[&str]) -> Value {
+        let mut args = vec!["call", func];
+        args.extend_from_slice(params);
+        args.extend_from_slice(&["--out", "json"]);
+        let out = self.run(&args);
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{func} {params:?}: not JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        json["doc"].clone()
+    }
+
+    pub fn ok(&self, func: &str, params: &[&str]) -> Value {
+        let doc = self.call(func, params);
+        assert!(doc.get("error").is_none(), "{func} {params:?}: {doc}");
+        doc
+    }
+
+    pub fn error(&self, func: &str, params: &[&str]) -> Value {
+        let doc = self.call(func, params);
+        assert!(
+            doc.get("error").is_some(),
+            "{func} {params:?} succeeded: {doc}"
+        );
+        doc["error"].clone()
+    }
+
+    pub fn check_clean(&self) {
+        let out = self.run(&["check"]);
+        assert!(
+            out.status.success(),
+            "billhost check: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.db()).expect("open db")
+    }
+
+    /// One integer a query without parameters answers.
+    pub fn query_i64(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).expect(sql)
+    }
+
+    /// One integer a query about one object (`?1`) answers.
+    pub fn query_id(&self, sql: &str, id: i64) -> i64 {
+        self.db().query_row(sql, [id], |r| r.get(0)).expect(sql)
+    }
+
+    /// What a client's subaccounts hold, in minor units.
+    pub fn balance(&self, account: i64) -> i64 {
+        self.query_id(
+            "SELECT coalesce(sum(balance), 0) FROM subaccount WHERE account_id = ?1",
+            account,
+        )
+    }
+
+    pub fn payment_status(&self, id: i64) -> i64 {
+        self.query_id("SELECT status FROM payment WHERE id = ?1", id)
+    }
+
+    /// Makes a gateway refund's next retry due now, as if its delay had passed.
+    pub fn refund_due(&self, refund: i64) {
+        self.db()
+            .execute(
+                "UPDATE refund SET next_attempt = datetime('now', '-1 second') WHERE id = ?1",
+                [refund],
+            )
+            .expect("due");
+    }
+
+    /// A payment's history, oldest first.
+    pub fn history(&self, payment: i64) -> Vec<String> {
+        let db = self.db();
+        let mut stmt = db
+            .prepare(
+                "SELECT description FROM history WHERE object_type = 'payment' AND object_id = ?1 ORDER BY id",
+            )
+            .expect("history");
+        stmt.query_map([payment], |r| r.get(0))
+            .expect("history")
+            .collect::<Result<_, _>>()
+            .expect("history")
+    }
+
+    /// How many of a payment's history rows contain `part`.
+    pub fn history_count(&self, payment: i64, part: &str) -> usize {
+        self.history(payment)
+            .iter()
+            .filter(|h| h.contains(part))
+            .count()
+    }
+}
+
+/// A document field's text.
+pub fn text(v: &Value) -> String {
+    v["$"].as_str().unwrap_or_default().to_string()
+}
+
+/// A document's `id`.
+pub fn id_of(doc: &Value) -> i64 {
+    text(&doc["id"]).parse().expect("an id")
+}
