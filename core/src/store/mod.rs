@@ -5,6 +5,7 @@
 //! live in the backend's module.
 
 mod conn;
+pub mod migrate;
 pub mod pg;
 pub mod sqlite;
 mod value;
