@@ -169,6 +169,18 @@ fn copy(source: &Connection, target: &Connection) -> Result<Vec<TableCopy>> {
                     .push(c.as_str());
                 m
             });
+    // Under the writers' lock: nothing has written here since the schema was made (another
+    // `migrate` into the same database at the same time, a server started on it).
+    let written: i64 = target.query_row(
+        "SELECT (SELECT count(*) FROM history) + (SELECT count(*) FROM account) + (SELECT count(*) FROM users)",
+        [],
+        |r| r.get(0),
+    )?;
+    if written > 0 {
+        return Err(Error::other(
+            "the target database is not empty (it was written to while the schema was made)",
+        ));
+    }
     let list = order
         .iter()
         .map(|t| ident(t))
@@ -390,4 +402,106 @@ fn set_sequences(source: &Connection, target: &Connection, copied: &mut [TableCo
         }
     }
     Ok(())
+}
+
+/// Copies one read snapshot of the PostgreSQL database at `from` into a new SQLite file `to`
+/// (the REPL's `:dry` copy): this build's schema, every table's rows, and `sqlite_sequence` set
+/// from each identity sequence, so that the copy hands out the ids the live database would
+/// hand out next. Only a read transaction is held on the live database, never the writers'
+/// lock.
+pub fn postgres_to_sqlite(from: &str, to: &Path) -> Result<()> {
+    let source = super::connect(Path::new(from), super::Durability::Full)?;
+    let version = super::schema_version(&source)?;
+    if version != SCHEMA_VERSION {
+        return Err(Error::other(format!(
+            "the database is at schema version {version}, this billhost's is {SCHEMA_VERSION}"
+        )));
+    }
+    // The copy holds password hashes and money: readable by its owner only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(to)
+            .map_err(|e| Error::other(format!("{}: {e}", to.display())))?;
+    }
+    let target = super::open(to, super::Durability::Normal)?;
+    source.begin_read()?;
+    let copied = snapshot_into(&source, &target);
+    let _ = source.rollback();
+    copied
+}
+
+fn snapshot_into(source: &Connection, target: &Connection) -> Result<()> {
+    let tables = strings(
+        target,
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+        &[],
+    )?;
+    target.execute_batch("PRAGMA foreign_keys = OFF")?;
+    target.begin_write()?;
+    let filled = (|| -> Result<()> {
+        for table in &tables {
+            target.execute(&format!("DELETE FROM {}", ident(table)), [])?;
+        }
+        for table in &tables {
+            let columns = strings(
+                target,
+                "SELECT name FROM pragma_table_info(?1) ORDER BY cid",
+                &[table],
+            )?;
+            let names = columns
+                .iter()
+                .map(|c| ident(c))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let marks = (1..=columns.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let insert = format!("INSERT INTO {} ({names}) VALUES ({marks})", ident(table));
+            let mut select = source.prepare(&format!("SELECT {names} FROM {}", ident(table)))?;
+            let mut rows = select.query([])?;
+            while let Some(row) = rows.next()? {
+                let values = (0..columns.len())
+                    .map(|c| row.get_ref(c).map(owned))
+                    .collect::<Result<Vec<_>>>()?;
+                target.execute(&insert, Binds(&values))?;
+            }
+        }
+        let mut identities: Vec<(String, String)> = Vec::new();
+        {
+            let mut stmt = source.prepare(
+                "SELECT table_name::text, column_name::text FROM information_schema.columns
+                 WHERE table_schema = current_schema() AND is_identity = 'YES'",
+            )?;
+            for row in stmt.query_map([], |r| r.try_into())? {
+                identities.push(row?);
+            }
+        }
+        target.execute("DELETE FROM sqlite_sequence", [])?;
+        for (table, column) in identities {
+            let handed_out: Option<i64> = source.query_row(
+                "SELECT pg_sequence_last_value(pg_get_serial_sequence(?1, ?2)::regclass)",
+                super::params![ident(&table), column],
+                |r| r.get(0),
+            )?;
+            if let Some(seq) = handed_out {
+                target.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)",
+                    super::params![table, seq],
+                )?;
+            }
+        }
+        Ok(())
+    })();
+    let done = filled.and_then(|()| target.commit());
+    if done.is_err() {
+        let _ = target.rollback();
+    }
+    target.execute_batch("PRAGMA foreign_keys = ON")?;
+    done
 }
