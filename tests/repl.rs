@@ -6,6 +6,8 @@
 #![cfg(unix)]
 
 mod common;
+#[path = "support/pg.rs"]
+mod pg;
 
 use common::{TempDir, dump};
 use nix::libc;
@@ -70,6 +72,15 @@ impl Repl {
 
     /// Starts with extra global options (before `repl`).
     fn start_with(options: &[&str]) -> Repl {
+        Repl::start_full(options, None)
+    }
+
+    /// Starts on the database `db` names (a PostgreSQL URL) instead of a file of its own.
+    fn start_on(db: &str) -> Repl {
+        Repl::start_full(&[], Some(db))
+    }
+
+    fn start_full(options: &[&str], db: Option<&str>) -> Repl {
         let dir = TempDir::new("repl");
         let scripts = dir.path().join("scripts");
         std::fs::create_dir_all(&scripts).expect("scripts dir");
@@ -96,7 +107,7 @@ impl Repl {
         let child = command
             .args(options)
             .arg("--db")
-            .arg(dir.db())
+            .arg(db.map(std::path::PathBuf::from).unwrap_or_else(|| dir.db()))
             .arg("--scripts")
             .arg(&scripts)
             .arg("repl")
@@ -404,6 +415,90 @@ fn commit_applies_nothing_when_the_live_database_moved_on() {
     assert!(out.contains("nothing applied"), "{out}");
     assert!(out.contains("call 1 of 1, register"), "{out}");
     assert_eq!(dump(&repl.dir.db()), before);
+    repl.line(":rollback", PROMPT);
+    repl.quit();
+}
+
+/// The accounts of a PostgreSQL database, as "id name email" lines.
+fn pg_accounts(url: &str) -> Vec<String> {
+    let conn = billhost::store::connect(
+        std::path::Path::new(url),
+        billhost::store::Durability::Normal,
+    )
+    .expect("connect");
+    conn.prepare("SELECT id, name, coalesce(email, '') FROM account ORDER BY id")
+        .expect("select")
+        .query_map([], |r| {
+            let (id, name, email): (i64, String, String) = r.try_into()?;
+            Ok(format!("{id} {name} {email}"))
+        })
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
+
+#[test]
+fn dry_works_on_postgres_on_a_private_copy() {
+    let Some(cluster) = pg::Cluster::start("repl") else {
+        return;
+    };
+    let url = cluster.database("repl");
+    let mut repl = Repl::start_on(&url);
+    register(&mut repl, "ann@example.com", PROMPT);
+    let before = pg_accounts(&url);
+
+    // :rollback: the copy showed the changes, the live database never had them.
+    repl.line(":dry", DRY);
+    let out = repl.line("account.edit elid=1 sok=ok name=Changed", DRY);
+    assert!(out.starts_with("ok"), "{out}");
+    assert_eq!(register(&mut repl, "bob@example.com", DRY), "2");
+    let out = repl.line("account", DRY);
+    assert!(
+        out.contains("Changed") && out.contains("bob@example.com"),
+        "{out}"
+    );
+    assert_eq!(pg_accounts(&url), before);
+    let out = repl.line(":rollback", PROMPT);
+    assert!(out.contains("2 recorded change(s) discarded"), "{out}");
+    assert_eq!(pg_accounts(&url), before);
+
+    // :commit replays the changes on PostgreSQL, with the ids the copy answered.
+    repl.line(":dry", DRY);
+    repl.line("account.edit elid=1 sok=ok name=Changed", DRY);
+    repl.line("payment.setpaid elid=99", DRY);
+    let bob = register(&mut repl, "bob@example.com", DRY);
+    assert_eq!(pg_accounts(&url), before);
+    let out = repl.line(":commit", PROMPT);
+    assert!(out.contains("2 change(s) applied"), "{out}");
+    let after = pg_accounts(&url);
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(after[0].contains("Changed"), "{after:?}");
+    assert!(after[1].starts_with(&format!("{bob} ")), "{after:?}");
+
+    // The dry session holds no lock: another writer goes on meanwhile, and then the replay,
+    // whose create would answer another id, applies nothing.
+    repl.line(":dry", DRY);
+    register(&mut repl, "carol@example.com", DRY);
+    let status = Command::new(env!("CARGO_BIN_EXE_billhost"))
+        .arg("--db")
+        .arg(&url)
+        .arg("--scripts")
+        .arg(repl.dir.path().join("scripts"))
+        .args([
+            "call",
+            "register",
+            "sok=ok",
+            "email=dan@example.com",
+            "passwd=Secret123",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .expect("billhost call");
+    assert!(status.success());
+    let moved = pg_accounts(&url);
+    let out = repl.line(":commit", DRY);
+    assert!(out.contains("nothing applied"), "{out}");
+    assert_eq!(pg_accounts(&url), moved);
     repl.line(":rollback", PROMPT);
     repl.quit();
 }

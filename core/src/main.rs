@@ -129,6 +129,17 @@ enum Command {
     Deliver,
     /// Serve the BILLmanager-compatible HTTP API at /billmgr until SIGTERM or SIGINT.
     Serve(ServeArgs),
+    /// Copy a SQLite installation into a new, empty PostgreSQL database (every table, ids
+    /// kept), in one transaction, verified by row counts and the ledger check before it is
+    /// committed; prints what was copied.
+    Migrate {
+        /// The SQLite file to copy (left as it is).
+        #[arg(long, value_name = "FILE.db")]
+        from: PathBuf,
+        /// The PostgreSQL database to fill: `postgres://user@host/db`; it must hold no table.
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
     /// An interactive session: func calls, Lua with the billing API, and :dry what-ifs.
     Repl {
         /// The history file [default: ~/.billhost_history, or DB.history without a home].
@@ -204,6 +215,9 @@ fn main() -> ExitCode {
         use nix::sys::signal::{SigHandler, Signal, signal};
         // SAFETY: restoring the default disposition before any other thread exists.
         let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    }
+    if let Command::Migrate { from, to } = &cli.command {
+        return migrate(from, to);
     }
     let mut config = EngineConfig::new(&cli.db).with_scripts(&cli.scripts);
     config.settings = match Config::load(cli.config.as_deref(), &cli.db) {
@@ -320,6 +334,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve(args) => serve(engine, &cli.db, args),
+        Command::Migrate { .. } => ExitCode::from(2),
         Command::Repl {
             history,
             no_history,
@@ -654,6 +669,46 @@ fn deliver(engine: &Engine) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+fn migrate(from: &Path, to: &str) -> ExitCode {
+    use billhost::store;
+    if !store::pg::is_url(to) {
+        eprintln!("billhost migrate: --to takes a postgres:// URL");
+        return ExitCode::from(2);
+    }
+    let copied = store::migrate::sqlite_to_postgres(from, to, |conn| {
+        billhost::ledger::check(conn)
+            .map(|violations| violations.iter().map(ToString::to_string).collect())
+            .map_err(|e| e.to_string())
+    });
+    match copied {
+        Ok(tables) => {
+            let rows: Vec<[String; 3]> = tables
+                .iter()
+                .map(|t| {
+                    [
+                        t.table.clone(),
+                        t.rows.to_string(),
+                        t.next_id.map(|n| n.to_string()).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(&["table", "rows", "next id"], &rows);
+            let total: i64 = tables.iter().map(|t| t.rows).sum();
+            println!(
+                "copied {total} rows of {} tables from {} to {}; row counts equal, ledger consistent",
+                tables.len(),
+                from.display(),
+                store::pg::redacted(to)
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("billhost migrate: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! live in the backend's module.
 
 mod conn;
+pub mod migrate;
 pub mod pg;
 pub mod sqlite;
 mod value;
@@ -194,13 +195,12 @@ fn unreachable_backend<T>() -> Result<T> {
     Err(Error::other("a connection of no known backend"))
 }
 
-/// Copies the database at `from` into a new file `to` as one consistent snapshot, never
-/// holding the source's write lock (the REPL's `:dry` copy). SQLite only.
+/// Copies the database at `from` into a new SQLite file `to` as one consistent snapshot, never
+/// holding the source's write lock (the REPL's `:dry` copy): SQLite's online backup, or a
+/// PostgreSQL read snapshot copied table by table ([`migrate::postgres_to_sqlite`]).
 pub fn copy_to_file(from: &Path, to: &Path) -> Result<()> {
     match Location::of(from) {
         Location::Sqlite(path) => sqlite::backup(path, to),
-        Location::Postgres(_) => Err(Error::other(
-            "a private copy of a PostgreSQL database is not available yet (`:dry` works on SQLite only)",
-        )),
+        Location::Postgres(url) => migrate::postgres_to_sqlite(url, to),
     }
 }

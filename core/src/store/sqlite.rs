@@ -218,6 +218,16 @@ fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
 
 /// Copies the database at `from` into a new file `to` in one backup step: the source is read
 /// in one read transaction (a consistent snapshot) and never locked for writing.
+/// A read-only connection to an existing file (the source of `billhost migrate`).
+pub(super) fn connect_read_only(path: &Path) -> Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
+}
+
 pub(super) fn backup(from: &Path, to: &Path) -> Result<()> {
     let src = Connection::open_with_flags(
         from,
