@@ -17,9 +17,9 @@ pub struct Column {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilterOp {
-    /// Equal to an integer.
+    /// Equal to an integer, or to any of a comma-separated list of them (`paymethod=3,4`).
     EqInt,
-    /// Equal to a string.
+    /// Equal to a string, or to any of a comma-separated list of them (`status=new,open`).
     EqText,
     /// Contains the value, ASCII case-insensitively.
     Like,
@@ -109,7 +109,36 @@ pub struct ListQuery<'a> {
 /// The longest text a filter field takes.
 pub const MAX_FILTER_TEXT: usize = 1024;
 
-/// Checks a filter value against its field and returns what is bound.
+/// The most values one multi-value filter field takes.
+pub const MAX_FILTER_VALUES: usize = 100;
+
+/// Checks a filter value against its field and returns what is bound: one value, or for the
+/// equality fields BILLmanager's multi-value form (`3,4` or `3, 4`), each element checked
+/// like a single value. An empty element (`3,,4`, `3,`) or more than [`MAX_FILTER_VALUES`]
+/// elements is refused.
+pub fn filter_values(field: &FilterField, raw: &str) -> FuncResult<Vec<Value>> {
+    if !matches!(field.op, FilterOp::EqInt | FilterOp::EqText) || !raw.contains(',') {
+        return Ok(vec![filter_value(field, raw)?]);
+    }
+    let parts: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if parts.len() > MAX_FILTER_VALUES {
+        return Err(FuncError::value(
+            field.name,
+            raw,
+            format!("At most {MAX_FILTER_VALUES} values are allowed"),
+        ));
+    }
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(FuncError::value(
+            field.name,
+            raw,
+            "A list of values is comma-separated without empty elements",
+        ));
+    }
+    parts.iter().map(|p| filter_value(field, p)).collect()
+}
+
+/// Checks one filter value against its field and returns what is bound.
 pub fn filter_value(field: &FilterField, raw: &str) -> FuncResult<Value> {
     if matches!(field.op, FilterOp::EqText | FilterOp::Like) {
         // The same rule as every other text parameter (`func::Ty::Text`): a filter is stored
@@ -180,7 +209,14 @@ pub fn run(conn: &Connection, spec: &ListSpec, q: &ListQuery<'_>) -> FuncResult<
             FilterOp::From => ">=",
             FilterOp::To => "<=",
         };
-        let placeholder = bind(filter_value(field, raw)?);
+        let mut values = filter_values(field, raw)?;
+        if values.len() > 1 {
+            let placeholders: Vec<String> = values.drain(..).map(&mut bind).collect();
+            conds.push(format!("{} IN ({})", field.expr, placeholders.join(", ")));
+            continue;
+        }
+        let Some(value) = values.pop() else { continue };
+        let placeholder = bind(value);
         let escape = if field.op == FilterOp::Like {
             " ESCAPE '\\'"
         } else {
