@@ -767,6 +767,20 @@ fn ledger_goldens(engine: &Engine) {
         &[("filter", "on"), ("status", "4,,9")],
         ErrorType::Value,
     );
+    // Amounts in the payment's currencies: 11.50 < 12 and 13 > 12.5.
+    r.ok(
+        "payment",
+        &[
+            ("filter", "on"),
+            ("subaccountamount_from", "11.50"),
+            ("paymethodamount_to", "12.5"),
+        ],
+    );
+    r.err(
+        "payment",
+        &[("filter", "on"), ("subaccountamount_from", "1e3")],
+        ErrorType::Value,
+    );
     r.err(
         "payment.filter",
         &[("sok", "ok"), ("paymethod", "1,x")],

@@ -27,6 +27,31 @@ pub enum FilterOp {
     From,
     /// At or before the date (a date alone covers the whole day).
     To,
+    /// An amount in minor units at least the decimal given; the expression is the currency's
+    /// number of minor digits (0 to 6) for the row, so that `100` means 100.00 USD and 100 JPY.
+    AmountFrom(&'static str),
+    /// An amount in minor units at most the decimal given (see [`FilterOp::AmountFrom`]).
+    AmountTo(&'static str),
+}
+
+/// The most minor digits a currency has (`currency.minor_units`).
+const MAX_MINOR_DIGITS: u32 = 6;
+
+/// The bound of an amount filter in minor units for each number of minor digits 0..=6: rounded
+/// up for a lower bound, down for an upper one, and clamped to the amounts the ledger holds, so
+/// that the comparison stays exact and in integers on both backends.
+fn amount_bounds(field: &FilterField, raw: &str, lower: bool) -> FuncResult<Vec<Value>> {
+    use rust_decimal::prelude::ToPrimitive;
+    let amount = crate::money::parse_decimal(raw, field.name)?;
+    let max = rust_decimal::Decimal::from(crate::money::MAX_BALANCE);
+    Ok((0..=MAX_MINOR_DIGITS)
+        .map(|scale| {
+            let scaled = amount * rust_decimal::Decimal::from(10i64.pow(scale));
+            let bound = if lower { scaled.ceil() } else { scaled.floor() };
+            let bound = bound.clamp(-max, max);
+            Value::Integer(bound.to_i64().unwrap_or(0))
+        })
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -117,6 +142,11 @@ pub const MAX_FILTER_VALUES: usize = 100;
 /// like a single value. An empty element (`3,,4`, `3,`) or more than [`MAX_FILTER_VALUES`]
 /// elements is refused.
 pub fn filter_values(field: &FilterField, raw: &str) -> FuncResult<Vec<Value>> {
+    match field.op {
+        FilterOp::AmountFrom(_) => return amount_bounds(field, raw, true),
+        FilterOp::AmountTo(_) => return amount_bounds(field, raw, false),
+        _ => {}
+    }
     if !matches!(field.op, FilterOp::EqInt | FilterOp::EqText) || !raw.contains(',') {
         return Ok(vec![filter_value(field, raw)?]);
     }
@@ -177,6 +207,10 @@ pub fn filter_value(field: &FilterField, raw: &str) -> FuncResult<Value> {
                 d
             })
         }
+        // Bound as one value per number of minor digits (`filter_values`); this checks it.
+        FilterOp::AmountFrom(_) | FilterOp::AmountTo(_) => {
+            Value::Text(crate::money::parse_decimal(raw, field.name)?.to_string())
+        }
     })
 }
 
@@ -206,10 +240,23 @@ pub fn run(conn: &Connection, spec: &ListSpec, q: &ListQuery<'_>) -> FuncResult<
         let op = match field.op {
             FilterOp::EqInt | FilterOp::EqText => "=",
             FilterOp::Like => "LIKE",
-            FilterOp::From => ">=",
-            FilterOp::To => "<=",
+            FilterOp::From | FilterOp::AmountFrom(_) => ">=",
+            FilterOp::To | FilterOp::AmountTo(_) => "<=",
         };
         let mut values = filter_values(field, raw)?;
+        if let FilterOp::AmountFrom(digits) | FilterOp::AmountTo(digits) = field.op {
+            // One comparison per number of digits, each with its own integer bound (a bound
+            // inside a CASE would be typed as text by PostgreSQL).
+            let cases: Vec<String> = values
+                .drain(..)
+                .enumerate()
+                .map(|(scale, v)| {
+                    format!("({digits} = {scale} AND {} {op} {})", field.expr, bind(v))
+                })
+                .collect();
+            conds.push(format!("({})", cases.join(" OR ")));
+            continue;
+        }
         if values.len() > 1 {
             let placeholders: Vec<String> = values.drain(..).map(&mut bind).collect();
             conds.push(format!("{} IN ({})", field.expr, placeholders.join(", ")));

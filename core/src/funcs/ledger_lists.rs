@@ -234,6 +234,10 @@ pub const PAYMENT_STATUS_WORDS: &[(&str, &str)] = &[
     ("9", "canceled"),
 ];
 
+/// The minor digits of a payment's subaccount currency and of its method's currency.
+const SUBACCOUNT_DIGITS: &str = "(SELECT c.minor_units FROM subaccount s JOIN currency c ON c.id = s.currency_id WHERE s.id = y.subaccount_id)";
+const PAYMETHOD_DIGITS: &str = "(SELECT minor_units FROM currency WHERE id = y.currency_id)";
+
 /// The payments list: `account.payment` (a client's, with `plid`, or a client user's own) and
 /// `payment` (staff: every payment of every client) share it.
 pub fn payment_list() -> ListSpec {
@@ -290,6 +294,26 @@ pub fn payment_list() -> ListSpec {
         FilterField::new("pay_date_to", "y.paydate", FilterOp::To),
         FilterField::new("sender", "y.sender", FilterOp::Like),
         FilterField::new("external_id", "y.external_id", FilterOp::EqText),
+        FilterField::new(
+            "subaccountamount_from",
+            "y.subaccountamount",
+            FilterOp::AmountFrom(SUBACCOUNT_DIGITS),
+        ),
+        FilterField::new(
+            "subaccountamount_to",
+            "y.subaccountamount",
+            FilterOp::AmountTo(SUBACCOUNT_DIGITS),
+        ),
+        FilterField::new(
+            "paymethodamount_from",
+            "y.paymethodamount",
+            FilterOp::AmountFrom(PAYMETHOD_DIGITS),
+        ),
+        FilterField::new(
+            "paymethodamount_to",
+            "y.paymethodamount",
+            FilterOp::AmountTo(PAYMETHOD_DIGITS),
+        ),
     ];
     payments
 }
