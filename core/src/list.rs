@@ -44,14 +44,19 @@ fn amount_bounds(field: &FilterField, raw: &str, lower: bool) -> FuncResult<Vec<
     use rust_decimal::prelude::ToPrimitive;
     let amount = crate::money::parse_decimal(raw, field.name)?;
     let max = rust_decimal::Decimal::from(crate::money::MAX_BALANCE);
-    Ok((0..=MAX_MINOR_DIGITS)
+    // Beyond any balance the bound is the same as at the bound: clamp before scaling, so
+    // that the multiplication cannot overflow.
+    let amount = amount.clamp(-max, max);
+    (0..=MAX_MINOR_DIGITS)
         .map(|scale| {
-            let scaled = amount * rust_decimal::Decimal::from(10i64.pow(scale));
+            let scaled = amount
+                .checked_mul(rust_decimal::Decimal::from(10i64.pow(scale)))
+                .ok_or_else(|| crate::money::too_large(field.name, raw))?;
             let bound = if lower { scaled.ceil() } else { scaled.floor() };
             let bound = bound.clamp(-max, max);
-            Value::Integer(bound.to_i64().unwrap_or(0))
+            Ok(Value::Integer(bound.to_i64().unwrap_or(0)))
         })
-        .collect())
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy)]
