@@ -427,6 +427,29 @@ fn a_wrapper_client_pays_and_a_one_time_key_logs_in_once() {
         "{}",
         second.body
     );
+    // A key past its lifetime is refused too (its expiry moved back, as time would move it).
+    form(
+        a,
+        &format!(
+            "func=session.newkey&username=ann%40example.com&key=expiring-key-0123456789&{}",
+            staff()
+        ),
+    )
+    .ok();
+    rusqlite::Connection::open(dir.db())
+        .expect("open the database")
+        .execute(
+            "UPDATE session_key SET expires = expires - 3600 WHERE token = 'expiring-key-0123456789'",
+            [],
+        )
+        .expect("age the key");
+    let expired = http(a, "GET", "func=auth&key=expiring-key-0123456789", &[], "");
+    assert_eq!(
+        expired.error_type().as_deref(),
+        Some("auth"),
+        "{}",
+        expired.body
+    );
 
     // The gateway sends the payer back: an ok document naming the panel.
     let back = http(
