@@ -436,6 +436,125 @@ const STEPS: &[Step] = &[
         "account.edit",
         &[("elid", "2")],
     ),
+    // A client's logins (`user`, `user.edit`, `user.suspend`).
+    ("user", None, "user", &[]),
+    (
+        "user-by-email",
+        None,
+        "user",
+        &[("filter", "on"), ("email", "ann@")],
+    ),
+    (
+        "user-create",
+        None,
+        "user.edit",
+        &[
+            ("sok", "ok"),
+            ("plid", "1"),
+            ("name", "ann.two@example.com"),
+            ("passwd", "Secret456"),
+            ("realname", "Ann Two"),
+        ],
+    ),
+    (
+        "user-create-own",
+        ANN,
+        "user.edit",
+        &[
+            ("sok", "ok"),
+            ("name", "ann.three@example.com"),
+            ("passwd", "Secret789"),
+        ],
+    ),
+    (
+        "user-create-taken",
+        ANN,
+        "user.edit",
+        &[
+            ("sok", "ok"),
+            ("name", "ANN.two@example.com"),
+            ("passwd", "Secret789"),
+        ],
+    ),
+    (
+        "user-create-other-client",
+        ANN,
+        "user.edit",
+        &[
+            ("sok", "ok"),
+            ("plid", "2"),
+            ("name", "intruder@example.com"),
+            ("passwd", "Secret789"),
+        ],
+    ),
+    ("user-own-list", ANN, "user", &[]),
+    ("user-view", ANN, "user.edit", &[("elid", "4")]),
+    (
+        "user-suspend-by-edit",
+        None,
+        "user.edit",
+        &[("sok", "ok"), ("elid", "5"), ("enabled", "off")],
+    ),
+    (
+        "user-rename-first-login",
+        None,
+        "user.edit",
+        &[
+            ("sok", "ok"),
+            ("elid", "2"),
+            ("name", "ann.new@example.com"),
+        ],
+    ),
+    ("user-suspend-self", ANN, "user.suspend", &[("elid", "1")]),
+    ("user-resume", ANN, "user.resume", &[("elid", "5")]),
+    ("user-view-missing", None, "user.edit", &[("elid", "999")]),
+    // One-time login keys and keepalive.
+    (
+        "session-newkey",
+        None,
+        "session.newkey",
+        &[
+            ("username", "ann@example.com"),
+            ("key", "key-for-ann-0123456789"),
+        ],
+    ),
+    (
+        "auth-key",
+        None,
+        "auth",
+        &[("key", "key-for-ann-0123456789")],
+    ),
+    (
+        "auth-key-again",
+        None,
+        "auth",
+        &[("key", "key-for-ann-0123456789")],
+    ),
+    (
+        "session-newkey-generated",
+        None,
+        "session.newkey",
+        &[("username", "ann@example.com")],
+    ),
+    (
+        "session-newkey-short",
+        None,
+        "session.newkey",
+        &[("username", "ann@example.com"), ("key", "short")],
+    ),
+    (
+        "session-newkey-unknown",
+        None,
+        "session.newkey",
+        &[("username", "nobody@example.com")],
+    ),
+    (
+        "session-newkey-by-client",
+        ANN,
+        "session.newkey",
+        &[("username", "ann@example.com")],
+    ),
+    ("keepalive", ANN, "keepalive", &[]),
 ];
 
 /// Steps whose documents are also kept in `sjson` and `text`: one of each kind.

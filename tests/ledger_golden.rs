@@ -699,6 +699,104 @@ fn ledger_goldens(engine: &Engine) {
     r.call_as(&ann, "account.payment", &[]);
     r.call_as(&ann, "subaccount.expense", &[]);
 
+    // What a payment module calls: the payment, its state changes with the gateway's id (a
+    // repeat changes nothing), the staff-wide list with multi-value filters.
+    r.call_as(&ann, "payment.info", &[("elid", "5")]);
+    r.ok("payment.info", &[("elid", "5")]);
+    r.ok(
+        "payment.setinpay",
+        &[("elid", "5"), ("externalid", "gw-5"), ("info", "started")],
+    );
+    r.ok("payment.setinpay", &[("elid", "5"), ("externalid", "gw-5")]);
+    r.err(
+        "payment.setpaid",
+        &[("elid", "5"), ("externalid", "gw-other")],
+        ErrorType::Value,
+    );
+    r.ok(
+        "payment.setpaid",
+        &[
+            ("elid", "5"),
+            ("externalid", "gw-5"),
+            ("info", "paid at the gateway"),
+        ],
+    );
+    let before = r.ok("subaccount", &[("elid", "1")]);
+    r.ok("payment.setpaid", &[("elid", "5"), ("externalid", "gw-5")]);
+    let after = r.ok("subaccount", &[("elid", "1")]);
+    assert_eq!(before, after, "a repeated setpaid credits once");
+    r.err("payment.setpaid", &[("elid", "5")], ErrorType::Value);
+    r.err("payment.setcanceled", &[("elid", "5")], ErrorType::Value);
+    r.ok("payment.info", &[("elid", "5")]);
+    for (func, amount) in [
+        ("payment.setfraud", "11"),
+        ("payment.setcanceled", "12"),
+        ("payment.setnopay", "13"),
+    ] {
+        let doc = r.ok(
+            "payment.add",
+            &[
+                ("sok", "ok"),
+                ("plid", "1"),
+                ("paymethod", "1"),
+                ("amount", amount),
+            ],
+        );
+        let id = match &doc {
+            Doc::Ok(f) => f
+                .iter()
+                .find(|(k, _)| k == "id")
+                .map(|(_, v)| v.clone())
+                .expect("id"),
+            other => panic!("{other:?}"),
+        };
+        if func == "payment.setnopay" {
+            r.ok("payment.setinpay", &[("elid", &id)]);
+        }
+        r.ok(func, &[("elid", &id)]);
+        r.ok(func, &[("elid", &id)]);
+    }
+    r.ok("payment", &[]);
+    r.ok("payment", &[("filter", "on"), ("status", "4, 9")]);
+    r.ok(
+        "payment",
+        &[("filter", "on"), ("paymethod", "1,2"), ("status", "7")],
+    );
+    r.err(
+        "payment",
+        &[("filter", "on"), ("status", "4,,9")],
+        ErrorType::Value,
+    );
+    // Amounts in the payment's currencies: 11.50 < 12 and 13 > 12.5.
+    r.ok(
+        "payment",
+        &[
+            ("filter", "on"),
+            ("subaccountamount_from", "11.50"),
+            ("paymethodamount_to", "12.5"),
+        ],
+    );
+    r.err(
+        "payment",
+        &[("filter", "on"), ("subaccountamount_from", "1e3")],
+        ErrorType::Value,
+    );
+    r.err(
+        "payment.filter",
+        &[("sok", "ok"), ("paymethod", "1,x")],
+        ErrorType::Value,
+    );
+    r.ok("payment.filter", &[("sok", "ok"), ("status", "1,2")]);
+    r.ok("payment.filter", &[]);
+    r.ok("payment", &[]);
+    r.call_as(&ann, "payment", &[]);
+    r.call_as(&ann, "payment.success", &[("elid", "5")]);
+    r.call_as(
+        &Caller::anonymous("127.0.0.1"),
+        "payment.fail",
+        &[("elid", "5")],
+    );
+
     let violations = engine.read(billhost::ledger::check).expect("check");
     assert!(violations.is_empty(), "{violations:?}");
     let failures = std::mem::take(&mut r.golden.failures);

@@ -502,6 +502,77 @@ pub fn ensure_staff_with(
     }
 }
 
+/// How long a one-time login key (`session.newkey`) stays usable, in seconds.
+pub const LOGIN_KEY_SECS: i64 = 15 * 60;
+
+/// The shortest key `session.newkey` takes from its caller.
+pub const LOGIN_KEY_MIN_LEN: usize = 16;
+
+/// Stores a one-time login key for the enabled user `login` (a new random one when `key` is
+/// `None`) and answers it. Expired keys are swept here.
+pub fn new_login_key(conn: &Connection, login: &str, key: Option<&str>) -> FuncResult<String> {
+    let user = user_by(conn, By::Login(login))?
+        .filter(|u| u.enabled)
+        .ok_or_else(|| FuncError::missed_object("user", login))?;
+    let key = match key {
+        Some(k) => {
+            if k.chars().count() < LOGIN_KEY_MIN_LEN || !k.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(FuncError::value(
+                    "key",
+                    "",
+                    format!(
+                        "A key is at least {LOGIN_KEY_MIN_LEN} printable ASCII characters without spaces"
+                    ),
+                ));
+            }
+            k.to_string()
+        }
+        None => random_token(16)?,
+    };
+    let now = clock::unix_now();
+    conn.prepare_cached("DELETE FROM session_key WHERE expires < ?1")?
+        .execute([now])?;
+    let taken: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM session_key WHERE token = ?1)")?
+        .query_row([key.as_str()], |r| r.get(0))?;
+    if taken {
+        return Err(FuncError::exists("key", "", "The key is already in use"));
+    }
+    conn.prepare_cached(
+        "INSERT INTO session_key (token, user_id, created, expires) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![key, user.id, clock::now(), now + LOGIN_KEY_SECS])?;
+    Ok(key)
+}
+
+/// Uses a one-time login key: the key is deleted in the transaction that opens the session, and
+/// answers the user it logs in (with `login`, it must be that user's). An unknown, used or
+/// expired key, or a user disabled since, is the one `auth` error.
+pub fn use_login_key(
+    conn: &Connection,
+    key: &str,
+    login: Option<&str>,
+) -> FuncResult<(i64, Level)> {
+    let row: Option<(i64, i64)> = conn
+        .prepare_cached("DELETE FROM session_key WHERE token = ?1 RETURNING user_id, expires")?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let refused = || FuncError::auth("Wrong or expired key");
+    let Some((user_id, expires)) = row else {
+        return Err(refused());
+    };
+    if expires < clock::unix_now() {
+        return Err(refused());
+    }
+    let user = user_by(conn, By::Id(user_id))?
+        .filter(|u| u.enabled)
+        .ok_or_else(refused)?;
+    if login.is_some_and(|l| !l.eq_ignore_ascii_case(&user.login)) {
+        return Err(refused());
+    }
+    Ok((user.id, user.level))
+}
+
 #[cfg(test)]
 mod prehash_tests {
     use super::*;

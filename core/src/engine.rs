@@ -1236,7 +1236,7 @@ impl Engine {
         let mut values = Vec::new();
         for field in &spec.filters {
             if let Some(v) = params.get(field.name) {
-                list::filter_value(field, v)?;
+                list::filter_values(field, v)?;
                 values.push((field.name.to_string(), v.to_string()));
             }
         }

@@ -17,9 +17,9 @@ pub struct Column {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FilterOp {
-    /// Equal to an integer.
+    /// Equal to an integer, or to any of a comma-separated list of them (`paymethod=3,4`).
     EqInt,
-    /// Equal to a string.
+    /// Equal to a string, or to any of a comma-separated list of them (`status=new,open`).
     EqText,
     /// Contains the value, ASCII case-insensitively.
     Like,
@@ -27,6 +27,36 @@ pub enum FilterOp {
     From,
     /// At or before the date (a date alone covers the whole day).
     To,
+    /// An amount in minor units at least the decimal given; the expression is the currency's
+    /// number of minor digits (0 to 6) for the row, so that `100` means 100.00 USD and 100 JPY.
+    AmountFrom(&'static str),
+    /// An amount in minor units at most the decimal given (see [`FilterOp::AmountFrom`]).
+    AmountTo(&'static str),
+}
+
+/// The most minor digits a currency has (`currency.minor_units`).
+const MAX_MINOR_DIGITS: u32 = 6;
+
+/// The bound of an amount filter in minor units for each number of minor digits 0..=6: rounded
+/// up for a lower bound, down for an upper one, and clamped to the amounts the ledger holds, so
+/// that the comparison stays exact and in integers on both backends.
+fn amount_bounds(field: &FilterField, raw: &str, lower: bool) -> FuncResult<Vec<Value>> {
+    use rust_decimal::prelude::ToPrimitive;
+    let amount = crate::money::parse_decimal(raw, field.name)?;
+    let max = rust_decimal::Decimal::from(crate::money::MAX_BALANCE);
+    // Beyond any balance the bound is the same as at the bound: clamp before scaling, so
+    // that the multiplication cannot overflow.
+    let amount = amount.clamp(-max, max);
+    (0..=MAX_MINOR_DIGITS)
+        .map(|scale| {
+            let scaled = amount
+                .checked_mul(rust_decimal::Decimal::from(10i64.pow(scale)))
+                .ok_or_else(|| crate::money::too_large(field.name, raw))?;
+            let bound = if lower { scaled.ceil() } else { scaled.floor() };
+            let bound = bound.clamp(-max, max);
+            Ok(Value::Integer(bound.to_i64().unwrap_or(0)))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +139,41 @@ pub struct ListQuery<'a> {
 /// The longest text a filter field takes.
 pub const MAX_FILTER_TEXT: usize = 1024;
 
-/// Checks a filter value against its field and returns what is bound.
+/// The most values one multi-value filter field takes.
+pub const MAX_FILTER_VALUES: usize = 100;
+
+/// Checks a filter value against its field and returns what is bound: one value, or for the
+/// equality fields BILLmanager's multi-value form (`3,4` or `3, 4`), each element checked
+/// like a single value. An empty element (`3,,4`, `3,`) or more than [`MAX_FILTER_VALUES`]
+/// elements is refused.
+pub fn filter_values(field: &FilterField, raw: &str) -> FuncResult<Vec<Value>> {
+    match field.op {
+        FilterOp::AmountFrom(_) => return amount_bounds(field, raw, true),
+        FilterOp::AmountTo(_) => return amount_bounds(field, raw, false),
+        _ => {}
+    }
+    if !matches!(field.op, FilterOp::EqInt | FilterOp::EqText) || !raw.contains(',') {
+        return Ok(vec![filter_value(field, raw)?]);
+    }
+    let parts: Vec<&str> = raw.split(',').map(str::trim).collect();
+    if parts.len() > MAX_FILTER_VALUES {
+        return Err(FuncError::value(
+            field.name,
+            raw,
+            format!("At most {MAX_FILTER_VALUES} values are allowed"),
+        ));
+    }
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(FuncError::value(
+            field.name,
+            raw,
+            "A list of values is comma-separated without empty elements",
+        ));
+    }
+    parts.iter().map(|p| filter_value(field, p)).collect()
+}
+
+/// Checks one filter value against its field and returns what is bound.
 pub fn filter_value(field: &FilterField, raw: &str) -> FuncResult<Value> {
     if matches!(field.op, FilterOp::EqText | FilterOp::Like) {
         // The same rule as every other text parameter (`func::Ty::Text`): a filter is stored
@@ -148,6 +212,10 @@ pub fn filter_value(field: &FilterField, raw: &str) -> FuncResult<Value> {
                 d
             })
         }
+        // Bound as one value per number of minor digits (`filter_values`); this checks it.
+        FilterOp::AmountFrom(_) | FilterOp::AmountTo(_) => {
+            Value::Text(crate::money::parse_decimal(raw, field.name)?.to_string())
+        }
     })
 }
 
@@ -177,10 +245,30 @@ pub fn run(conn: &Connection, spec: &ListSpec, q: &ListQuery<'_>) -> FuncResult<
         let op = match field.op {
             FilterOp::EqInt | FilterOp::EqText => "=",
             FilterOp::Like => "LIKE",
-            FilterOp::From => ">=",
-            FilterOp::To => "<=",
+            FilterOp::From | FilterOp::AmountFrom(_) => ">=",
+            FilterOp::To | FilterOp::AmountTo(_) => "<=",
         };
-        let placeholder = bind(filter_value(field, raw)?);
+        let mut values = filter_values(field, raw)?;
+        if let FilterOp::AmountFrom(digits) | FilterOp::AmountTo(digits) = field.op {
+            // One comparison per number of digits, each with its own integer bound (a bound
+            // inside a CASE would be typed as text by PostgreSQL).
+            let cases: Vec<String> = values
+                .drain(..)
+                .enumerate()
+                .map(|(scale, v)| {
+                    format!("({digits} = {scale} AND {} {op} {})", field.expr, bind(v))
+                })
+                .collect();
+            conds.push(format!("({})", cases.join(" OR ")));
+            continue;
+        }
+        if values.len() > 1 {
+            let placeholders: Vec<String> = values.drain(..).map(&mut bind).collect();
+            conds.push(format!("{} IN ({})", field.expr, placeholders.join(", ")));
+            continue;
+        }
+        let Some(value) = values.pop() else { continue };
+        let placeholder = bind(value);
         let escape = if field.op == FilterOp::Like {
             " ESCAPE '\\'"
         } else {

@@ -66,58 +66,7 @@ pub fn register(reg: &mut Registry) {
         .parent(ACCOUNT, false),
     );
 
-    let mut payments = ListSpec::new(
-        "payment y",
-        "y.id",
-        &[
-            ("id", "y.id"),
-            ("number", "y.number"),
-            ("create_date", "y.createdate"),
-            ("pay_date", "y.paydate"),
-            ("sender_name", "y.sender"),
-            (
-                "recipient_name",
-                "(SELECT CASE company WHEN '' THEN name ELSE company END FROM project WHERE id = y.project_id)",
-            ),
-            (
-                "project",
-                "(SELECT name FROM project WHERE id = y.project_id)",
-            ),
-            ("account", "y.account_id"),
-            (
-                "account_name",
-                "(SELECT name FROM account WHERE id = y.account_id)",
-            ),
-            (
-                "paymethod_name",
-                "(SELECT name FROM paymethod WHERE id = y.paymethod_id)",
-            ),
-            (
-                "subaccountamount_iso",
-                "(SELECT money(y.subaccountamount, c.minor_units) || ' ' || c.iso FROM subaccount s
-                  JOIN currency c ON c.id = s.currency_id WHERE s.id = y.subaccount_id)",
-            ),
-            (
-                "paymethodamount_iso",
-                "(SELECT money(y.paymethodamount, c.minor_units) || ' ' || c.iso FROM currency c WHERE c.id = y.currency_id)",
-            ),
-            ("status", "y.status"),
-        ],
-    );
-    payments.owner = Some("y.account_id");
-    payments.parent = Some("y.account_id");
-    payments.descending = true;
-    payments.filters = vec![
-        FilterField::new("account", "y.account_id", FilterOp::EqInt),
-        FilterField::new("status", "y.status", FilterOp::EqInt),
-        FilterField::new("number", "y.number", FilterOp::Like),
-        FilterField::new("project", "y.project_id", FilterOp::EqInt),
-        FilterField::new("paymethod", "y.paymethod_id", FilterOp::EqInt),
-        FilterField::new("create_date_from", "y.createdate", FilterOp::From),
-        FilterField::new("create_date_to", "y.createdate", FilterOp::To),
-        FilterField::new("pay_date_from", "y.paydate", FilterOp::From),
-        FilterField::new("pay_date_to", "y.paydate", FilterOp::To),
-    ];
+    let payments = payment_list();
     reg.add(
         FuncDecl::list("account.payment", "Payments", Access::ADMIN_USER, payments)
             .parent(ACCOUNT, false)
@@ -159,6 +108,42 @@ pub fn register(reg: &mut Registry) {
         "account.payment",
         Access::ADMIN_USER,
     ));
+    reg.add(
+        FuncDecl::list(
+            "payment",
+            "Payments of every client",
+            Access::ADMIN,
+            payment_list(),
+        )
+        .panel(crate::func::PanelHints {
+            row_func: Some("payment.edit"),
+            columns_first: &[
+                "id",
+                "number",
+                "create_date",
+                "pay_date",
+                "account_name",
+                "paymethod_name",
+                "subaccountamount_iso",
+                "status",
+            ],
+            hidden: &[
+                "account",
+                "recipient_name",
+                "sender_name",
+                "paymethodamount_iso",
+            ],
+            labels: &[
+                ("subaccountamount_iso", "Amount"),
+                ("paymethod_name", "Method"),
+                ("account_name", "Client"),
+            ],
+            values: &[("status", PAYMENT_STATUS_WORDS)],
+            row_funcs: &["payment.setpaid", "payment.delete", "payment.info"],
+            ..Default::default()
+        }),
+    );
+    reg.add(FuncDecl::filter("payment.filter", "payment", Access::ADMIN));
 
     let mut expenses = ListSpec::new(
         "expense e",
@@ -248,3 +233,87 @@ pub const PAYMENT_STATUS_WORDS: &[(&str, &str)] = &[
     ("7", "fraud"),
     ("9", "canceled"),
 ];
+
+/// The minor digits of a payment's subaccount currency and of its method's currency.
+const SUBACCOUNT_DIGITS: &str = "(SELECT c.minor_units FROM subaccount s JOIN currency c ON c.id = s.currency_id WHERE s.id = y.subaccount_id)";
+const PAYMETHOD_DIGITS: &str = "(SELECT minor_units FROM currency WHERE id = y.currency_id)";
+
+/// The payments list: `account.payment` (a client's, with `plid`, or a client user's own) and
+/// `payment` (staff: every payment of every client) share it.
+pub fn payment_list() -> ListSpec {
+    let mut payments = ListSpec::new(
+        "payment y",
+        "y.id",
+        &[
+            ("id", "y.id"),
+            ("number", "y.number"),
+            ("create_date", "y.createdate"),
+            ("pay_date", "y.paydate"),
+            ("sender_name", "y.sender"),
+            (
+                "recipient_name",
+                "(SELECT CASE company WHEN '' THEN name ELSE company END FROM project WHERE id = y.project_id)",
+            ),
+            (
+                "project",
+                "(SELECT name FROM project WHERE id = y.project_id)",
+            ),
+            ("account", "y.account_id"),
+            (
+                "account_name",
+                "(SELECT name FROM account WHERE id = y.account_id)",
+            ),
+            (
+                "paymethod_name",
+                "(SELECT name FROM paymethod WHERE id = y.paymethod_id)",
+            ),
+            (
+                "subaccountamount_iso",
+                "(SELECT money(y.subaccountamount, c.minor_units) || ' ' || c.iso FROM subaccount s
+                  JOIN currency c ON c.id = s.currency_id WHERE s.id = y.subaccount_id)",
+            ),
+            (
+                "paymethodamount_iso",
+                "(SELECT money(y.paymethodamount, c.minor_units) || ' ' || c.iso FROM currency c WHERE c.id = y.currency_id)",
+            ),
+            ("status", "y.status"),
+        ],
+    );
+    payments.owner = Some("y.account_id");
+    payments.parent = Some("y.account_id");
+    payments.descending = true;
+    payments.filters = vec![
+        FilterField::new("account", "y.account_id", FilterOp::EqInt),
+        FilterField::new("status", "y.status", FilterOp::EqInt),
+        FilterField::new("number", "y.number", FilterOp::Like),
+        FilterField::new("project", "y.project_id", FilterOp::EqInt),
+        FilterField::new("paymethod", "y.paymethod_id", FilterOp::EqInt),
+        FilterField::new("create_date_from", "y.createdate", FilterOp::From),
+        FilterField::new("create_date_to", "y.createdate", FilterOp::To),
+        FilterField::new("pay_date_from", "y.paydate", FilterOp::From),
+        FilterField::new("pay_date_to", "y.paydate", FilterOp::To),
+        FilterField::new("sender", "y.sender", FilterOp::Like),
+        FilterField::new("external_id", "y.external_id", FilterOp::EqText),
+        FilterField::new(
+            "subaccountamount_from",
+            "y.subaccountamount",
+            FilterOp::AmountFrom(SUBACCOUNT_DIGITS),
+        ),
+        FilterField::new(
+            "subaccountamount_to",
+            "y.subaccountamount",
+            FilterOp::AmountTo(SUBACCOUNT_DIGITS),
+        ),
+        FilterField::new(
+            "paymethodamount_from",
+            "y.paymethodamount",
+            FilterOp::AmountFrom(PAYMETHOD_DIGITS),
+        ),
+        FilterField::new(
+            "paymethodamount_to",
+            "y.paymethodamount",
+            FilterOp::AmountTo(PAYMETHOD_DIGITS),
+        ),
+    ];
+    payments
+}

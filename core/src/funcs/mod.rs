@@ -7,12 +7,14 @@ mod group;
 mod invoice;
 mod ledger_lists;
 mod payment;
+mod payment_api;
 mod paymethod;
 mod pricing;
 mod project;
 mod session;
 mod subaccount;
 mod ticket;
+mod user;
 
 use crate::func::{ObjectType, Registry};
 
@@ -159,11 +161,13 @@ pub fn register_builtin(reg: &mut Registry) {
     ledger_lists::register(reg);
     paymethod::register(reg);
     payment::register(reg);
+    payment_api::register(reg);
     pricing::register(reg);
     subaccount::register(reg);
     project::register(reg);
     session::register(reg);
     ticket::register(reg);
+    user::register(reg);
 }
 
 /// Words for the status codes of accounts (1 active, 2 suspended, 3 deleted).

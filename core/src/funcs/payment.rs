@@ -50,13 +50,7 @@ pub fn register(reg: &mut Registry) {
             Param::new("amount", Ty::Decimal).required(),
         ]),
     );
-    reg.add(FuncDecl::group(
-        "payment.setpaid",
-        "Add funds to the client's account",
-        Access::ADMIN,
-        PAYMENT,
-        |ctx, id, _| ledger::set_paid(ctx, id),
-    ));
+    // `payment.setpaid` is with the other state changes in `payment_api`.
     reg.add(FuncDecl::group(
         "payment.delete",
         "Delete the selected payments. Only \"Unpaid\" payments can be deleted",

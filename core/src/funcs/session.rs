@@ -1,4 +1,5 @@
-//! Logging in and out: `auth` opens a session, `logout` ends the caller's.
+//! Logging in and out: `auth` opens a session (with a login and password, or once with a key
+//! from `session.newkey`), `logout` ends the caller's, `keepalive` keeps it open.
 
 use crate::auth;
 use crate::doc::Doc;
@@ -16,6 +17,14 @@ pub fn register(reg: &mut Registry) {
             // enabled with the same password by then).
             ActionMode::CallOut,
             |ctx, p| {
+                if let Some(key) = p.get("key") {
+                    let login = p.get("username");
+                    let (id, level) = ctx.write(|w| {
+                        let (user, level) = auth::use_login_key(w.db, key, login)?;
+                        Ok((auth::create_session(w.db, user, None, &w.caller.ip)?, level))
+                    })?;
+                    return Ok(Doc::Auth { id, level });
+                }
                 let verified = auth::verify_login(
                     ctx.db,
                     p.required("username")?,
@@ -37,8 +46,37 @@ pub fn register(reg: &mut Registry) {
         .params(vec![
             Param::new("username", Ty::Text(255)).required(),
             Param::new("password", Ty::Password(1)).required(),
+            Param::new("key", Ty::Text(255)).label("One-time key"),
         ]),
     );
+    reg.add(
+        FuncDecl::action(
+            "session.newkey",
+            "Make a one-time login key",
+            Access::ADMIN,
+            ActionMode::Write,
+            |ctx, p| {
+                let key = auth::new_login_key(ctx.db, p.required("username")?, p.get("key"))?;
+                Ok(Doc::Ok(vec![("key".into(), key)]))
+            },
+        )
+        .params(vec![
+            Param::new("username", Ty::Text(255)).required(),
+            Param::new("key", Ty::Text(255)),
+        ]),
+    );
+    reg.add(FuncDecl::action(
+        "keepalive",
+        "Keep the session open",
+        Access::ADMIN_USER,
+        ActionMode::Write,
+        |ctx, _| {
+            if let Some(sid) = ctx.caller.session.as_deref() {
+                auth::touch_session(ctx.db, sid)?;
+            }
+            Ok(Doc::ok())
+        },
+    ));
     reg.add(FuncDecl::action(
         "logout",
         "Log out",
