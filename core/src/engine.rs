@@ -1081,10 +1081,15 @@ impl Engine {
                     (false, None) => Ok(Doc::Form(ops.blank(ctx, plid)?)),
                     (true, None) => {
                         validate(conn, caller, decl, params, true)?;
+                        check_refused(decl, params, None)?;
                         ops.create(ctx, plid, params).map(Doc::created)
                     }
                     (true, Some(id)) => {
                         validate(conn, caller, decl, params, false)?;
+                        if refused_given(decl, params) {
+                            let view = ops.view(ctx, id, plid)?;
+                            check_refused(decl, params, Some(&view))?;
+                        }
                         ops.change(ctx, id, plid, params).map(|()| Doc::ok())
                     }
                 }
@@ -1118,6 +1123,7 @@ impl Engine {
                 }
                 let creating = decl.action_mode != ActionMode::CallOut || sok;
                 validate(conn, caller, decl, params, creating)?;
+                check_refused(decl, params, None)?;
                 f(ctx, params)
             }
             Handler::Filter { list } => self.filter(ctx, list, params, sok),
@@ -1368,6 +1374,37 @@ fn blank_fields(params: &[Param]) -> Fields {
         .filter(|p| !matches!(p.ty, Ty::Password(_)))
         .map(|p| (p.name.clone().into(), String::new()))
         .collect()
+}
+
+fn refused_given(decl: &FuncDecl, params: &Params) -> bool {
+    decl.refused
+        .iter()
+        .any(|(name, _)| params.raw(name).is_some_and(|v| !v.is_empty()))
+}
+
+/// Refuses a spec field the func does not take (`FuncDecl::refused`): given non-empty, and on
+/// a change different from the value the object's `view` shows.
+fn check_refused(decl: &FuncDecl, params: &Params, view: Option<&Fields>) -> FuncResult<()> {
+    for (name, reason) in &decl.refused {
+        let Some(value) = params.raw(name).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let shown = view.and_then(|fields| {
+            fields
+                .iter()
+                .find(|(k, _)| k.as_ref() == *name)
+                .map(|(_, v)| v.as_str())
+        });
+        if shown == Some(value) {
+            continue;
+        }
+        return Err(FuncError::value(
+            name,
+            value,
+            format!("'{name}' cannot be set: {reason}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the declared parameters that are present; on a create, also that the required ones

@@ -150,6 +150,10 @@ fn edit_params() -> Vec<Param> {
         Param::new("employee", Ty::Ref(USER)).admin_only(),
         Param::new("nocalcstat", Ty::Flag).admin_only(),
         Param::new("note", Ty::LongText(4000)).admin_only(),
+        Param::new("registration_date", Ty::Date).admin_only(),
+        Param::new("registration_ip", Ty::Text(64)).admin_only(),
+        Param::new("notify", Ty::Flag).admin_only(),
+        Param::new("recovery", Ty::Flag).admin_only(),
     ]
 }
 
@@ -294,6 +298,7 @@ fn create_client(ctx: &Ctx, c: &NewClient) -> FuncResult<i64> {
 }
 
 fn register_client(ctx: &Ctx, p: &Params) -> FuncResult<Doc> {
+    refuse_notifications(p)?;
     let project = opt_id(p, "project")?.unwrap_or(1);
     let conditions_required: bool = ctx
         .db
@@ -342,16 +347,20 @@ struct AccountEdit;
 
 impl EditOps for AccountEdit {
     fn view(&self, ctx: &Ctx, elid: i64, _plid: Option<i64>) -> FuncResult<Fields> {
-        const ADMIN_ONLY: [&str; 6] = [
+        const ADMIN_ONLY: [&str; 10] = [
             "label",
             "attitude",
             "employee",
             "nocalcstat",
             "note",
             "registration_ip",
+            "partner",
+            "_ga",
+            "sesid",
+            "tzoffset",
         ];
         /// The columns of `VIEW_SQL`, in order.
-        const NAMES: [&str; 20] = [
+        const NAMES: [&str; 24] = [
             "email",
             "verify_email",
             "project",
@@ -372,11 +381,15 @@ impl EditOps for AccountEdit {
             "nocalcstat",
             "note",
             "account_status",
+            "partner",
+            "_ga",
+            "sesid",
+            "tzoffset",
         ];
         const VIEW_SQL: &str = "SELECT email, verify_email, project_id, country_id, state, realname, \
             name, settingurl, valid_phone, try_phone, label, selfview, products_page, \
-            registration_date, registration_ip, attitude, employee_id, nocalcstat, note, status \
-            FROM account WHERE id = ?1";
+            registration_date, registration_ip, attitude, employee_id, nocalcstat, note, status, \
+            partner_id, ga, sesid, tzoffset FROM account WHERE id = ?1";
         let admin = ctx.is_admin();
         let fields = ctx
             .db
@@ -464,6 +477,31 @@ impl EditOps for AccountEdit {
     }
 }
 
+/// billhost sends no registration email and has no password-reset links, and has no formal
+/// offers to agree to: asking for one (`notify`, `recovery`, `offer_N` set to `on`) is refused
+/// rather than answered ok and not done. `off` asks for nothing.
+fn refuse_notifications(p: &Params) -> FuncResult<()> {
+    for (name, what) in [
+        ("notify", "billhost sends no registration notification"),
+        ("recovery", "billhost sends no password-reset information"),
+    ] {
+        if p.flag(name) == Some(true) {
+            return Err(FuncError::value(name, "on", what));
+        }
+    }
+    if let Some((name, value)) = p
+        .iter()
+        .find(|(k, v)| k.starts_with("offer_") && !v.is_empty() && *v != "off")
+    {
+        return Err(FuncError::value(
+            name,
+            value,
+            "billhost has no formal offers to agree to",
+        ));
+    }
+    Ok(())
+}
+
 fn check_confirm(p: &Params) -> FuncResult<()> {
     match (p.get("passwd"), p.get("confirm")) {
         (Some(a), Some(b)) if a != b => Err(FuncError::value(
@@ -522,6 +560,29 @@ fn change_fields(ctx: &Ctx, account: i64, p: &Params, creating: bool) -> FuncRes
             }
         }
     }
+    if let Some(d) = p.get("registration_date") {
+        let d = if d.len() == 10 {
+            format!("{d} 00:00:00")
+        } else {
+            d.to_string()
+        };
+        if set_column(ctx, "account", "registration_date", account, &d)? {
+            changed.push("registration_date");
+        }
+    }
+    if let Some(ip) = p.get("registration_ip") {
+        if ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(FuncError::value(
+                "registration_ip",
+                ip,
+                format!("'{ip}' is not an IP address"),
+            ));
+        }
+        if set_column(ctx, "account", "registration_ip", account, &ip)? {
+            changed.push("registration_ip");
+        }
+    }
+    refuse_notifications(p)?;
     if creating {
         return Ok(());
     }
