@@ -1016,6 +1016,10 @@ impl Engine {
             engine: self,
             scope,
         };
+        // Countries and currencies given by ISO alpha code or another directory's id become
+        // our ids before anything (a script's hook included) sees them.
+        let resolved = crate::funcs::directory::resolve(conn, decl, params)?;
+        let params = resolved.as_ref().unwrap_or(params);
         if !scope.generation().has_hooks(&decl.name) {
             return self.protocol(&ctx, decl, params);
         }

@@ -118,6 +118,7 @@ pub fn dump(db: &Path) -> String {
         "ticket_message",
         "history",
         "stored_filter",
+        "directory_alias",
     ];
     let mut out = String::new();
     for table in tables {

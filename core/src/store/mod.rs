@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("v4_auth_epoch.sql"),
     include_str!("v5_refund_retry.sql"),
     include_str!("v6_no_reuse_integer_money.sql"),
+    include_str!("v7_directory_alias.sql"),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -37,6 +37,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("pg/v4_auth_epoch.sql"),
     include_str!("pg/v5_refund_retry.sql"),
     include_str!("pg/v6_no_reuse_integer_money.sql"),
+    include_str!("pg/v7_directory_alias.sql"),
 ];
 
 const _: () = assert!(MIGRATIONS.len() == super::MIGRATIONS.len());
