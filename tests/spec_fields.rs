@@ -841,6 +841,71 @@ fn walk(fx: &Fixture) {
         failures.len(),
         failures.join("\n")
     );
+    list_dates(fx, &o);
+}
+
+/// The spec's lists with a date column show it as `YYYY-MM-DD`, the time in a column of its
+/// own; the payments backdated above show their stored dates and times.
+fn list_dates(fx: &Fixture, o: &Objects) {
+    let shaped = |v: &str, len: usize, sep: u8, at: [usize; 2]| {
+        v.len() == len
+            && v.bytes().enumerate().all(|(i, b)| {
+                if at.contains(&i) {
+                    b == sep
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+    };
+    let lists: &[(&str, &[(&str, &str)], &[&str])] = &[
+        ("account", &[], &["tz_registration_date"]),
+        ("account.payment", &[], &["create_date", "pay_date"]),
+        ("payment.history", &[("elid", o.get("q"))], &["changedate"]),
+        ("account.currencyrate", &[], &["ratedate"]),
+        ("subaccount.expense", &[], &["realdate", "cdate"]),
+    ];
+    for (func, params, dates) in lists {
+        let Doc::List(list) = fx.ok(func, params) else {
+            panic!("{func} is not a list");
+        };
+        assert!(!list.elems.is_empty(), "{func} is empty");
+        for elem in &list.elems {
+            let get = |k: &str| elem.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+            for date in *dates {
+                // A NULL date (a payment not paid) is left out of the element.
+                let v = get(date).unwrap_or_default();
+                assert!(
+                    v.is_empty() || shaped(v, 10, b'-', [4, 7]),
+                    "{func} {date}={v}"
+                );
+                let time = date.replace("date", "time");
+                if let Some(t) = get(&time) {
+                    assert!(
+                        t.is_empty() || shaped(t, 8, b':', [2, 5]),
+                        "{func} {time}={t}"
+                    );
+                }
+            }
+        }
+    }
+    let text = render(
+        &fx.ok("account.payment", &[]),
+        Format::Text,
+        "account.payment",
+    );
+    let line = |id: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("id={id} ")))
+            .unwrap_or_else(|| panic!("payment {id} not listed: {text}"))
+            .to_string()
+    };
+    let p = line(o.get("p"));
+    assert!(
+        p.contains("create_date=2020-01-02 create_time=03:04:05"),
+        "{p}"
+    );
+    let q = line(o.get("q"));
+    assert!(q.contains("pay_date=2021-02-04 pay_time=00:00:00"), "{q}");
 }
 
 #[test]

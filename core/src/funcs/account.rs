@@ -97,7 +97,8 @@ fn account_list() -> ListSpec {
                   WHERE s.account_id = a.id AND s.active = 1)",
             ),
             ("account_status", "a.status"),
-            ("tz_registration_date", "a.registration_date"),
+            ("tz_registration_date", "substr(a.registration_date, 1, 10)"),
+            ("tz_registration_time", "substr(a.registration_date, 12, 8)"),
             ("status", ACCOUNT_STATUS_SQL),
         ],
     );
