@@ -857,7 +857,9 @@ fn list_dates(fx: &Fixture, o: &Objects) {
                 }
             })
     };
-    let lists: &[(&str, &[(&str, &str)], &[&str])] = &[
+    /// A list func, its parameters and its date columns.
+    type DateList<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let lists: &[DateList] = &[
         ("account", &[], &["tz_registration_date"]),
         ("account.payment", &[], &["create_date", "pay_date"]),
         ("payment.history", &[("elid", o.get("q"))], &["changedate"]),
