@@ -58,6 +58,16 @@ fn walk(fx: &Fixture, sqlite: bool) {
     let doc = country_of(fx, "999", 30);
     assert_eq!(error_of(&doc).1, "country", "{doc:?}");
 
+    // List filters read countries the same way.
+    for given in ["RU", "182", "643"] {
+        let Doc::List(list) = fx.ok("account", &[("filter", "on"), ("country", given)]) else {
+            panic!("account is a list");
+        };
+        assert_eq!(list.elems.len(), 5, "country={given}");
+    }
+    let doc = fx.call("account", &[("filter", "on"), ("country", "XX")]);
+    assert_eq!(error_of(&doc), ("value".into(), "country".into()));
+
     // Currencies: ISO 4217 code in any case, BILLmanager's rouble, our id.
     for (n, given) in ["RUB", "rub", "126", "643"].iter().enumerate() {
         let name = format!("Method {n}");

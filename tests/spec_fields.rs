@@ -1,5 +1,5 @@
-//! No spec field is dropped silently: every field the spec
-//! (`/work/shared/spec/billmanager-account-api.txt`, copied in `tests/spec/`) lists for a form
+//! No spec field is dropped silently: every field the spec (the API reference the project
+//! starts from, copied in `tests/spec/billmanager-account-api.txt`) lists for a form
 //! is sent through the engine, and is either stored (read back in the object's view, or the
 //! list that shows it) or refused with an error document. A field the spec lists that the
 //! table below does not cover fails the test, so does a field answered ok and not stored.

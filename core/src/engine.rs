@@ -1161,7 +1161,8 @@ impl Engine {
         let mut filters = Vec::new();
         for (name, value) in &values {
             if let (Some(field), false) = (spec.filter_field(name), value.is_empty()) {
-                filters.push((field, value.clone()));
+                let value = crate::funcs::directory::resolve_filter(ctx.db, field.name, value)?;
+                filters.push((field, value));
             }
         }
         // A client user sees its own client's rows; public lists have no owner.

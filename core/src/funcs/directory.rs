@@ -200,6 +200,20 @@ pub fn resolve(conn: &Connection, decl: &FuncDecl, params: &Params) -> FuncResul
     Ok(out)
 }
 
+/// A list filter's value for a country or currency column (`country`, `currency`,
+/// `currency_base`, `currency_relate`) as our id, read like a parameter; other filters' values
+/// as given.
+pub fn resolve_filter(conn: &Connection, name: &str, value: &str) -> FuncResult<String> {
+    let kind = match name {
+        "country" => "country",
+        "currency" | "currency_base" | "currency_relate" => "currency",
+        _ => return Ok(value.to_string()),
+    };
+    Ok(resolve_one(conn, kind, name, value)?
+        .map(|id| id.to_string())
+        .unwrap_or_else(|| value.to_string()))
+}
+
 struct AliasEdit;
 
 impl EditOps for AliasEdit {
