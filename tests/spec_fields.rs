@@ -512,6 +512,12 @@ const CASES: &[Case] = &[
         "pays late",
         Stored("note=pays late"),
     ),
+    case(
+        "account.edit",
+        "notify",
+        "on",
+        Stored("subject=Your account at Provider"),
+    ),
     case("account.edit", "notify", "on", Refused),
     case("account.edit", "recovery", "on", Refused),
 ];
@@ -694,6 +700,11 @@ fn send_and_read(fx: &Fixture, o: &Objects, c: &Case, n: usize) -> (Doc, Option<
             c.func,
             vec![(s("sok"), s("ok")), (s("elid"), s(o.get("acc")))],
         ),
+        // notify=on on a change is refused; on a create it queues the registration email.
+        "account.edit" if c.field == "notify" && matches!(c.want, Refused) => (
+            c.func,
+            vec![(s("sok"), s("ok")), (s("elid"), s(o.get("acc")))],
+        ),
         "account.edit" if matches!(c.field, "notify" | "recovery") => (
             c.func,
             vec![
@@ -740,6 +751,10 @@ fn send_and_read(fx: &Fixture, o: &Objects, c: &Case, n: usize) -> (Doc, Option<
         ("payment.refund", _) => fx.call("payment.history", &[("elid", o.get("q"))]),
         ("payment.expense.edit", _) => fx.call("payment.expense", &[("plid", o.get("q"))]),
         ("payment.orderinfo.edit", _) => fx.call("payment.orderinfo", &[("plid", o.get("p"))]),
+        ("account.edit", "notify") => fx.call(
+            "outbox",
+            &[("filter", "on"), ("account", &id_of(&doc).to_string())],
+        ),
         ("subaccount.expense.edit", _) => fx.call(c.func, &[("elid", &id_of(&doc).to_string())]),
         (f, _) => {
             let elid = params

@@ -299,7 +299,7 @@ fn create_client(ctx: &Ctx, c: &NewClient) -> FuncResult<i64> {
 }
 
 fn register_client(ctx: &Ctx, p: &Params) -> FuncResult<Doc> {
-    refuse_notifications(p)?;
+    refuse_notifications(p, true)?;
     let project = opt_id(p, "project")?.unwrap_or(1);
     let conditions_required: bool = ctx
         .db
@@ -458,6 +458,9 @@ impl EditOps for AccountEdit {
         let account = create_client(ctx, &client)?;
         // The remaining staff fields go through the same path as a change.
         change_fields(ctx, account, p, true)?;
+        if p.flag("notify") == Some(true) {
+            queue_registration_email(ctx, account)?;
+        }
         Ok(account)
     }
 
@@ -478,17 +481,23 @@ impl EditOps for AccountEdit {
     }
 }
 
-/// billhost sends no registration email and has no password-reset links, and has no formal
-/// offers to agree to: asking for one (`notify`, `recovery`, `offer_N` set to `on`) is refused
-/// rather than answered ok and not done. `off` asks for nothing.
-fn refuse_notifications(p: &Params) -> FuncResult<()> {
-    for (name, what) in [
-        ("notify", "billhost sends no registration notification"),
-        ("recovery", "billhost sends no password-reset information"),
-    ] {
-        if p.flag(name) == Some(true) {
-            return Err(FuncError::value(name, "on", what));
-        }
+/// billhost has no password-reset links and no formal offers to agree to: asking for one
+/// (`recovery`, `offer_N` set to `on`) is refused rather than answered ok and not done; `off`
+/// asks for nothing. `notify=on` (the registration email) is for a new client only.
+fn refuse_notifications(p: &Params, creating: bool) -> FuncResult<()> {
+    if p.flag("recovery") == Some(true) {
+        return Err(FuncError::value(
+            "recovery",
+            "on",
+            "billhost sends no password-reset information",
+        ));
+    }
+    if !creating && p.flag("notify") == Some(true) {
+        return Err(FuncError::value(
+            "notify",
+            "on",
+            "The registration notification is sent when the client is created",
+        ));
     }
     if let Some((name, value)) = p
         .iter()
@@ -501,6 +510,32 @@ fn refuse_notifications(p: &Params) -> FuncResult<()> {
         ));
     }
     Ok(())
+}
+
+/// The client registration notification (`account.edit notify=on`): the login and where to
+/// log in, queued in the outbox with the client's creation.
+fn queue_registration_email(ctx: &Ctx, account: i64) -> FuncResult<()> {
+    let (email, provider, billurl): (String, String, String) = ctx
+        .db
+        .prepare_cached(
+            "SELECT a.email, p.name, p.billurl FROM account a JOIN project p ON p.id = a.project_id WHERE a.id = ?1",
+        )?
+        .query_row([account], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let mut body = format!("An account at {provider} was opened for you.\n\nLogin: {email}\n");
+    if !billurl.is_empty() {
+        body.push_str(&format!("Log in at {billurl}\n"));
+    }
+    crate::outbox::queue(
+        ctx,
+        &crate::outbox::NewMessage {
+            account: Some(account),
+            recipient: &email,
+            subject: &format!("Your account at {provider}"),
+            body: &body,
+            ..Default::default()
+        },
+    )?;
+    ctx.history("account", account, "registration notification queued")
 }
 
 fn check_confirm(p: &Params) -> FuncResult<()> {
@@ -583,7 +618,7 @@ fn change_fields(ctx: &Ctx, account: i64, p: &Params, creating: bool) -> FuncRes
             changed.push("registration_ip");
         }
     }
-    refuse_notifications(p)?;
+    refuse_notifications(p, creating)?;
     if creating {
         return Ok(());
     }
