@@ -498,6 +498,7 @@ const CASES: &[Case] = &[
         "192.0.2.7",
         Stored("registration_ip=192.0.2.7"),
     ),
+    case("account.edit", "registration_ip", "somewhere", Refused),
     case("account.edit", "attitude", "1", Stored("attitude=1")),
     case(
         "account.edit",

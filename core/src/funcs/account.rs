@@ -607,7 +607,13 @@ fn change_fields(ctx: &Ctx, account: i64, p: &Params, creating: bool) -> FuncRes
         }
     }
     if let Some(ip) = p.get("registration_ip") {
-        if ip.parse::<std::net::IpAddr>().is_err() {
+        // The view's value sent back unchanged passes (a client created from the command line
+        // was registered from `local`).
+        let current: String = ctx
+            .db
+            .prepare_cached("SELECT registration_ip FROM account WHERE id = ?1")?
+            .query_row([account], |r| r.get(0))?;
+        if ip != current && ip.parse::<std::net::IpAddr>().is_err() {
             return Err(FuncError::value(
                 "registration_ip",
                 ip,
