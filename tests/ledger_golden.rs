@@ -49,7 +49,27 @@ fn normalise(text: &str) -> String {
         }
     }
     out.push_str(rest);
-    out
+    // A time column of its own (`create_time`): digits not part of a longer number.
+    let b = out.as_bytes();
+    let mut timed = String::with_capacity(out.len());
+    let mut i = 0;
+    while i < b.len() {
+        let digit = |k: usize| b.get(k).is_some_and(u8::is_ascii_digit);
+        let time = [0, 1, 3, 4, 6, 7].iter().all(|&k| digit(i + k))
+            && b[i + 2] == b':'
+            && b[i + 5] == b':'
+            && !digit(i + 8)
+            && (i == 0 || !digit(i - 1));
+        if time {
+            timed.push_str("hh:mm:ss");
+            i += 8;
+        } else {
+            let ch = out[i..].chars().next().expect("char boundary");
+            timed.push(ch);
+            i += ch.len_utf8();
+        }
+    }
+    timed
 }
 
 struct Golden {

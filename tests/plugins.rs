@@ -523,6 +523,41 @@ fn sms_goes_through_the_notifier_and_is_recorded() {
         host.query_i64("SELECT count(*) FROM sms WHERE status = 'sent' AND notifier = 'smsfile'"),
         1
     );
+    // Every field of the spec's form is used: `type` picks the client's number that is sent to
+    // and recorded, `phone` and `message` are recorded as given.
+    host.ok(
+        "account.edit",
+        &[
+            &format!("elid={account}"),
+            "sok=ok",
+            "valid_phone=+1 555 0199",
+            "try_phone=+1 555 0142",
+        ],
+    );
+    for (kind, phone) in [("valid_phone", "+1 555 0199"), ("try_phone", "+1 555 0142")] {
+        host.ok(
+            "account.sms",
+            &[
+                &format!("elid={account}"),
+                "sok=ok",
+                &format!("type={kind}"),
+                "message=Typed",
+            ],
+        );
+        assert_eq!(
+            host.query_i64(&format!(
+                "SELECT count(*) FROM sms WHERE phone = '{phone}' AND message = 'Typed' AND status = 'sent'"
+            )),
+            1,
+            "type={kind}"
+        );
+    }
+    assert_eq!(
+        host.query_i64(
+            "SELECT count(*) FROM sms WHERE phone = '+1 555 0100' AND message = 'Your invoice is ready'"
+        ),
+        1
+    );
     // A failing notifier: the message is recorded as failed with the error.
     std::fs::write(
         host.dir.path().join("plugins.json"),

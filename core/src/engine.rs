@@ -1016,6 +1016,10 @@ impl Engine {
             engine: self,
             scope,
         };
+        // Countries and currencies given by ISO alpha code or another directory's id become
+        // our ids before anything (a script's hook included) sees them.
+        let resolved = crate::funcs::directory::resolve(conn, decl, params)?;
+        let params = resolved.as_ref().unwrap_or(params);
         if !scope.generation().has_hooks(&decl.name) {
             return self.protocol(&ctx, decl, params);
         }
@@ -1081,10 +1085,15 @@ impl Engine {
                     (false, None) => Ok(Doc::Form(ops.blank(ctx, plid)?)),
                     (true, None) => {
                         validate(conn, caller, decl, params, true)?;
+                        check_refused(decl, params, None)?;
                         ops.create(ctx, plid, params).map(Doc::created)
                     }
                     (true, Some(id)) => {
                         validate(conn, caller, decl, params, false)?;
+                        if refused_given(decl, params) {
+                            let view = ops.view(ctx, id, plid)?;
+                            check_refused(decl, params, Some(&view))?;
+                        }
                         ops.change(ctx, id, plid, params).map(|()| Doc::ok())
                     }
                 }
@@ -1118,6 +1127,7 @@ impl Engine {
                 }
                 let creating = decl.action_mode != ActionMode::CallOut || sok;
                 validate(conn, caller, decl, params, creating)?;
+                check_refused(decl, params, None)?;
                 f(ctx, params)
             }
             Handler::Filter { list } => self.filter(ctx, list, params, sok),
@@ -1151,7 +1161,8 @@ impl Engine {
         let mut filters = Vec::new();
         for (name, value) in &values {
             if let (Some(field), false) = (spec.filter_field(name), value.is_empty()) {
-                filters.push((field, value.clone()));
+                let value = crate::funcs::directory::resolve_filter(ctx.db, field.name, value)?;
+                filters.push((field, value));
             }
         }
         // A client user sees its own client's rows; public lists have no owner.
@@ -1368,6 +1379,37 @@ fn blank_fields(params: &[Param]) -> Fields {
         .filter(|p| !matches!(p.ty, Ty::Password(_)))
         .map(|p| (p.name.clone().into(), String::new()))
         .collect()
+}
+
+fn refused_given(decl: &FuncDecl, params: &Params) -> bool {
+    decl.refused
+        .iter()
+        .any(|(name, _)| params.raw(name).is_some_and(|v| !v.is_empty()))
+}
+
+/// Refuses a spec field the func does not take (`FuncDecl::refused`): given non-empty, and on
+/// a change different from the value the object's `view` shows.
+fn check_refused(decl: &FuncDecl, params: &Params, view: Option<&Fields>) -> FuncResult<()> {
+    for (name, reason) in &decl.refused {
+        let Some(value) = params.raw(name).filter(|v| !v.is_empty()) else {
+            continue;
+        };
+        let shown = view.and_then(|fields| {
+            fields
+                .iter()
+                .find(|(k, _)| k.as_ref() == *name)
+                .map(|(_, v)| v.as_str())
+        });
+        if shown == Some(value) {
+            continue;
+        }
+        return Err(FuncError::value(
+            name,
+            value,
+            format!("'{name}' cannot be set: {reason}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the declared parameters that are present; on a create, also that the required ones

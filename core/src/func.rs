@@ -239,6 +239,11 @@ pub struct FuncDecl {
     pub parent: Option<ObjectType>,
     pub parent_required: bool,
     pub params: Vec<Param>,
+    /// Fields the spec lists for this func's form that billhost computes or does not offer,
+    /// with the reason: a write that sets one (non-empty, and on a change different from what
+    /// the object's view shows, so a view sent back as it came passes) is a `value` error,
+    /// never accepted and dropped.
+    pub refused: Vec<(&'static str, &'static str)>,
     pub action_mode: ActionMode,
     /// How the web panel shows it.
     pub panel: PanelHints,
@@ -255,6 +260,7 @@ impl FuncDecl {
             parent: None,
             parent_required: false,
             params: Vec::new(),
+            refused: Vec::new(),
             action_mode: ActionMode::Write,
             panel: PanelHints::default(),
         }
@@ -310,6 +316,12 @@ impl FuncDecl {
 
     pub fn params(mut self, params: Vec<Param>) -> FuncDecl {
         self.params = params;
+        self
+    }
+
+    /// Spec fields this func refuses, with the reason shown in the error (see `refused`).
+    pub fn refuses(mut self, fields: &[(&'static str, &'static str)]) -> FuncDecl {
+        self.refused = fields.to_vec();
         self
     }
 

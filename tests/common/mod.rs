@@ -118,6 +118,7 @@ pub fn dump(db: &Path) -> String {
         "ticket_message",
         "history",
         "stored_filter",
+        "directory_alias",
     ];
     let mut out = String::new();
     for table in tables {
@@ -147,6 +148,7 @@ pub fn normalize(text: &str) -> String {
     let b = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
+    let today: String = billhost::clock::now().chars().take(10).collect();
     let is_digit = |k: usize| b.get(k).is_some_and(u8::is_ascii_digit);
     let is_hex = |k: usize| {
         b.get(k)
@@ -164,6 +166,25 @@ pub fn normalize(text: &str) -> String {
         if stamp {
             out.push_str("<now>");
             i += 19;
+            continue;
+        }
+        // A time column of its own (`create_time`): digits not part of a longer number.
+        let time = [0, 1, 3, 4, 6, 7].iter().all(|&k| is_digit(i + k))
+            && b.get(i + 2) == Some(&b':')
+            && b.get(i + 5) == Some(&b':')
+            && !is_digit(i + 8)
+            && (i == 0 || !is_digit(i - 1));
+        if time {
+            out.push_str("<time>");
+            i += 8;
+            continue;
+        }
+        if text[i..].starts_with(today.as_str())
+            && !is_digit(i + 10)
+            && (i == 0 || !is_digit(i - 1))
+        {
+            out.push_str("<today>");
+            i += 10;
             continue;
         }
         if (0..32).all(|k| is_hex(i + k)) && !is_hex(i + 32) && (i == 0 || !is_hex(i - 1)) {

@@ -97,7 +97,8 @@ fn account_list() -> ListSpec {
                   WHERE s.account_id = a.id AND s.active = 1)",
             ),
             ("account_status", "a.status"),
-            ("tz_registration_date", "a.registration_date"),
+            ("tz_registration_date", "substr(a.registration_date, 1, 10)"),
+            ("tz_registration_time", "substr(a.registration_date, 12, 8)"),
             ("status", ACCOUNT_STATUS_SQL),
         ],
     );
@@ -150,6 +151,10 @@ fn edit_params() -> Vec<Param> {
         Param::new("employee", Ty::Ref(USER)).admin_only(),
         Param::new("nocalcstat", Ty::Flag).admin_only(),
         Param::new("note", Ty::LongText(4000)).admin_only(),
+        Param::new("registration_date", Ty::Date).admin_only(),
+        Param::new("registration_ip", Ty::Text(64)).admin_only(),
+        Param::new("notify", Ty::Flag).admin_only(),
+        Param::new("recovery", Ty::Flag).admin_only(),
     ]
 }
 
@@ -294,6 +299,7 @@ fn create_client(ctx: &Ctx, c: &NewClient) -> FuncResult<i64> {
 }
 
 fn register_client(ctx: &Ctx, p: &Params) -> FuncResult<Doc> {
+    refuse_notifications(p, true)?;
     let project = opt_id(p, "project")?.unwrap_or(1);
     let conditions_required: bool = ctx
         .db
@@ -342,16 +348,20 @@ struct AccountEdit;
 
 impl EditOps for AccountEdit {
     fn view(&self, ctx: &Ctx, elid: i64, _plid: Option<i64>) -> FuncResult<Fields> {
-        const ADMIN_ONLY: [&str; 6] = [
+        const ADMIN_ONLY: [&str; 10] = [
             "label",
             "attitude",
             "employee",
             "nocalcstat",
             "note",
             "registration_ip",
+            "partner",
+            "_ga",
+            "sesid",
+            "tzoffset",
         ];
         /// The columns of `VIEW_SQL`, in order.
-        const NAMES: [&str; 20] = [
+        const NAMES: [&str; 24] = [
             "email",
             "verify_email",
             "project",
@@ -372,11 +382,15 @@ impl EditOps for AccountEdit {
             "nocalcstat",
             "note",
             "account_status",
+            "partner",
+            "_ga",
+            "sesid",
+            "tzoffset",
         ];
         const VIEW_SQL: &str = "SELECT email, verify_email, project_id, country_id, state, realname, \
             name, settingurl, valid_phone, try_phone, label, selfview, products_page, \
-            registration_date, registration_ip, attitude, employee_id, nocalcstat, note, status \
-            FROM account WHERE id = ?1";
+            registration_date, registration_ip, attitude, employee_id, nocalcstat, note, status, \
+            partner_id, ga, sesid, tzoffset FROM account WHERE id = ?1";
         let admin = ctx.is_admin();
         let fields = ctx
             .db
@@ -444,6 +458,9 @@ impl EditOps for AccountEdit {
         let account = create_client(ctx, &client)?;
         // The remaining staff fields go through the same path as a change.
         change_fields(ctx, account, p, true)?;
+        if p.flag("notify") == Some(true) {
+            queue_registration_email(ctx, account)?;
+        }
         Ok(account)
     }
 
@@ -462,6 +479,63 @@ impl EditOps for AccountEdit {
         }
         change_fields(ctx, elid, p, false)
     }
+}
+
+/// billhost has no password-reset links and no formal offers to agree to: asking for one
+/// (`recovery`, `offer_N` set to `on`) is refused rather than answered ok and not done; `off`
+/// asks for nothing. `notify=on` (the registration email) is for a new client only.
+fn refuse_notifications(p: &Params, creating: bool) -> FuncResult<()> {
+    if p.flag("recovery") == Some(true) {
+        return Err(FuncError::value(
+            "recovery",
+            "on",
+            "billhost sends no password-reset information",
+        ));
+    }
+    if !creating && p.flag("notify") == Some(true) {
+        return Err(FuncError::value(
+            "notify",
+            "on",
+            "The registration notification is sent when the client is created",
+        ));
+    }
+    if let Some((name, value)) = p
+        .iter()
+        .find(|(k, v)| k.starts_with("offer_") && !v.is_empty() && *v != "off")
+    {
+        return Err(FuncError::value(
+            name,
+            value,
+            "billhost has no formal offers to agree to",
+        ));
+    }
+    Ok(())
+}
+
+/// The client registration notification (`account.edit notify=on`): the login and where to
+/// log in, queued in the outbox with the client's creation.
+fn queue_registration_email(ctx: &Ctx, account: i64) -> FuncResult<()> {
+    let (email, provider, billurl): (String, String, String) = ctx
+        .db
+        .prepare_cached(
+            "SELECT a.email, p.name, p.billurl FROM account a JOIN project p ON p.id = a.project_id WHERE a.id = ?1",
+        )?
+        .query_row([account], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let mut body = format!("An account at {provider} was opened for you.\n\nLogin: {email}\n");
+    if !billurl.is_empty() {
+        body.push_str(&format!("Log in at {billurl}\n"));
+    }
+    crate::outbox::queue(
+        ctx,
+        &crate::outbox::NewMessage {
+            account: Some(account),
+            recipient: &email,
+            subject: &format!("Your account at {provider}"),
+            body: &body,
+            ..Default::default()
+        },
+    )?;
+    ctx.history("account", account, "registration notification queued")
 }
 
 fn check_confirm(p: &Params) -> FuncResult<()> {
@@ -522,6 +596,35 @@ fn change_fields(ctx: &Ctx, account: i64, p: &Params, creating: bool) -> FuncRes
             }
         }
     }
+    if let Some(d) = p.get("registration_date") {
+        let d = if d.len() == 10 {
+            format!("{d} 00:00:00")
+        } else {
+            d.to_string()
+        };
+        if set_column(ctx, "account", "registration_date", account, &d)? {
+            changed.push("registration_date");
+        }
+    }
+    if let Some(ip) = p.get("registration_ip") {
+        // The view's value sent back unchanged passes (a client created from the command line
+        // was registered from `local`).
+        let current: String = ctx
+            .db
+            .prepare_cached("SELECT registration_ip FROM account WHERE id = ?1")?
+            .query_row([account], |r| r.get(0))?;
+        if ip != current && ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(FuncError::value(
+                "registration_ip",
+                ip,
+                format!("'{ip}' is not an IP address"),
+            ));
+        }
+        if set_column(ctx, "account", "registration_ip", account, &ip)? {
+            changed.push("registration_ip");
+        }
+    }
+    refuse_notifications(p, creating)?;
     if creating {
         return Ok(());
     }

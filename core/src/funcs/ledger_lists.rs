@@ -153,8 +153,9 @@ pub fn register(reg: &mut Registry) {
             ("account", "e.account_id"),
             ("subaccount", "e.subaccount_id"),
             ("locale_name", "e.name"),
-            ("realdate", "e.realdate"),
-            ("cdate", "e.cdate"),
+            ("realdate", "substr(e.realdate, 1, 10)"),
+            ("realtime", "substr(e.realdate, 12, 8)"),
+            ("cdate", "substr(e.cdate, 1, 10)"),
             ("amount", expense_money!("amount")),
             ("notpayd", expense_money!("notpayd")),
             ("discountamount", expense_money!("discountamount")),
@@ -206,7 +207,8 @@ pub fn register(reg: &mut Registry) {
         "h.id",
         &[
             ("id", "h.id"),
-            ("changedate", "h.changedate"),
+            ("changedate", "substr(h.changedate, 1, 10)"),
+            ("changetime", "substr(h.changedate, 12, 8)"),
             ("desc", "h.description"),
             ("user", "h.user_login"),
             ("ip", "h.ip"),
@@ -247,8 +249,12 @@ pub fn payment_list() -> ListSpec {
         &[
             ("id", "y.id"),
             ("number", "y.number"),
-            ("create_date", "y.createdate"),
-            ("pay_date", "y.paydate"),
+            // BILLmanager's list forms: a date column is `YYYY-MM-DD`, its time a column of
+            // its own (the forms `payment.edit` shows keep date and time in one field).
+            ("create_date", "substr(y.createdate, 1, 10)"),
+            ("create_time", "substr(y.createdate, 12, 8)"),
+            ("pay_date", "substr(y.paydate, 1, 10)"),
+            ("pay_time", "substr(y.paydate, 12, 8)"),
             ("sender_name", "y.sender"),
             (
                 "recipient_name",

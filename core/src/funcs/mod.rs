@@ -2,7 +2,7 @@
 //! the protocol around them lives in `engine`.
 
 mod account;
-mod directory;
+pub(crate) mod directory;
 mod group;
 mod invoice;
 mod ledger_lists;

@@ -31,7 +31,21 @@ pub fn register(reg: &mut Registry) {
         )
         .object(PAYMENT)
         .parent(ACCOUNT, false)
-        .params(payment_params()),
+        .params(payment_params())
+        .refuses(&[
+            (
+                "usedamount",
+                "it is what the expenses the payment pays take of it (payment.expense)",
+            ),
+            (
+                "taxamount_readonly",
+                "the tax is computed from the amount and the provider's tax rules",
+            ),
+            (
+                "status",
+                "a payment's status changes through payment.setpaid, payment.delete and payment.refund",
+            ),
+        ]),
     );
     reg.add(
         FuncDecl::action(
@@ -215,6 +229,8 @@ fn payment_params() -> Vec<Param> {
         Param::new("commissionamount", Ty::Decimal),
         Param::new("number", Ty::Text(64)),
         Param::new("documentnumber", Ty::Text(64)),
+        Param::new("createdate", Ty::Date).label("Created"),
+        Param::new("paydate", Ty::Date).label("Paid"),
         Param::new("documentdate", Ty::Date),
         Param::new("description", Ty::LongText(1000)),
         Param::new("sender", Ty::Text(255)),
@@ -378,12 +394,48 @@ fn apply_text(ctx: &Ctx, id: i64, p: &Params) -> FuncResult<Vec<&'static str>> {
             changed.push("documentdate");
         }
     }
+    if let Some(d) = p.get("createdate")
+        && set_column(ctx, "payment", "createdate", id, &datetime(d))?
+    {
+        changed.push("createdate");
+    }
+    if let Some(d) = p.get("paydate") {
+        let status: i64 = ctx
+            .db
+            .prepare_cached("SELECT status FROM payment WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))?;
+        if !matches!(
+            status,
+            status::PAID | status::REFUND_PENDING | status::REFUNDED
+        ) {
+            return Err(FuncError::value(
+                "paydate",
+                d,
+                format!(
+                    "The payment {id} is {}: payment.setpaid gives it its pay date",
+                    status::name(status)
+                ),
+            ));
+        }
+        if set_column(ctx, "payment", "paydate", id, &datetime(d))? {
+            changed.push("paydate");
+        }
+    }
     if let Some(f) = p.flag("restrictrefund")
         && set_column(ctx, "payment", "restrictrefund", id, &f)?
     {
         changed.push("restrictrefund");
     }
     Ok(changed)
+}
+
+/// A date given without its time is the start of that day (the columns hold date and time).
+fn datetime(d: &str) -> String {
+    if d.len() == 10 {
+        format!("{d} 00:00:00")
+    } else {
+        d.to_string()
+    }
 }
 
 /// `paymethodamount` wins when both amounts are given; the `subaccountamount` given with it

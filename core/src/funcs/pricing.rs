@@ -122,7 +122,7 @@ pub fn register(reg: &mut Registry) {
             ),
             ("rate", "r.rate"),
             ("amount", "r.amount"),
-            ("ratedate", "r.ratedate"),
+            ("ratedate", "substr(r.ratedate, 1, 10)"),
             ("account", "r.account_id"),
         ],
     );

@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("v5_refund_retry.sql"),
     include_str!("v6_no_reuse_integer_money.sql"),
     include_str!("v7_session_key.sql"),
+    include_str!("v8_directory_alias.sql"),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

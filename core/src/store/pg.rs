@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("pg/v5_refund_retry.sql"),
     include_str!("pg/v6_no_reuse_integer_money.sql"),
     include_str!("pg/v7_session_key.sql"),
+    include_str!("pg/v8_directory_alias.sql"),
 ];
 
 const _: () = assert!(MIGRATIONS.len() == super::MIGRATIONS.len());
