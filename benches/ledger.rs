@@ -4,7 +4,14 @@
 //! run. Rounds alternate between the two so that disk noise hits both alike.
 //!
 //! `cargo bench --bench ledger` (`BENCH_N` sets the payments per side, default 400).
+//!
+//! Then the same on PostgreSQL (a throwaway cluster of PostgreSQL 15, as the tests start one,
+//! `fsync=on`, `synchronous_commit=on`): the engine on a `postgres://` URL against the raw
+//! `postgres` crate doing the same reads and writes, one transaction each. Skipped, saying so,
+//! where PostgreSQL is not installed (`BENCH_PG=0` skips it too).
 
+#[path = "../tests/support/pg.rs"]
+mod pg;
 #[path = "support/raw.rs"]
 mod raw;
 use billhost::auth::Caller;
@@ -107,4 +114,106 @@ fn main() {
     drop(engine);
     drop(raw);
     let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var("BENCH_PG").is_ok_and(|v| v == "0") {
+        return;
+    }
+    postgres_side(n);
+}
+
+/// The same comparison on PostgreSQL: the engine against the raw `postgres` crate.
+fn postgres_side(n: usize) {
+    let Some(cluster) = pg::Cluster::start("bench-ledger") else {
+        return;
+    };
+    let engine = prepare_url(&cluster.database("engine"), n);
+    let raw_url = cluster.database("raw");
+    drop(prepare_url(&raw_url, n));
+    let mut raw = postgres::Client::connect(&raw_url, postgres::NoTls).expect("raw connection");
+    let now = billhost::clock::now();
+    let per_round = n.div_ceil(ROUNDS);
+    let (mut t_engine, mut t_raw) = (Duration::ZERO, Duration::ZERO);
+    let root = Caller::superuser();
+    for round in 0..ROUNDS {
+        let ids = (round * per_round + 1)..=((round + 1) * per_round).min(n);
+        let start = Instant::now();
+        for id in ids.clone() {
+            let doc = engine.call(
+                &root,
+                "payment.setpaid",
+                Params::from_pairs([("elid", id.to_string())]),
+            );
+            assert!(!doc.is_error(), "{doc:?}");
+        }
+        t_engine += start.elapsed();
+        let start = Instant::now();
+        for id in ids {
+            raw_pg_setpaid(&mut raw, id as i64, &now).expect("raw setpaid");
+        }
+        t_raw += start.elapsed();
+    }
+    let violations = engine.read(billhost::ledger::check).expect("check");
+    assert!(violations.is_empty(), "{violations:?}");
+    drop(engine);
+    let checked = store::connect(Path::new(&raw_url), Durability::Full).expect("check connection");
+    let violations = billhost::ledger::check(&checked).expect("check");
+    assert!(violations.is_empty(), "raw: {violations:?}");
+    let rate = |t: Duration| n as f64 / t.as_secs_f64();
+    let (e, r) = (rate(t_engine), rate(t_raw));
+    println!(
+        "payment.setpaid on PostgreSQL 15, {n} payments, one transaction each, synchronous_commit=on"
+    );
+    println!("  engine (history, rules): {e:>9.0} /s");
+    println!("  raw postgres crate:      {r:>9.0} /s");
+    println!("  ratio engine/raw:        {:>9.2} (target >= 0.70)", e / r);
+}
+
+/// [`prepare`] on a database given by path or URL.
+fn prepare_url(url: &str, n: usize) -> Engine {
+    prepare(Path::new(url), n)
+}
+
+/// What setpaid writes, by the raw `postgres` crate: the statements of `raw_setpaid` in
+/// PostgreSQL's dialect, in one transaction (the writers' advisory lock included, as every
+/// engine write takes it).
+fn raw_pg_setpaid(c: &mut postgres::Client, id: i64, now: &str) -> Result<(), postgres::Error> {
+    let mut t = c.transaction()?;
+    t.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&store::pg::WRITER_LOCK],
+    )?;
+    let row = t.query_one(
+        "SELECT status, subaccount_id, subaccountamount FROM payment WHERE id = $1",
+        &[&id],
+    )?;
+    let (status, subaccount, amount): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert!(status == 1 || status == 2);
+    t.execute(
+        "UPDATE payment SET status = 4, paydate = $2 WHERE id = $1",
+        &[&id, &now],
+    )?;
+    let balance: i64 = t
+        .query_one(
+            "SELECT balance FROM subaccount WHERE id = $1",
+            &[&subaccount],
+        )?
+        .get(0);
+    t.execute(
+        "UPDATE subaccount SET balance = $2 WHERE id = $1",
+        &[&subaccount, &(balance + amount)],
+    )?;
+    let unpaid = t.query_opt(
+        "SELECT id FROM expense WHERE subaccount_id = $1 AND notpayd > 0 AND deleted = 0 ORDER BY id LIMIT 1",
+        &[&subaccount],
+    )?;
+    assert!(unpaid.is_none());
+    t.execute(
+        "INSERT INTO history (changedate, object_type, object_id, description, user_login, ip, action)
+         VALUES ($1, 'payment', $2, $3, 'root', 'local', 'payment.setpaid')",
+        &[
+            &now,
+            &id,
+            &format!("paid: {}.00 USD credited to subaccount {subaccount}", amount / 100),
+        ],
+    )?;
+    t.commit()
 }
