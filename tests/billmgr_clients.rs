@@ -5,6 +5,8 @@
 //! `tests/payment_module/`) driving `payment.info`, `payment.setinpay` and `payment.setpaid`
 //! through a link named `mgrctl`.
 
+#[path = "support/build.rs"]
+mod build;
 mod common;
 #[path = "support/serve_bin.rs"]
 mod serve_bin;
@@ -12,8 +14,9 @@ mod serve_bin;
 use common::TempDir;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const ADMIN_PASSWORD: &str = "AdminPass1";
@@ -127,12 +130,20 @@ fn staff() -> String {
     format!("authinfo={}", enc(&format!("admin:{ADMIN_PASSWORD}")))
 }
 
+/// The folder with the shipped `manual` gateway, built once: the tests' payment methods use it.
+fn plugins() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build::plugins(&["billhost-plugin-manual"]))
+}
+
 fn billhost(db: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_billhost"))
         .arg("--db")
         .arg(db)
         .arg("--scripts")
         .arg(db.with_file_name("no-scripts"))
+        .arg("--plugins")
+        .arg(plugins())
         .args(args)
         .output()
         .expect("run billhost")
@@ -538,6 +549,7 @@ fn a_python_payment_module_credits_through_mgrctl() {
             .args([elid, "gw-pay-1", notifications])
             .env("BILLHOST_DB", &db)
             .env("BILLHOST_SCRIPTS", db.with_file_name("no-scripts"))
+            .env("BILLHOST_PLUGINS", plugins())
             .output()
             .expect("python3 runs (it is part of the test machine)")
     };

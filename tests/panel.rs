@@ -3,6 +3,8 @@
 //! click and type as a person would and read what the page shows; screenshots land in
 //! `target/panel-screenshots/`.
 
+#[path = "support/build.rs"]
+mod build;
 mod common;
 #[path = "support/seed.rs"]
 mod seed;
@@ -260,29 +262,10 @@ fn staff_create_pay_sort_filter_page_delete_and_download() {
     assert_eq!(total(&b), 7);
 }
 
-/// The shipped plugins, built once (`cargo test` does not build other members' cdylibs).
+/// The shipped testpay plugin, built once.
 fn plugins() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = PathBuf::from(env!("CARGO_BIN_EXE_billhost"));
-        let profile_dir = exe.parent().expect("profile").to_path_buf();
-        let target = profile_dir.parent().expect("target").to_path_buf();
-        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.args(["build", "--offline", "-p", "billhost-plugin-testpay"])
-            .arg("--target-dir")
-            .arg(&target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        let out = cmd.output().expect("cargo build");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        profile_dir
-    })
+    DIR.get_or_init(|| build::plugins(&["billhost-plugin-testpay"]))
 }
 
 fn cli(dir: &TempDir, args: &[&str]) -> String {
