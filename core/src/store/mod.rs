@@ -6,6 +6,7 @@
 
 mod conn;
 pub mod pg;
+pub mod schedule;
 pub mod sqlite;
 mod value;
 
@@ -36,6 +37,11 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("v4_auth_epoch.sql"),
     include_str!("v5_refund_retry.sql"),
     include_str!("v6_no_reuse_integer_money.sql"),
+    // 7 and 8 are the numbers of migrations made on other branches at the same time; until
+    // they are merged in, these steps change nothing.
+    "-- migration 7: reserved\n",
+    "-- migration 8: reserved\n",
+    include_str!("v9_scheduled_runs.sql"),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -74,6 +80,14 @@ pub fn redacted(db: &Path) -> String {
         Location::Sqlite(path) => path.display().to_string(),
         Location::Postgres(url) => pg::redacted(url),
     }
+}
+
+/// Whether the backend of `db` may be called on an async runtime's worker thread. SQLite's
+/// calls are plain function calls; the synchronous PostgreSQL client drives a runtime of its own
+/// for each call (`block_on`), which panics on a thread that already runs one (a tokio worker),
+/// so that an async front end must make those calls on threads that may block.
+pub fn callable_on_async_worker(db: &Path) -> bool {
+    !is_postgres(db)
 }
 
 /// Whether `db` names a PostgreSQL database.

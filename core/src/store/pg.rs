@@ -37,6 +37,10 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("pg/v4_auth_epoch.sql"),
     include_str!("pg/v5_refund_retry.sql"),
     include_str!("pg/v6_no_reuse_integer_money.sql"),
+    // 7 and 8: see `super::MIGRATIONS`.
+    "-- migration 7: reserved\n",
+    "-- migration 8: reserved\n",
+    include_str!("pg/v9_scheduled_runs.sql"),
 ];
 
 const _: () = assert!(MIGRATIONS.len() == super::MIGRATIONS.len());
