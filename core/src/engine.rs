@@ -464,26 +464,65 @@ impl Engine {
     /// Runs the live scripts' jobs that `pick` selects, each in its own write transaction as
     /// the system; answers each job's name and outcome.
     pub fn run_jobs(&self, pick: impl Fn(&script::Job) -> bool) -> Vec<(String, FuncResult<()>)> {
+        self.run_jobs_claiming(|j| pick(j).then_some(None))
+            .into_iter()
+            .filter_map(|(name, outcome)| outcome.map(|o| (name, o)))
+            .collect()
+    }
+
+    /// Runs the live scripts' jobs that `due` answers a period for (the unix second it began,
+    /// [`store::schedule::period_start`]), each once per period across every server on the
+    /// database: the job's run claims its period in its own write transaction
+    /// ([`store::schedule::claim`]), so that its writes and its claim commit together, and a
+    /// job whose period another run has claimed does not run. Answers each job's name and
+    /// outcome, `None` for one left to the run that had its period.
+    pub fn run_jobs_once(
+        &self,
+        due: impl Fn(&script::Job) -> Option<i64>,
+    ) -> Vec<(String, Option<FuncResult<()>>)> {
+        self.run_jobs_claiming(|j| due(j).map(Some))
+    }
+
+    /// `pick` answers whether a job runs and the period it claims, if any.
+    fn run_jobs_claiming(
+        &self,
+        pick: impl Fn(&script::Job) -> Option<Option<i64>>,
+    ) -> Vec<(String, Option<FuncResult<()>>)> {
         let generation = self.scripts.current();
         let system = Caller {
             login: "system".into(),
             ..Caller::superuser()
         };
         let mut outcomes = Vec::new();
-        for job in generation.jobs.iter().filter(|j| pick(j)) {
+        for job in generation.jobs.iter() {
+            let Some(period) = pick(job) else {
+                continue;
+            };
             let scope = CallScope::new(&generation);
             let result = self.write(|conn| {
+                let now = clock::now();
+                if let Some(start) = period {
+                    let key = format!("job {}", job.name);
+                    if !store::schedule::claim(conn, &key, job.every_secs, start, &now)? {
+                        return Ok(false);
+                    }
+                }
                 let ctx = Ctx {
                     db: conn,
                     caller: &system,
                     func: &job.name,
-                    now: clock::now(),
+                    now,
                     engine: self,
                     scope: &scope,
                 };
-                script::run_job(&ctx, job)
+                script::run_job(&ctx, job).map(|()| true)
             });
-            outcomes.push((job.name.clone(), result));
+            let outcome = match result {
+                Ok(false) => None,
+                Ok(true) => Some(Ok(())),
+                Err(e) => Some(Err(e)),
+            };
+            outcomes.push((job.name.clone(), outcome));
         }
         outcomes
     }
@@ -514,6 +553,29 @@ impl Engine {
             ..Caller::superuser()
         };
         self.call(&system, func, Params::new())
+    }
+
+    /// Runs periodic `func` for the period of `every_secs` that began at `period_start`, unless
+    /// a run on any server on the database has claimed that period ([`store::schedule`]):
+    /// `None` then. The claim commits before the func runs, since a periodic func calls out (a
+    /// gateway) and writes in transactions of its own: a run that fails midway still had its
+    /// period, and the next period runs it again.
+    pub fn run_periodic_once(&self, func: &str, every_secs: u64, period_start: i64) -> Option<Doc> {
+        let key = format!("func {func}");
+        let claimed = self.write(|conn| {
+            Ok(store::schedule::claim(
+                conn,
+                &key,
+                every_secs,
+                period_start,
+                &clock::now(),
+            )?)
+        });
+        match claimed {
+            Ok(true) => Some(self.run_periodic(func)),
+            Ok(false) => None,
+            Err(e) => Some(Doc::Error(e)),
+        }
     }
 
     /// Adds (or replaces) a func before the engine is shared: how extensions declare theirs.
@@ -825,11 +887,18 @@ impl Engine {
             } else {
                 Lane::Blocking
             }
-        } else if inline(&generation, &decl, params) {
+        } else if self.callable_on_async_worker() && inline(&generation, &decl, params) {
             Lane::Inline
         } else {
             Lane::Blocking
         }
+    }
+
+    /// Whether this engine's database may be called on an async worker thread (the inline lane
+    /// and the quick admission of writes): not on PostgreSQL, whose client blocks on a runtime
+    /// of its own ([`store::callable_on_async_worker`]).
+    pub fn callable_on_async_worker(&self) -> bool {
+        store::callable_on_async_worker(&self.config.db_path)
     }
 
     /// The caller of a request when that is quick to tell: cached `authinfo`, a session that

@@ -98,6 +98,11 @@ pub struct Claimed {
 
 /// Claims the oldest due message (queued and due, or claimed by a deliverer whose lease ran
 /// out) for `CLAIM_LEASE_SECS`. Run it in its own write transaction and commit before sending.
+///
+/// Deliverers on every server of one database claim through this statement. Writers take turns
+/// (SQLite's one writer; PostgreSQL's writers' lock), and the row's due condition is checked
+/// again on the row being updated, so that even two claims running at once in PostgreSQL's
+/// `READ COMMITTED` (where the second re-reads the row the first changed) cannot both take it.
 pub fn claim_next(conn: &Connection, now: i64) -> FuncResult<Option<Claimed>> {
     let now_text = clock::format_unix(now);
     let until = clock::format_unix(now + CLAIM_LEASE_SECS);
@@ -109,6 +114,8 @@ pub fn claim_next(conn: &Connection, now: i64) -> FuncResult<Option<Claimed>> {
                          WHERE (status = 'queued' AND next_attempt <= ?1)
                             OR (status = 'sending' AND claimed_until <= ?1)
                          ORDER BY id LIMIT 1)
+               AND ((status = 'queued' AND next_attempt <= ?1)
+                    OR (status = 'sending' AND claimed_until <= ?1))
              RETURNING id, recipient, subject, body, attachment_name, attachment_mime, attachment,
                        created, attempts",
         )?

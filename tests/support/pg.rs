@@ -2,6 +2,11 @@
 //! temporary folder it owns, `pg_ctl start` on a free loopback port (and a socket in that
 //! folder), stopped and removed when dropped. Without PostgreSQL installed the tests that want
 //! one fail with a clear message when `CI=true`, and say so and pass otherwise.
+//!
+//! For the failover test: a primary that commits only once a synchronous standby has the WAL
+//! ([`Cluster::start_primary`]), its standby made with `pg_basebackup -R`
+//! ([`Cluster::standby_of`]), `kill -9` of a server ([`Cluster::kill_9`]) and `pg_ctl promote`
+//! ([`Cluster::promote`]).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -48,6 +53,32 @@ impl Cluster {
     /// A new cluster, or `None` (after saying so) where PostgreSQL is not installed and this is
     /// not CI.
     pub fn start(tag: &str) -> Option<Cluster> {
+        Self::start_with(tag, "")
+    }
+
+    /// A primary whose commits wait for a synchronous standby named `standby` (see
+    /// [`Cluster::standby_of`]), with a replication user `replicator` that `pg_hba.conf` lets
+    /// in from 127.0.0.1. Its commits wait for the standby only once [`Cluster::standby_of`]
+    /// has made one (before, they would wait for ever), and the setting is made after the
+    /// copy, so that the standby does not inherit it (a promoted standby waiting for a standby
+    /// of its own would never commit).
+    pub fn start_primary(tag: &str) -> Option<Cluster> {
+        let cluster = Self::start_with(tag, " -c wal_level=replica -c max_wal_senders=4")?;
+        let hba = cluster.data().join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            format!("host replication replicator 127.0.0.1/32 trust\n{rules}"),
+        )
+        .expect("pg_hba.conf");
+        cluster
+            .admin()
+            .batch_execute("CREATE ROLE replicator WITH REPLICATION LOGIN; SELECT pg_reload_conf()")
+            .expect("replication user");
+        Some(cluster)
+    }
+
+    fn start_with(tag: &str, options: &str) -> Option<Cluster> {
         let initdb = Path::new(BIN).join("initdb");
         if !initdb.exists() {
             let msg = format!(
@@ -60,17 +91,7 @@ impl Cluster {
             eprintln!("skipping the PostgreSQL part of this test: {msg}");
             return None;
         }
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "billhost-pgcluster-{tag}-{}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("cluster dir");
-        let _ = Command::new("chown")
-            .args(["postgres:postgres", dir.to_str().expect("utf-8 dir")])
-            .status();
+        let dir = cluster_dir(tag);
         let data = dir.join("data");
         let data = data.to_str().expect("utf-8 dir");
         let mut init = as_postgres(
@@ -89,19 +110,153 @@ impl Cluster {
         );
         init.env("LC_ALL", "C");
         run(init, "initdb");
-        let port = free_port();
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=100",
-            dir.display()
+        let cluster = Cluster {
+            dir,
+            port: free_port(),
+        };
+        cluster.pg_ctl_start(options);
+        Some(cluster)
+    }
+
+    /// A synchronous streaming standby of this primary (made with [`Cluster::start_primary`]):
+    /// `pg_basebackup -R` into a folder of its own, started on another port, and waited for
+    /// until the primary reports it `sync`.
+    pub fn standby_of(&self, tag: &str) -> Cluster {
+        let dir = cluster_dir(tag);
+        let data = dir.join("data");
+        let basebackup = Path::new(BIN).join("pg_basebackup");
+        let source = format!(
+            "host=127.0.0.1 port={} user=replicator application_name=standby",
+            self.port
         );
-        let log = dir.join("log");
+        run(
+            as_postgres(
+                basebackup.to_str().expect("utf-8 path"),
+                &[
+                    "-D",
+                    data.to_str().expect("utf-8 dir"),
+                    "-d",
+                    &source,
+                    "-R",
+                    "-X",
+                    "stream",
+                    "-c",
+                    "fast",
+                    "--no-sync",
+                ],
+            ),
+            "pg_basebackup",
+        );
+        let standby = Cluster {
+            dir,
+            port: free_port(),
+        };
+        standby.pg_ctl_start("");
+        let mut admin = self.admin();
+        admin
+            .batch_execute("ALTER SYSTEM SET synchronous_standby_names = 'standby'")
+            .expect("synchronous standby");
+        admin
+            .batch_execute("SELECT pg_reload_conf()")
+            .expect("reload");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let sync: i64 = self
+                .admin()
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_replication
+                     WHERE application_name = 'standby' AND sync_state = 'sync'",
+                    &[],
+                )
+                .expect("replication state")
+                .get(0);
+            if sync == 1 {
+                return standby;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the standby never became synchronous"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the server with SIGKILL, as a machine that dies would stop it: the postmaster and
+    /// every process it started, by their ids, without a shutdown checkpoint.
+    pub fn kill_9(&self) {
+        let pidfile =
+            std::fs::read_to_string(self.data().join("postmaster.pid")).expect("postmaster.pid");
+        let postmaster = pidfile.lines().next().expect("pid line").trim().to_string();
+        let mut pids = vec![postmaster.clone()];
+        for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // pid (comm) state ppid ...: the fields after the command's closing parenthesis.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+            if ppid == Some(postmaster.as_str()) {
+                pids.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        let status = Command::new("kill")
+            .arg("-9")
+            .args(&pids)
+            .status()
+            .expect("kill -9");
+        assert!(status.success(), "kill -9 {pids:?}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while pids
+            .iter()
+            .any(|p| Path::new("/proc").join(p).join("stat").exists() && !zombie(p))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{pids:?} outlived kill -9"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// Promotes this standby to a primary (`pg_ctl promote`) and waits until it takes writes.
+    pub fn promote(&self) {
+        let ctl = Path::new(BIN).join("pg_ctl");
+        run(
+            as_postgres(
+                ctl.to_str().expect("utf-8 path"),
+                &["-D", self.data().to_str().expect("utf-8"), "-w", "promote"],
+            ),
+            "pg_ctl promote",
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self
+            .admin()
+            .query_one("SELECT pg_is_in_recovery()", &[])
+            .expect("recovery state")
+            .get::<_, bool>(0)
+        {
+            assert!(std::time::Instant::now() < deadline, "never promoted");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn pg_ctl_start(&self, options: &str) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=100{options}",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("log");
         let ctl = Path::new(BIN).join("pg_ctl");
         run(
             as_postgres(
                 ctl.to_str().expect("utf-8 path"),
                 &[
                     "-D",
-                    data,
+                    self.data().to_str().expect("utf-8 dir"),
                     "-o",
                     &opts,
                     "-l",
@@ -112,20 +267,23 @@ impl Cluster {
             ),
             "pg_ctl start",
         );
-        Some(Cluster { dir, port })
     }
 
-    /// A new empty database of this cluster, as a URL.
-    pub fn database(&self, name: &str) -> String {
-        let mut admin = postgres::Client::connect(
+    /// A connection to the cluster's `postgres` database as the superuser.
+    fn admin(&self) -> postgres::Client {
+        postgres::Client::connect(
             &format!(
                 "host=127.0.0.1 port={} user=postgres dbname=postgres",
                 self.port
             ),
             postgres::NoTls,
         )
-        .expect("connect to the cluster");
-        admin
+        .expect("connect to the cluster")
+    }
+
+    /// A new empty database of this cluster, as a URL.
+    pub fn database(&self, name: &str) -> String {
+        self.admin()
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .expect("create database");
         self.url(name)
@@ -154,6 +312,33 @@ impl Drop for Cluster {
         .output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A new folder for a cluster, owned by the `postgres` user.
+fn cluster_dir(tag: &str) -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "billhost-pgcluster-{tag}-{}-{n}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("cluster dir");
+    let _ = Command::new("chown")
+        .args(["postgres:postgres", dir.to_str().expect("utf-8 dir")])
+        .status();
+    dir
+}
+
+/// Whether process `pid` is a zombie (dead, waiting for its parent to reap it).
+fn zombie(pid: &str) -> bool {
+    std::fs::read_to_string(Path::new("/proc").join(pid).join("stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "Z"))
+        })
+        .unwrap_or(true)
 }
 
 fn free_port() -> u16 {

@@ -1,5 +1,6 @@
 //! `billhost serve` as a child process for the tests that need the real binary: started on a
 //! free loopback port, found by the address it prints, killed when dropped.
+#![allow(dead_code)]
 
 use super::common::TempDir;
 use std::fs::File;
@@ -26,11 +27,23 @@ impl Drop for Server {
 /// Starts `billhost serve` on a free loopback port over `dir`'s database and its `scripts`
 /// folder, with `args` before `serve` and `envs` set; waits until it announces its address.
 pub fn serve(dir: &TempDir, run: &str, args: &[&str], envs: &[(&str, &str)]) -> Server {
+    serve_on(dir, dir.db().as_os_str(), run, args, envs)
+}
+
+/// [`serve`] over the database `db` (a SQLite path or a PostgreSQL URL); its output files and
+/// `scripts` folder are in `dir`.
+pub fn serve_on(
+    dir: &TempDir,
+    db: &std::ffi::OsStr,
+    run: &str,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> Server {
     let out = dir.path().join(format!("{run}.out"));
     let err = dir.path().join(format!("{run}.err"));
     let child = Command::new(env!("CARGO_BIN_EXE_billhost"))
         .arg("--db")
-        .arg(dir.db())
+        .arg(db)
         .arg("--scripts")
         .arg(dir.path().join("scripts"))
         .args(args)

@@ -1,13 +1,20 @@
 //! Runs the live scripts' `billing.every` jobs and the engine's periodic funcs
-//! (`Engine::add_periodic`, e.g. gateway status checks) while the server runs. Each first runs
-//! one period after the server starts (or after it first appears in a reloaded set), then every
-//! period; one that fails is logged and tried again next period.
+//! (`Engine::add_periodic`, e.g. gateway status checks) while the server runs, once per period
+//! across every server on the database. Periods are aligned to the epoch (a job of 3600 s is due
+//! at each full hour, UTC), so that all servers count the same ones; each server tries a due
+//! period once, and the run claims it in the database (`store::schedule`): the servers that come
+//! later find it claimed and leave it. A job first runs at the end of the period in which it
+//! appeared (the server started or a reload brought it), then every period; one that fails is
+//! logged, rolled back with its claim (another server may try that period) and tried again next
+//! period.
 
+use crate::clock;
 use crate::engine::Engine;
+use crate::store::schedule::period_start;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often due jobs are looked for.
 const TICK: Duration = Duration::from_millis(500);
@@ -26,7 +33,8 @@ impl Scheduler {
             .name("billhost-jobs".into())
             .stack_size(super::THREAD_STACK)
             .spawn(move || {
-                let mut next: HashMap<String, Instant> = HashMap::new();
+                // The last period each job (`job NAME`, `func NAME`) was tried in here.
+                let mut tried: HashMap<String, i64> = HashMap::new();
                 loop {
                     {
                         let (lock, cv) = &*stop2;
@@ -38,46 +46,42 @@ impl Scheduler {
                             break;
                         }
                     }
-                    let now = Instant::now();
+                    let now = clock::unix_now();
                     let generation = engine.scripts().current();
-                    next.retain(|name, _| {
-                        name.starts_with("func ") || generation.jobs.iter().any(|j| &j.name == name)
+                    // A job that left the scripts starts over if it comes back.
+                    tried.retain(|key, _| {
+                        key.strip_prefix("job ")
+                            .is_none_or(|name| generation.jobs.iter().any(|j| j.name == name))
                     });
-                    let mut due = Vec::new();
+                    let mut due_jobs: HashMap<String, i64> = HashMap::new();
                     for job in &generation.jobs {
-                        let at = *next
-                            .entry(job.name.clone())
-                            .or_insert(now + Duration::from_secs(job.every_secs));
-                        if at <= now {
-                            due.push(job.name.clone());
-                            next.insert(
-                                job.name.clone(),
-                                now + Duration::from_secs(job.every_secs),
-                            );
+                        let start = period_start(now, job.every_secs);
+                        if due(&mut tried, format!("job {}", job.name), start) {
+                            due_jobs.insert(job.name.clone(), start);
                         }
                     }
                     for (func, every) in engine.periodic() {
-                        let key = format!("func {func}");
-                        let at = *next
-                            .entry(key.clone())
-                            .or_insert(now + Duration::from_secs(*every));
-                        if at <= now {
-                            next.insert(key, now + Duration::from_secs(*every));
-                            if let crate::doc::Doc::Error(e) = engine.run_periodic(func) {
-                                eprintln!(
-                                    "{}",
-                                    super::log_escaped(&format!(
-                                        "billhost: periodic {func} failed: {e}"
-                                    ))
-                                );
-                            }
+                        let start = period_start(now, *every);
+                        if !due(&mut tried, format!("func {func}"), start) {
+                            continue;
+                        }
+                        if let Some(crate::doc::Doc::Error(e)) =
+                            engine.run_periodic_once(func, *every, start)
+                        {
+                            eprintln!(
+                                "{}",
+                                super::log_escaped(&format!(
+                                    "billhost: periodic {func} failed: {e}"
+                                ))
+                            );
                         }
                     }
-                    if due.is_empty() {
+                    if due_jobs.is_empty() {
                         continue;
                     }
-                    for (name, outcome) in engine.run_jobs(|j| due.contains(&j.name)) {
-                        if let Err(e) = outcome {
+                    for (name, outcome) in engine.run_jobs_once(|j| due_jobs.get(&j.name).copied())
+                    {
+                        if let Some(Err(e)) = outcome {
                             // A job's error carries the script's own words.
                             eprintln!(
                                 "{}",
@@ -89,6 +93,17 @@ impl Scheduler {
             })
             .ok();
         Scheduler { stop, thread }
+    }
+}
+
+/// Whether a job last tried here in the period `tried` holds for `key` is due in the period
+/// beginning at `start` (and records that it is tried now): when that period began after the
+/// one last tried. A job seen for the first time waits for the next period.
+fn due(tried: &mut HashMap<String, i64>, key: String, start: i64) -> bool {
+    match tried.insert(key, start) {
+        Some(last) if start <= last => false,
+        Some(_) => true,
+        None => false,
     }
 }
 

@@ -326,12 +326,38 @@ async fn in_lane(
             Some(answer) => answer,
             None => blocking(app, call, ip, deadline).await,
         },
-        Lane::Writer => match app.admit_quick(call, ip) {
+        Lane::Writer => match admit(app, call, ip, deadline).await {
             Ok(Some((caller, logins))) => queued(app, call, caller, logins, ip, deadline).await,
             Ok(None) => blocking(app, call, ip, deadline).await,
             Err(refused) => refused,
         },
         Lane::Blocking => blocking(app, call, ip, deadline).await,
+    }
+}
+
+/// The caller of a write request when quick to tell ([`App::admit_quick`]): where the request
+/// arrived, or, when the database may not be called on an async worker (PostgreSQL), on the
+/// blocking pool, so that the write still goes to the writer thread's batches.
+async fn admit(
+    app: &Arc<App>,
+    call: &Call,
+    ip: IpAddr,
+    deadline: tokio::time::Instant,
+) -> Result<Option<(Caller, Logins)>, Answer> {
+    if app.engine.callable_on_async_worker() {
+        return app.admit_quick(&call.func, &call.params, call.session.as_deref(), ip);
+    }
+    let task = {
+        let app = app.clone();
+        let (func, params, session) =
+            (call.func.clone(), call.params.clone(), call.session.clone());
+        tokio::task::spawn_blocking(move || app.admit_quick(&func, &params, session.as_deref(), ip))
+    };
+    match tokio::time::timeout_at(deadline, task).await {
+        Ok(Ok(admitted)) => admitted,
+        // The slow way decides (and answers in time or says why not).
+        Ok(Err(_)) => Ok(None),
+        Err(_) => Err(timed_out(app, call, ip, false)),
     }
 }
 
@@ -951,14 +977,20 @@ impl App {
     /// The caller of a write request when quick to tell (see [`Engine::authenticate_quick`]),
     /// with the logins it tried; `None` when the blocking pool must decide; or the throttle's
     /// refusal.
-    fn admit_quick(&self, call: &Call, ip: IpAddr) -> Result<Option<(Caller, Logins)>, Answer> {
-        let logins = Logins::of(&call.func, &call.params);
+    fn admit_quick(
+        &self,
+        func: &str,
+        params: &Params,
+        session: Option<&str>,
+        ip: IpAddr,
+    ) -> Result<Option<(Caller, Logins)>, Answer> {
+        let logins = Logins::of(func, params);
         if let Some(refused) = self.refused(&logins, ip) {
             return Err(refused);
         }
-        let caller =
-            self.engine
-                .authenticate_quick(&call.params, call.session.as_deref(), &ip.to_string());
+        let caller = self
+            .engine
+            .authenticate_quick(params, session, &ip.to_string());
         if caller.is_some() {
             self.authenticated(&logins);
         }

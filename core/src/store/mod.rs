@@ -7,6 +7,7 @@
 mod conn;
 pub mod migrate;
 pub mod pg;
+pub mod schedule;
 pub mod sqlite;
 mod value;
 
@@ -39,6 +40,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("v6_no_reuse_integer_money.sql"),
     include_str!("v7_session_key.sql"),
     include_str!("v8_directory_alias.sql"),
+    include_str!("v9_scheduled_runs.sql"),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -77,6 +79,14 @@ pub fn redacted(db: &Path) -> String {
         Location::Sqlite(path) => path.display().to_string(),
         Location::Postgres(url) => pg::redacted(url),
     }
+}
+
+/// Whether the backend of `db` may be called on an async runtime's worker thread. SQLite's
+/// calls are plain function calls; the synchronous PostgreSQL client drives a runtime of its own
+/// for each call (`block_on`), which panics on a thread that already runs one (a tokio worker),
+/// so that an async front end must make those calls on threads that may block.
+pub fn callable_on_async_worker(db: &Path) -> bool {
+    !is_postgres(db)
 }
 
 /// Whether `db` names a PostgreSQL database.

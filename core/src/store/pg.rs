@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("pg/v6_no_reuse_integer_money.sql"),
     include_str!("pg/v7_session_key.sql"),
     include_str!("pg/v8_directory_alias.sql"),
+    include_str!("pg/v9_scheduled_runs.sql"),
 ];
 
 const _: () = assert!(MIGRATIONS.len() == super::MIGRATIONS.len());
