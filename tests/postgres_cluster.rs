@@ -357,7 +357,7 @@ fn traffic(
             "payment.setpaid",
         )?;
         done.paid.push(payment);
-        let postpaid = if round % 3 == 0 { "&postpaid=on" } else { "" };
+        let postpaid = if round.is_multiple_of(3) { "&postpaid=on" } else { "" };
         let expense = ok_or(
             conn.post(
                 "/billmgr",
@@ -369,7 +369,7 @@ fn traffic(
             "subaccount.expense.edit",
         )?;
         done.expenses.push(id_in(&expense, "expense")?);
-        if round % 2 == 0 {
+        if round.is_multiple_of(2) {
             ok_or(
                 conn.post(
                     "/billmgr",

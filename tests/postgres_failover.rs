@@ -81,7 +81,7 @@ fn traffic(
                 c.get(&format!("/billmgr?func=payment.setpaid&elid={p}&{auth}")),
                 "setpaid",
             ),
-            None if round % 2 == 0 => (
+            None if round.is_multiple_of(2) => (
                 c.post(
                     "/billmgr",
                     &format!(
