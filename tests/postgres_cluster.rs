@@ -357,7 +357,11 @@ fn traffic(
             "payment.setpaid",
         )?;
         done.paid.push(payment);
-        let postpaid = if round.is_multiple_of(3) { "&postpaid=on" } else { "" };
+        let postpaid = if round.is_multiple_of(3) {
+            "&postpaid=on"
+        } else {
+            ""
+        };
         let expense = ok_or(
             conn.post(
                 "/billmgr",
