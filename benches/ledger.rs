@@ -81,29 +81,9 @@ fn main() {
     let raw = store::sqlite::open_raw(&raw_path, Durability::Full).expect("raw connection");
     let now = billhost::clock::now();
 
-    let per_round = n.div_ceil(ROUNDS);
-    let (mut t_engine, mut t_raw) = (Duration::ZERO, Duration::ZERO);
-    let root = Caller::superuser();
-    for round in 0..ROUNDS {
-        let ids = (round * per_round + 1)..=((round + 1) * per_round).min(n);
-        let start = Instant::now();
-        for id in ids.clone() {
-            let doc = engine.call(
-                &root,
-                "payment.setpaid",
-                Params::from_pairs([("elid", id.to_string())]),
-            );
-            assert!(!doc.is_error(), "{doc:?}");
-        }
-        t_engine += start.elapsed();
-        let start = Instant::now();
-        for id in ids {
-            raw_setpaid(&raw, id as i64, &now).expect("raw setpaid");
-        }
-        t_raw += start.elapsed();
-    }
-    let violations = engine.read(billhost::ledger::check).expect("check");
-    assert!(violations.is_empty(), "{violations:?}");
+    let (t_engine, t_raw) = alternate(&engine, n, |id| {
+        raw_setpaid(&raw, id, &now).expect("raw setpaid");
+    });
 
     let rate = |t: Duration| n as f64 / t.as_secs_f64();
     let (e, r) = (rate(t_engine), rate(t_raw));
@@ -120,17 +100,10 @@ fn main() {
     postgres_side(n);
 }
 
-/// The same comparison on PostgreSQL: the engine against the raw `postgres` crate.
-fn postgres_side(n: usize) {
-    let Some(cluster) = pg::Cluster::start("bench-ledger") else {
-        return;
-    };
-    let engine = prepare_url(&cluster.database("engine"), n);
-    let raw_url = cluster.database("raw");
-    drop(prepare_url(&raw_url, n));
-    let mut raw = postgres::Client::connect(&raw_url, postgres::NoTls).expect("raw connection");
-    let statements = RawPg::prepare(&mut raw).expect("prepare");
-    let now = billhost::clock::now();
+/// Sets payments 1..=n paid in [`ROUNDS`] rounds, each round first through the engine, then the
+/// same ids through `raw`, so that disk noise hits both alike; checks the engine's ledger and
+/// answers the time each side took.
+fn alternate(engine: &Engine, n: usize, mut raw: impl FnMut(i64)) -> (Duration, Duration) {
     let per_round = n.div_ceil(ROUNDS);
     let (mut t_engine, mut t_raw) = (Duration::ZERO, Duration::ZERO);
     let root = Caller::superuser();
@@ -148,12 +121,29 @@ fn postgres_side(n: usize) {
         t_engine += start.elapsed();
         let start = Instant::now();
         for id in ids {
-            raw_pg_setpaid(&mut raw, &statements, id as i64, &now).expect("raw setpaid");
+            raw(id as i64);
         }
         t_raw += start.elapsed();
     }
     let violations = engine.read(billhost::ledger::check).expect("check");
     assert!(violations.is_empty(), "{violations:?}");
+    (t_engine, t_raw)
+}
+
+/// The same comparison on PostgreSQL: the engine against the raw `postgres` crate.
+fn postgres_side(n: usize) {
+    let Some(cluster) = pg::Cluster::start("bench-ledger") else {
+        return;
+    };
+    let engine = prepare_url(&cluster.database("engine"), n);
+    let raw_url = cluster.database("raw");
+    drop(prepare_url(&raw_url, n));
+    let mut raw = postgres::Client::connect(&raw_url, postgres::NoTls).expect("raw connection");
+    let statements = RawPg::prepare(&mut raw).expect("prepare");
+    let now = billhost::clock::now();
+    let (t_engine, t_raw) = alternate(&engine, n, |id| {
+        raw_pg_setpaid(&mut raw, &statements, id, &now).expect("raw setpaid");
+    });
     drop(engine);
     let checked = store::connect(Path::new(&raw_url), Durability::Full).expect("check connection");
     let violations = billhost::ledger::check(&checked).expect("check");
