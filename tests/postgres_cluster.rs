@@ -469,22 +469,11 @@ fn two_servers_on_one_database_keep_the_ledger_and_run_jobs_once() {
     let clients: Vec<Shared> = {
         let engine = Engine::open(EngineConfig::new(&url)).expect("open");
         seed::usd_bank(&engine, ADMIN_PASSWORD);
-        (0..SHARED)
-            .map(|i| {
-                let (account, payment) = seed::payer(&engine, &format!("shared{i}@example.com"));
-                let subaccount = engine
-                    .read(|c| {
-                        Ok(c.query_row(
-                            "SELECT subaccount_id FROM payment WHERE id = ?1",
-                            [payment],
-                            |r| r.get::<i64>(0),
-                        )?)
-                    })
-                    .expect("subaccount");
-                Shared {
-                    account,
-                    subaccount,
-                }
+        seed::payers(&engine, "shared", SHARED)
+            .into_iter()
+            .map(|(account, subaccount)| Shared {
+                account,
+                subaccount,
             })
             .collect()
     };

@@ -160,22 +160,11 @@ fn a_synchronous_standby_takes_over_a_killed_primary_with_nothing_answered_lost(
     let clients: Vec<Client> = {
         let engine = Engine::open(EngineConfig::new(&url)).expect("open");
         seed::usd_bank(&engine, ADMIN_PASSWORD);
-        (0..CLIENTS)
-            .map(|i| {
-                let (account, payment) = seed::payer(&engine, &format!("ha{i}@example.com"));
-                let subaccount = engine
-                    .read(|c| {
-                        Ok(c.query_row(
-                            "SELECT subaccount_id FROM payment WHERE id = ?1",
-                            [payment],
-                            |r| r.get::<i64>(0),
-                        )?)
-                    })
-                    .expect("subaccount");
-                Client {
-                    account,
-                    subaccount,
-                }
+        seed::payers(&engine, "ha", CLIENTS)
+            .into_iter()
+            .map(|(account, subaccount)| Client {
+                account,
+                subaccount,
             })
             .collect()
     };

@@ -93,3 +93,23 @@ pub fn copy_payment(conn: &Connection, template: i64, copies: i64) -> store::Res
     )?;
     Ok(())
 }
+
+/// [`payer`] for `n` clients (`{prefix}{i}@example.com`): each one's client id and the
+/// subaccount its payment credits.
+pub fn payers(engine: &Engine, prefix: &str, n: usize) -> Vec<(i64, i64)> {
+    (0..n)
+        .map(|i| {
+            let (account, payment) = payer(engine, &format!("{prefix}{i}@example.com"));
+            let subaccount = engine
+                .read(|c| {
+                    Ok(c.query_row(
+                        "SELECT subaccount_id FROM payment WHERE id = ?1",
+                        [payment],
+                        |r| r.get::<i64>(0),
+                    )?)
+                })
+                .expect("subaccount");
+            (account, subaccount)
+        })
+        .collect()
+}
