@@ -7,6 +7,11 @@
 //! ([`Cluster::start_primary`]), its standby made with `pg_basebackup -R`
 //! ([`Cluster::standby_of`]), `kill -9` of a server ([`Cluster::kill_9`]) and `pg_ctl promote`
 //! ([`Cluster::promote`]).
+//!
+//! For suites that run on both backends: [`shared`] is one cluster per test binary (stopped by
+//! a watchdog once the binary exits, since statics are never dropped), [`Backend`] says where a
+//! test's database lives, and [`backends!`] turns one test body into a `sqlite` and a
+//! `postgres` test (`#[macro_use]` on the `mod pg;` line).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -346,4 +351,125 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// The backend a test runs on: SQLite in a file of the test's own folder, or a database of its
+/// own in the binary's shared PostgreSQL cluster.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres(std::sync::Arc<Database>),
+}
+
+/// A database of the shared cluster, dropped (`WITH (FORCE)`, closing what is still connected)
+/// when the last test holding it is done.
+#[derive(Debug)]
+pub struct Database {
+    pub url: String,
+    name: String,
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if let Some(cluster) = shared() {
+            let _ = cluster.admin().batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+impl Backend {
+    /// A new empty database of the shared cluster, or `None` (after saying so) where
+    /// PostgreSQL is not installed and this is not CI.
+    pub fn postgres(tag: &str) -> Option<Backend> {
+        let cluster = shared()?;
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let name: String = format!("{tag}_{n}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let url = cluster.database(&name);
+        Some(Backend::Postgres(std::sync::Arc::new(Database {
+            url,
+            name,
+        })))
+    }
+
+    /// What `--db` and `EngineConfig::new` take: `dir/billhost.db` for SQLite, the database's
+    /// URL for PostgreSQL (the same URL on every call, so that a test can reopen it).
+    pub fn db(&self, dir: &Path) -> PathBuf {
+        match self {
+            Backend::Sqlite => dir.join("billhost.db"),
+            Backend::Postgres(db) => PathBuf::from(&db.url),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Backend::Postgres(_))
+    }
+}
+
+/// One cluster for the whole test binary, started on first use. A watchdog shell stops it
+/// (`pg_ctl stop -m immediate`) and removes its folder once this process has exited, however
+/// it exits.
+pub fn shared() -> Option<&'static Cluster> {
+    static SHARED: std::sync::OnceLock<Option<Cluster>> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let cluster = Cluster::start_with("shared", " -c max_connections=300 -c fsync=off")?;
+            let ctl = Path::new(BIN).join("pg_ctl");
+            let watchdog = format!(
+                "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+                 runuser -u postgres -- {ctl} -D {data} -m immediate -w stop >/dev/null 2>&1 \
+                 || {ctl} -D {data} -m immediate -w stop >/dev/null 2>&1; rm -rf {dir}",
+                pid = std::process::id(),
+                ctl = ctl.display(),
+                data = cluster.data().display(),
+                dir = cluster.dir.display(),
+            );
+            Command::new("sh")
+                .args(["-c", &watchdog])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("cluster watchdog");
+            Some(cluster)
+        })
+        .as_ref()
+}
+
+/// `backends! { fn name(backend) { ... } }` defines the module `name` with two tests,
+/// `name::sqlite` and `name::postgres`, each running the body with its [`Backend`]. Attributes
+/// before `fn` (`#[ignore]`, `#[should_panic]`) go on both.
+#[macro_export]
+macro_rules! backends {
+    ($( $(#[$meta:meta])* fn $name:ident($backend:ident) $body:block )*) => {$(
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn run($backend: $crate::pg::Backend) $body
+            $(#[$meta])*
+            #[test]
+            fn sqlite() {
+                run($crate::pg::Backend::Sqlite)
+            }
+            $(#[$meta])*
+            #[test]
+            fn postgres() {
+                if let Some(backend) = $crate::pg::Backend::postgres(stringify!($name)) {
+                    run(backend)
+                }
+            }
+        }
+    )*};
 }
