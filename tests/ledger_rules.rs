@@ -1,14 +1,36 @@
 //! The ledger's pricing rules one by one through the engine: the rate in force, client rates,
 //! currencies with other minor units, commissions, method limits, discounts by priority, tax
 //! rules by specificity, payment changes, refunds across allocations, `subaccount.refund`.
+//! Every test runs on SQLite and on PostgreSQL (`backends!`, a database of its own in the
+//! binary's cluster); the schema's own guarantees are checked on each backend with its raw SQL.
+
+#[macro_use]
+#[path = "support/pg.rs"]
+mod pg;
 
 use billhost::auth::Caller;
 use billhost::{Doc, Engine, EngineConfig, ErrorType, Params};
+use pg::Backend;
 use std::path::PathBuf;
+
+/// A new empty folder of the test's own, apart for each backend (the two run at once).
+fn temp_dir(name: &str, backend: &Backend) -> PathBuf {
+    let on = if backend.is_postgres() {
+        "pg"
+    } else {
+        "sqlite"
+    };
+    let dir =
+        std::env::temp_dir().join(format!("billhost-rules-{name}-{on}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
 
 struct World {
     engine: Engine,
     dir: PathBuf,
+    backend: Backend,
 }
 
 impl Drop for World {
@@ -18,13 +40,14 @@ impl Drop for World {
 }
 
 impl World {
-    fn new(name: &str) -> World {
-        let dir =
-            std::env::temp_dir().join(format!("billhost-rules-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let engine = Engine::open(EngineConfig::new(dir.join("ledger.db"))).expect("engine");
-        let w = World { engine, dir };
+    fn new(name: &str, backend: &Backend) -> World {
+        let dir = temp_dir(name, backend);
+        let engine = Engine::open(EngineConfig::new(backend.db(&dir))).expect("engine");
+        let w = World {
+            engine,
+            dir,
+            backend: backend.clone(),
+        };
         w.ok(
             "project.edit",
             &[("elid", "1"), ("sok", "ok"), ("currency", "840")],
@@ -102,15 +125,32 @@ impl World {
         self.field("subaccount.edit", &[("elid", "1")], "balance")
     }
 
+    /// Runs `sql` on the database directly, past the engine: the SQLite file, or a connection
+    /// of its own to the PostgreSQL database.
+    fn raw(&self, sql: &str) -> Result<u64, String> {
+        match &self.backend {
+            Backend::Sqlite => rusqlite::Connection::open(self.backend.db(&self.dir))
+                .and_then(|c| c.execute(sql, []))
+                .map(|n| n as u64)
+                .map_err(|e| e.to_string()),
+            Backend::Postgres(db) => postgres::Client::connect(&db.url, postgres::NoTls)
+                .and_then(|mut c| c.execute(sql, &[]))
+                .map_err(|e| match e.as_db_error() {
+                    Some(db) => db.message().to_string(),
+                    None => e.to_string(),
+                }),
+        }
+    }
+
     fn clean(&self) {
         let v = self.engine.read(billhost::ledger::check).expect("check");
         assert!(v.is_empty(), "{v:?}");
     }
 }
 
-#[test]
-fn the_rate_in_force_and_a_clients_own_rate() {
-    let w = World::new("rates");
+backends! {
+fn the_rate_in_force_and_a_clients_own_rate(backend) {
+    let w = World::new("rates", &backend);
     w.ok(
         "paymethod.edit",
         &[("sok", "ok"), ("name", "EUR"), ("currency", "978")],
@@ -169,10 +209,11 @@ fn the_rate_in_force_and_a_clients_own_rate() {
     assert_eq!(w.payment(&w.pay("2", "0.05"), "subaccountamount"), "0.06");
     w.clean();
 }
+}
 
-#[test]
-fn currencies_with_other_minor_units() {
-    let w = World::new("jpy");
+backends! {
+fn currencies_with_other_minor_units(backend) {
+    let w = World::new("jpy", &backend);
     w.ok(
         "currency.edit",
         &[("elid", "392"), ("sok", "ok"), ("active", "on")],
@@ -229,10 +270,11 @@ fn currencies_with_other_minor_units() {
     assert_eq!(w.balance(), "0.00");
     w.clean();
 }
+}
 
-#[test]
-fn commissions_and_method_limits() {
-    let w = World::new("commission");
+backends! {
+fn commissions_and_method_limits(backend) {
+    let w = World::new("commission", &backend);
     w.ok(
         "paymethod.edit",
         &[
@@ -308,10 +350,11 @@ fn commissions_and_method_limits() {
     );
     w.clean();
 }
+}
 
-#[test]
-fn discounts_by_priority_and_tax_by_rule() {
-    let w = World::new("pricing");
+backends! {
+fn discounts_by_priority_and_tax_by_rule(backend) {
+    let w = World::new("pricing", &backend);
     w.ok("payment.setpaid", &[("elid", &w.pay("1", "1000"))]);
     // A personal discount with a negative priority applies only where no promotion does.
     w.ok(
@@ -425,10 +468,11 @@ fn discounts_by_priority_and_tax_by_rule() {
     assert_eq!(tax(&[]), "1.09"); // 12 * 10 / 110 = 1.0909
     w.clean();
 }
+}
 
-#[test]
-fn refunds_release_allocations_and_subaccount_refund_takes_the_newest() {
-    let w = World::new("refunds");
+backends! {
+fn refunds_release_allocations_and_subaccount_refund_takes_the_newest(backend) {
+    let w = World::new("refunds", &backend);
     let a = w.pay("1", "30");
     let b = w.pay("1", "20");
     let c = w.pay("1", "10");
@@ -461,7 +505,14 @@ fn refunds_release_allocations_and_subaccount_refund_takes_the_newest() {
         "subaccount.refund",
         &[("elid", "1"), ("sok", "ok"), ("amount", "15")],
     );
-    assert_eq!(doc.field("refunds"), Some("2"));
+    // One refund, of B, after A's refund 1: on SQLite id 2 (the refused call's rolled back
+    // with it); on PostgreSQL the refused call's insert took a sequence value, so a later one.
+    let refund: i64 = doc.field("refunds").expect("refunds").parse().expect("one refund id");
+    if w.backend.is_postgres() {
+        assert!(refund > 1, "refund {refund}");
+    } else {
+        assert_eq!(refund, 2);
+    }
     assert_eq!(w.payment(&b, "refundedamount"), "15.00");
     assert_eq!(w.balance(), "10.00");
     // Deleting the expense frees 25 and the balance returns; all of A can now go back.
@@ -483,10 +534,11 @@ fn refunds_release_allocations_and_subaccount_refund_takes_the_newest() {
     assert_eq!(w.field("payment.refund", &[("elid", &b)], "amount"), "5.00");
     w.clean();
 }
+}
 
-#[test]
-fn subaccounts_one_active_per_provider() {
-    let w = World::new("subaccounts");
+backends! {
+fn subaccounts_one_active_per_provider(backend) {
+    let w = World::new("subaccounts", &backend);
     let eur = w.id(
         "subaccount.edit",
         &[
@@ -526,6 +578,7 @@ fn subaccounts_one_active_per_provider() {
     w.expense("50", &[]);
     assert_eq!(w.balance(), "-50.00");
     w.clean();
+}
 }
 
 impl World {
@@ -584,9 +637,9 @@ impl World {
 const MAX_USD: &str = "999999999999999.99";
 const MAX_BALANCE_USD: &str = "9999999999999999.99";
 
-#[test]
-fn sums_never_overflow_amounts_and_balances_stay_within_their_bounds() {
-    let w = World::new("bounds");
+backends! {
+fn sums_never_overflow_amounts_and_balances_stay_within_their_bounds(backend) {
+    let w = World::new("bounds", &backend);
     // The issue's amounts: beyond what any single amount may be.
     w.too_large(
         "subaccount.expense.edit",
@@ -677,49 +730,133 @@ fn sums_never_overflow_amounts_and_balances_stay_within_their_bounds() {
     let cli_check = w.engine.read(billhost::ledger::check).expect("check");
     assert!(cli_check.is_empty(), "{cli_check:?}");
 }
+}
 
-#[test]
-fn the_schema_refuses_anything_but_integers_in_money_columns() {
-    let w = World::new("schema-money");
+backends! {
+fn the_schema_refuses_anything_but_integers_in_money_columns(backend) {
+    let w = World::new("schema-money", &backend);
     let p = w.pay("1", "10.00");
     w.ok("payment.setpaid", &[("elid", &p)]);
     w.expense("4.00", &[]);
-    let raw = rusqlite::Connection::open(w.dir.join("ledger.db")).expect("raw connection");
+    // Text that is not an integer, and integers beyond 64 bits, on either backend: SQLite's
+    // CHECKs (`typeof`) refuse them, PostgreSQL's BIGINT by type.
     for sql in [
-        "UPDATE subaccount SET balance = 1.5 WHERE id = 1",
         "UPDATE subaccount SET balance = '6.01' WHERE id = 1",
         "UPDATE subaccount SET balance = 'six' WHERE id = 1",
         "UPDATE subaccount SET balance = -1.8446744073709552e19 WHERE id = 1",
         // SQLite turns an overflowing integer sum into a REAL
         "UPDATE subaccount SET balance = balance + 9223372036854775807 WHERE id = 1",
-        "UPDATE payment SET subaccountamount = 10.5 WHERE id = 1",
         "UPDATE payment SET usedamount = 'x' WHERE id = 1",
-        "UPDATE expense SET amount = 4.25 WHERE id = 1",
-        "UPDATE expense SET notpayd = 0.5 WHERE id = 1",
-        "UPDATE payment_expense SET amount = 1.5 WHERE id = 1",
-        "UPDATE paymethod SET minamount = 0.5 WHERE id = 1",
-        "INSERT INTO orderinfo (payment_id, name, cost) VALUES (1, 'line', 1.25)",
-        "INSERT INTO refund (payment_id, amount, paymethodamount, status, created)
-             VALUES (1, 1.5, 1, 6, '2020-01-01')",
     ] {
-        let e = raw.execute(sql, []).expect_err(sql);
-        assert!(
-            e.to_string().contains("CHECK constraint failed"),
-            "{sql}: {e}"
-        );
+        let e = w.raw(sql).expect_err(sql);
+        let refused = match w.backend {
+            Backend::Sqlite => e.contains("CHECK constraint failed"),
+            Backend::Postgres(_) => {
+                e.contains("invalid input syntax for type bigint") || e == "bigint out of range"
+            }
+        };
+        assert!(refused, "{sql}: {e}");
+    }
+    // Numbers with a fraction. SQLite would keep them as REALs: its CHECKs refuse them.
+    // PostgreSQL cannot hold one in a BIGINT column: its assignment cast rounds the number to
+    // an integer (a trigger or CHECK sees only the rounded value), so the column still holds
+    // integer minor units (a numeric's half away from zero, a float's half to even), and
+    // `billhost check` finds the sums that no longer add up.
+    let fractions: [(&str, &str, i64); 11] = [
+        (
+            "UPDATE subaccount SET balance = 1.5 WHERE id = 1",
+            "SELECT balance FROM subaccount WHERE id = 1",
+            2,
+        ),
+        (
+            "UPDATE subaccount SET balance = 1.5::float8 WHERE id = 1",
+            "SELECT balance FROM subaccount WHERE id = 1",
+            2,
+        ),
+        (
+            "UPDATE payment SET subaccountamount = 10.5 WHERE id = 1",
+            "SELECT subaccountamount FROM payment WHERE id = 1",
+            11,
+        ),
+        (
+            "UPDATE expense SET amount = 4.25 WHERE id = 1",
+            "SELECT amount FROM expense WHERE id = 1",
+            4,
+        ),
+        (
+            "UPDATE expense SET notpayd = 0.5 WHERE id = 1",
+            "SELECT notpayd FROM expense WHERE id = 1",
+            1,
+        ),
+        (
+            "UPDATE payment_expense SET amount = 1.5 WHERE id = 1",
+            "SELECT amount FROM payment_expense WHERE id = 1",
+            2,
+        ),
+        (
+            "UPDATE paymethod SET minamount = 0.5 WHERE id = 1",
+            "SELECT minamount FROM paymethod WHERE id = 1",
+            1,
+        ),
+        (
+            "UPDATE paymethod SET maxamount = 0.5e0 WHERE id = 1",
+            "SELECT maxamount FROM paymethod WHERE id = 1",
+            1,
+        ),
+        (
+            "INSERT INTO orderinfo (payment_id, name, cost) VALUES (1, 'line', 1.25)",
+            "SELECT cost FROM orderinfo WHERE name = 'line'",
+            1,
+        ),
+        (
+            "INSERT INTO refund (payment_id, amount, paymethodamount, status, created)
+             VALUES (1, 1.5, 1, 6, '2020-01-01')",
+            "SELECT amount FROM refund WHERE created = '2020-01-01'",
+            2,
+        ),
+        (
+            "INSERT INTO refund (payment_id, amount, paymethodamount, status, created)
+             VALUES (1, 1, 2.5::real, 6, '2020-01-02')",
+            "SELECT paymethodamount FROM refund WHERE created = '2020-01-02'",
+            2,
+        ),
+    ];
+    for (sql, select, rounded) in fractions {
+        match &w.backend {
+            Backend::Sqlite => {
+                let sql = sql.replace("::float8", "").replace("::real", "");
+                let e = w.raw(&sql).expect_err(&sql);
+                assert!(e.contains("CHECK constraint failed"), "{sql}: {e}");
+            }
+            Backend::Postgres(db) => {
+                let mut c = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
+                let mut tx = c.transaction().expect("begin");
+                tx.execute(sql, &[]).expect(sql);
+                let stored: i64 = tx.query_one(select, &[]).expect(select).get(0);
+                assert_eq!(stored, rounded, "{sql}");
+                tx.rollback().expect("rollback");
+            }
+        }
+    }
+    if w.backend.is_postgres() {
+        w.raw("UPDATE subaccount SET balance = 1.5 WHERE id = 1").expect("rounded balance");
+        let found = w.engine.read(billhost::ledger::check).expect("check");
+        assert!(!found.is_empty(), "the rounded balance went unnoticed");
+        w.raw("UPDATE subaccount SET balance = 600 WHERE id = 1").expect("balance back");
     }
     // A value that is an integer however it is written is stored as one.
-    raw.execute("UPDATE paymethod SET minamount = NULL WHERE id = 1", [])
+    w.raw("UPDATE paymethod SET minamount = NULL WHERE id = 1")
         .expect("null minamount");
-    raw.execute("UPDATE subaccount SET creditlimit = 100.0 WHERE id = 1", [])
+    w.raw("UPDATE subaccount SET creditlimit = 100.0 WHERE id = 1")
         .expect("integral real");
     assert_eq!(w.balance(), "6.00");
     w.clean();
 }
+}
 
-#[test]
-fn ids_are_never_reused_after_the_newest_object_is_deleted() {
-    let w = World::new("ids");
+backends! {
+fn ids_are_never_reused_after_the_newest_object_is_deleted(backend) {
+    let w = World::new("ids", &backend);
     let history = |object: &str, id: &str| -> Vec<String> {
         w.engine
             .read(|c| {
@@ -790,12 +927,13 @@ fn ids_are_never_reused_after_the_newest_object_is_deleted() {
     assert!(w.pay("1", "5").parse::<i64>().expect("id") > p.parse::<i64>().expect("id"));
     w.clean();
 }
+}
 
-#[test]
-fn check_adds_up_credits_past_the_range_of_i64() {
+backends! {
+fn check_adds_up_credits_past_the_range_of_i64(backend) {
     // Paying and refunding the largest amount over and over credits more than i64 holds in all
     // (93 * 0.99e17 > 9.22e18): every step is accepted, and the check must still add it up.
-    let w = World::new("check-sums");
+    let w = World::new("check-sums", &backend);
     for _ in 0..95 {
         let p = w.pay("1", MAX_USD);
         w.ok("payment.setpaid", &[("elid", &p)]);
@@ -807,10 +945,11 @@ fn check_adds_up_credits_past_the_range_of_i64() {
     assert_eq!(w.balance(), "0.00");
     w.clean();
 }
+}
 
-#[test]
-fn amounts_are_never_rounded_on_input_and_zeros_past_the_minor_units_are_exact() {
-    let w = World::new("input");
+backends! {
+fn amounts_are_never_rounded_on_input_and_zeros_past_the_minor_units_are_exact(backend) {
+    let w = World::new("input", &backend);
     let make = |amount: &str| {
         w.call(
             "payment.edit",
@@ -879,11 +1018,12 @@ fn amounts_are_never_rounded_on_input_and_zeros_past_the_minor_units_are_exact()
     );
     w.clean();
 }
+}
 
 /// A world whose payment method takes yen onto the provider's dollars: `amount` JPY cost `rate`
 /// USD.
-fn yen_world(name: &str, rate: &str, amount: &str) -> World {
-    let w = World::new(name);
+fn yen_world(name: &str, backend: &Backend, rate: &str, amount: &str) -> World {
+    let w = World::new(name, backend);
     w.ok(
         "currency.edit",
         &[("elid", "392"), ("sok", "ok"), ("active", "on")],
@@ -905,9 +1045,9 @@ fn yen_world(name: &str, rate: &str, amount: &str) -> World {
     w
 }
 
-#[test]
-fn a_partial_refund_never_marks_a_payment_refunded_while_money_is_owed() {
-    let w = yen_world("refund-cap", "0.67", "100");
+backends! {
+fn a_partial_refund_never_marks_a_payment_refunded_while_money_is_owed(backend) {
+    let w = yen_world("refund-cap", &backend, "0.67", "100");
     // 3 JPY = 0.0201 USD -> 0.02
     let p = w.pay("2", "3");
     assert_eq!(w.payment(&p, "subaccountamount"), "0.02");
@@ -943,10 +1083,11 @@ fn a_partial_refund_never_marks_a_payment_refunded_while_money_is_owed() {
     assert_eq!(e.kind, ErrorType::Value);
     w.clean();
 }
+}
 
-#[test]
-fn subaccount_refund_says_why_payments_were_passed_over() {
-    let w = yen_world("refund-skip", "0.67", "1");
+backends! {
+fn subaccount_refund_says_why_payments_were_passed_over(backend) {
+    let w = yen_world("refund-skip", &backend, "0.67", "1");
     let sub_refund = |amount: &str| {
         w.error(
             "subaccount.refund",
@@ -978,10 +1119,11 @@ fn subaccount_refund_says_why_payments_were_passed_over() {
     assert_eq!(w.balance(), "0.00");
     w.clean();
 }
+}
 
-#[test]
-fn invoice_lines_that_do_not_add_up_show_the_difference() {
-    let w = World::new("orderinfo");
+backends! {
+fn invoice_lines_that_do_not_add_up_show_the_difference(backend) {
+    let w = World::new("orderinfo", &backend);
     let p = w.pay("1", "100.00");
     let line = |name: &str, cost: &str| {
         w.ok(
@@ -1016,10 +1158,11 @@ fn invoice_lines_that_do_not_add_up_show_the_difference() {
         "{page}"
     );
 }
+}
 
-#[test]
-fn the_commission_expense_is_named_after_its_payment() {
-    let w = World::new("commission-name");
+backends! {
+fn the_commission_expense_is_named_after_its_payment(backend) {
+    let w = World::new("commission-name", &backend);
     w.ok(
         "paymethod.edit",
         &[("elid", "1"), ("sok", "ok"), ("commission_fixed", "0.50")],
@@ -1063,11 +1206,11 @@ fn the_commission_expense_is_named_after_its_payment() {
     );
     w.clean();
 }
+}
 
-#[test]
-fn scripts_parse_money_as_the_funcs_do() {
-    let dir = std::env::temp_dir().join(format!("billhost-rules-lua-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+backends! {
+fn scripts_parse_money_as_the_funcs_do(backend) {
+    let dir = temp_dir("lua", &backend);
     std::fs::create_dir_all(dir.join("scripts")).expect("dir");
     std::fs::write(
         dir.join("scripts/money.lua"),
@@ -1077,7 +1220,7 @@ fn scripts_parse_money_as_the_funcs_do() {
     )
     .expect("script");
     let engine =
-        Engine::open(EngineConfig::new(dir.join("ledger.db")).with_scripts(dir.join("scripts")))
+        Engine::open(EngineConfig::new(backend.db(&dir)).with_scripts(dir.join("scripts")))
             .expect("engine");
     let parse = |text: &str| {
         engine.call(
@@ -1100,4 +1243,5 @@ fn scripts_parse_money_as_the_funcs_do() {
     );
     drop(engine);
     let _ = std::fs::remove_dir_all(&dir);
+}
 }
