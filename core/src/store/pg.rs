@@ -323,18 +323,34 @@ impl PgConn {
         r
     }
 
+    /// The version the schema is at (0 for an empty database). Writes nothing, so that it also
+    /// answers inside a read-only transaction and on a standby.
     pub fn schema_version(&self) -> Result<i64> {
-        self.batch(
-            "CREATE TABLE IF NOT EXISTS billhost_schema (id BIGINT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
-             INSERT INTO billhost_schema (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
-        )?;
+        let exists = self.statement("SELECT to_regclass('billhost_schema') IS NOT NULL")?;
+        let made = self
+            .query(&exists, &())?
+            .first()
+            .map(|r| r.try_get::<_, bool>(0))
+            .transpose()?
+            .unwrap_or(false);
+        if !made {
+            return Ok(0);
+        }
         let stmt = self.statement("SELECT version FROM billhost_schema WHERE id = 1")?;
         let rows = self.query(&stmt, &())?;
         Ok(rows.first().map(|r| r.get::<_, i64>(0)).unwrap_or(0))
     }
 
+    /// Makes the table that records the schema's version, at version 0, if it is missing.
+    fn ensure_schema_table(&self) -> Result<()> {
+        self.batch(
+            "CREATE TABLE IF NOT EXISTS billhost_schema (id BIGINT PRIMARY KEY CHECK (id = 1), version BIGINT NOT NULL);
+             INSERT INTO billhost_schema (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
+        )
+    }
+
     pub fn set_schema_version(&self, version: i64) -> Result<()> {
-        self.schema_version()?;
+        self.ensure_schema_table()?;
         let stmt = self.statement("UPDATE billhost_schema SET version = ?1 WHERE id = 1")?;
         self.execute(&stmt, &[version])?;
         Ok(())
@@ -345,6 +361,7 @@ impl PgConn {
     /// build.
     pub fn migrate(&self, target: i64) -> Result<()> {
         let supported = MIGRATIONS.len() as i64;
+        self.ensure_schema_table()?;
         let found = self.schema_version()?;
         if found > supported {
             return Err(Error::new(ErrorKind::TooNew { found, supported }, ""));
