@@ -1,17 +1,32 @@
 //! The dispatcher's promises, asserted directly: atomic group operations, access between
-//! clients, stored filters, paging totals, sessions, `su`, panics fenced, migrations.
+//! clients, stored filters, paging totals, sessions, `su`, panics fenced, migrations. Every
+//! test runs on SQLite and on PostgreSQL (`backends!`, a database of its own in the binary's
+//! cluster), but the upgrade through SQLite's migration 6 (its tables rebuilt), which is
+//! SQLite's alone.
 
 mod common;
+#[macro_use]
+#[path = "support/pg.rs"]
+mod pg;
 
 use billhost::auth::Caller;
 use billhost::func::{Access, ActionMode, FuncDecl};
 use billhost::store::{self, Durability, ErrorKind, SCHEMA_VERSION};
 use billhost::{Doc, Engine, EngineConfig, Params};
 use common::{Fixture, TempDir, column, error_type, list_len};
+use pg::Backend;
 
-#[test]
-fn group_operation_is_all_or_nothing() {
-    let fx = Fixture::new("group");
+/// Another empty database on the backend of `backend` (a file of the caller's folder on SQLite).
+fn another(backend: &Backend, tag: &str) -> Backend {
+    match backend {
+        Backend::Sqlite => Backend::Sqlite,
+        Backend::Postgres(_) => Backend::postgres(tag).expect("the shared cluster"),
+    }
+}
+
+backends! {
+fn group_operation_is_all_or_nothing(backend) {
+    let fx = Fixture::at("group", |d| backend.db(d));
     let a = fx.register("a@example.com");
     let b = fx.register("b@example.com");
     let before = fx.dump();
@@ -37,10 +52,11 @@ fn group_operation_is_all_or_nothing() {
     fx.ok("account.delete", &[("elid", &format!("{a}, {c},{c}"))]);
     assert_eq!(list_len(&fx.call("account", &[])), 0);
 }
+}
 
-#[test]
-fn a_client_user_sees_and_changes_only_its_own_client() {
-    let fx = Fixture::new("access");
+backends! {
+fn a_client_user_sees_and_changes_only_its_own_client(backend) {
+    let fx = Fixture::at("access", |d| backend.db(d));
     let ann = fx.register("ann@example.com");
     let bob = fx.register("bob@example.com");
     fx.ok(
@@ -131,10 +147,11 @@ fn a_client_user_sees_and_changes_only_its_own_client() {
             .is_error()
     );
 }
+}
 
-#[test]
-fn stored_filters_are_per_user_and_list() {
-    let fx = Fixture::new("filters");
+backends! {
+fn stored_filters_are_per_user_and_list(backend) {
+    let fx = Fixture::at("filters", |d| backend.db(d));
     fx.register("ann@example.com");
     fx.register("bob@example.com");
     fx.ok("account.filter", &[("sok", "ok"), ("email", "bob")]);
@@ -165,10 +182,11 @@ fn stored_filters_are_per_user_and_list() {
     fx.ok("account.filter", &[("sok", "ok")]);
     assert_eq!(list_len(&fx.call("account", &[])), 2);
 }
+}
 
-#[test]
-fn paging_totals_and_order() {
-    let fx = Fixture::new("paging");
+backends! {
+fn paging_totals_and_order(backend) {
+    let fx = Fixture::at("paging", |d| backend.db(d));
     fx.engine
         .write(|c| {
             let mut stmt = c.prepare("INSERT INTO account (project_id, name, email, registration_date) VALUES (1, ?1, ?2, '2026-01-01')")?;
@@ -214,10 +232,11 @@ fn paging_totals_and_order() {
         0
     );
 }
+}
 
-#[test]
-fn sessions_authinfo_and_su() {
-    let fx = Fixture::new("sessions");
+backends! {
+fn sessions_authinfo_and_su(backend) {
+    let fx = Fixture::at("sessions", |d| backend.db(d));
     fx.register("ann@example.com");
     let ip = "192.0.2.1";
     let sid = match fx.engine.handle(
@@ -383,11 +402,11 @@ fn sessions_authinfo_and_su() {
         panic!()
     };
     let enabled = |on: bool| {
-        rusqlite::Connection::open(fx.dir.db())
+        store::connect(fx.db(), Durability::Full)
             .and_then(|db| {
                 db.execute(
                     "UPDATE users SET enabled = ?1 WHERE login = 'ann@example.com'",
-                    [on],
+                    [i64::from(on)],
                 )
             })
             .expect("enabled");
@@ -403,10 +422,11 @@ fn sessions_authinfo_and_su() {
         Some("ann@example.com")
     );
 }
+}
 
-#[test]
-fn passwords_are_stored_as_argon2_hashes() {
-    let fx = Fixture::new("hash");
+backends! {
+fn passwords_are_stored_as_argon2_hashes(backend) {
+    let fx = Fixture::at("hash", |d| backend.db(d));
     fx.register("ann@example.com");
     let hash: String = fx
         .engine
@@ -415,11 +435,12 @@ fn passwords_are_stored_as_argon2_hashes() {
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(!hash.contains("Secret123"));
 }
+}
 
-#[test]
-fn a_panicking_func_changes_nothing_and_the_engine_keeps_serving() {
+backends! {
+fn a_panicking_func_changes_nothing_and_the_engine_keeps_serving(backend) {
     let dir = TempDir::new("panic");
-    let mut engine = Engine::open(EngineConfig::new(dir.db())).expect("open");
+    let mut engine = Engine::open(EngineConfig::new(backend.db(dir.path()))).expect("open");
     engine.add_func(FuncDecl::action(
         "test.panic",
         "panics halfway",
@@ -455,11 +476,12 @@ fn a_panicking_func_changes_nothing_and_the_engine_keeps_serving() {
             .is_error()
     );
 }
+}
 
-#[test]
-fn nested_calls_share_the_transaction() {
+backends! {
+fn nested_calls_share_the_transaction(backend) {
     let dir = TempDir::new("nested");
-    let mut engine = Engine::open(EngineConfig::new(dir.db())).expect("open");
+    let mut engine = Engine::open(EngineConfig::new(backend.db(dir.path()))).expect("open");
     engine.add_func(FuncDecl::action(
         "test.two",
         "two groups, then fail",
@@ -493,13 +515,16 @@ fn nested_calls_share_the_transaction() {
         .expect("count");
     assert_eq!(groups, 0);
 }
+}
 
-#[test]
-fn older_databases_are_upgraded_and_newer_ones_refused() {
+backends! {
+fn older_databases_are_upgraded_and_newer_ones_refused(backend) {
     for from in 0..SCHEMA_VERSION {
         let dir = TempDir::new("migrate");
+        let on = another(&backend, "older");
+        let db = on.db(dir.path());
         {
-            let conn = store::connect(&dir.db(), Durability::Full).expect("connect");
+            let conn = store::connect(&db, Durability::Full).expect("connect");
             store::migrate(&conn, from).expect("partial migration");
             assert_eq!(store::schema_version(&conn).expect("version"), from);
             if from >= 1 {
@@ -507,7 +532,7 @@ fn older_databases_are_upgraded_and_newer_ones_refused() {
                     .expect("old data");
             }
         }
-        let engine = Engine::open(EngineConfig::new(dir.db())).expect("upgrade");
+        let engine = Engine::open(EngineConfig::new(&db)).expect("upgrade");
         let version = engine
             .read(|c| Ok(store::schema_version(c)?))
             .expect("version");
@@ -527,11 +552,12 @@ fn older_databases_are_upgraded_and_newer_ones_refused() {
     }
 
     let dir = TempDir::new("too-new");
+    let db = backend.db(dir.path());
     {
-        let conn = store::open(&dir.db(), Durability::Full).expect("open");
+        let conn = store::open(&db, Durability::Full).expect("open");
         store::set_schema_version(&conn, SCHEMA_VERSION + 1).expect("bump");
     }
-    match Engine::open(EngineConfig::new(dir.db())) {
+    match Engine::open(EngineConfig::new(&db)) {
         Err(e) if matches!(e.kind(), ErrorKind::TooNew { .. }) => {
             assert_eq!(
                 e.kind(),
@@ -545,6 +571,7 @@ fn older_databases_are_upgraded_and_newer_ones_refused() {
         Err(other) => panic!("wrong error: {other}"),
         Ok(_) => panic!("a newer database was opened"),
     }
+}
 }
 
 #[test]
@@ -625,9 +652,9 @@ fn migration_6_keeps_rows_ids_and_triggers_and_never_reuses_a_deleted_id() {
     );
 }
 
-#[test]
-fn concurrent_writes_commit_together_and_fail_alone() {
-    let fx = std::sync::Arc::new(Fixture::new("group-commit"));
+backends! {
+fn concurrent_writes_commit_together_and_fail_alone(backend) {
+    let fx = std::sync::Arc::new(Fixture::at("group-commit", |d| backend.db(d)));
     let threads: Vec<_> = (0..16)
         .map(|t| {
             let fx = fx.clone();
@@ -670,10 +697,11 @@ fn concurrent_writes_commit_together_and_fail_alone() {
     let history = group_history(&fx);
     assert_eq!(history, created.len());
 }
+}
 
-#[test]
-fn a_batch_of_calls_commits_together_and_each_fails_alone() {
-    let fx = Fixture::new("call-batch");
+backends! {
+fn a_batch_of_calls_commits_together_and_each_fails_alone(backend) {
+    let fx = Fixture::at("call-batch", |d| backend.db(d));
     let root = Caller::superuser();
     let anonymous = Caller::anonymous("127.0.0.1");
     let p = |pairs: &[(&str, &str)]| Params::from_pairs(pairs.iter().copied());
@@ -715,12 +743,13 @@ fn a_batch_of_calls_commits_together_and_each_fails_alone() {
         .expect("outer write");
     assert_eq!(error_type(&nested[0]), "internal");
 }
+}
 
+backends! {
 /// `auth` checks the password on a read snapshot and opens the session in a later write: the
 /// session is refused if the password changed (or the user was disabled) in between.
-#[test]
-fn a_login_verified_before_a_password_change_opens_no_session() {
-    let fx = Fixture::new("login-race");
+fn a_login_verified_before_a_password_change_opens_no_session(backend) {
+    let fx = Fixture::at("login-race", |d| backend.db(d));
     fx.engine
         .write(|c| billhost::auth::ensure_staff(c, "boss", Some("FirstPass1")))
         .expect("staff");
@@ -750,6 +779,7 @@ fn a_login_verified_before_a_password_change_opens_no_session() {
     assert_eq!(error_type(&login("FirstPass1")), "auth");
     assert!(matches!(login("SecondPass2"), Doc::Auth { .. }));
 }
+}
 
 /// History rows about client groups.
 fn group_history(fx: &Fixture) -> usize {
@@ -766,12 +796,12 @@ fn group_history(fx: &Fixture) -> usize {
     n as usize
 }
 
+backends! {
 /// `billhost init` and the first `serve`: the staff user is created with a generated password
 /// that works, kept when it exists, and reset when a password is given.
-#[test]
-fn staff_setup_creates_keeps_and_resets() {
+fn staff_setup_creates_keeps_and_resets(backend) {
     use billhost::auth::AdminSetup;
-    let fx = Fixture::new("staff-setup");
+    let fx = Fixture::at("staff-setup", |d| backend.db(d));
     let login_as = |login: &str, password: &str| {
         fx.engine
             .read(|c| billhost::auth::login(c, login, password, "127.0.0.1"))
@@ -802,12 +832,13 @@ fn staff_setup_creates_keeps_and_resets() {
     );
     assert!(login_as("deputy", "Given12345"));
 }
+}
 
+backends! {
 /// A view answered inline sees every write committed before it, and leaves no read transaction
 /// open behind it: a checkpoint from another connection can still take every frame.
-#[test]
-fn inline_views_see_the_latest_commit_and_hold_no_snapshot() {
-    let fx = Fixture::new("inline-snapshot");
+fn inline_views_see_the_latest_commit_and_hold_no_snapshot(backend) {
+    let fx = Fixture::at("inline-snapshot", |d| backend.db(d));
     let ann = fx.register("ann@example.com").to_string();
     let params = Params::from_pairs([
         ("authinfo", "ann@example.com:Secret123"),
@@ -831,16 +862,35 @@ fn inline_views_see_the_latest_commit_and_hold_no_snapshot() {
             .expect("the inline lane");
         assert_eq!(doc.field("name"), Some(name.as_str()));
     }
-    let db = rusqlite::Connection::open(fx.dir.db()).expect("open");
-    let busy: i64 = db
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-        .expect("checkpoint");
-    assert_eq!(busy, 0, "a reader still holds a snapshot");
+    match &backend {
+        Backend::Sqlite => {
+            let db = rusqlite::Connection::open(fx.db()).expect("open");
+            let busy: i64 = db
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                .expect("checkpoint");
+            assert_eq!(busy, 0, "a reader still holds a snapshot");
+        }
+        Backend::Postgres(db) => {
+            // No connection of the engine is left inside a transaction.
+            let mut raw = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
+            let open: i64 = raw
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()
+                       AND (state LIKE 'idle in transaction%' OR backend_xmin IS NOT NULL)",
+                    &[],
+                )
+                .expect("activity")
+                .get(0);
+            assert_eq!(open, 0, "a reader still holds a snapshot");
+        }
+    }
+}
 }
 
-#[test]
-fn id_lists_refuse_empty_elements_and_more_than_the_group_bound() {
-    let fx = Fixture::new("elid-lists");
+backends! {
+fn id_lists_refuse_empty_elements_and_more_than_the_group_bound(backend) {
+    let fx = Fixture::at("elid-lists", |d| backend.db(d));
     let a = fx.register("a@example.com");
     let b = fx.register("b@example.com");
     let before = fx.dump();
@@ -891,10 +941,11 @@ fn id_lists_refuse_empty_elements_and_more_than_the_group_bound() {
     );
     assert_eq!(fx.dump(), before);
 }
+}
 
-#[test]
-fn stored_filters_refuse_control_characters_like_every_text_parameter() {
-    let fx = Fixture::new("filter-control");
+backends! {
+fn stored_filters_refuse_control_characters_like_every_text_parameter(backend) {
+    let fx = Fixture::at("filter-control", |d| backend.db(d));
     fx.register("a@example.com");
     for field in ["name", "email", "label"] {
         for bad in ["a\u{1}b", "line\nbreak", "tab\there", "esc\u{1b}[31m"] {
@@ -921,12 +972,13 @@ fn stored_filters_refuse_control_characters_like_every_text_parameter() {
     fx.ok("account.filter", &[("sok", "ok"), ("name", "a@")]);
     assert_eq!(fx.call("account.filter", &[]).field("name"), Some("a@"));
 }
+}
 
+backends! {
 /// A func name with a control character is refused as such: echoed back as an unknown func it
 /// would not read as what was sent (XML drops a NUL, `whoami\0` showed as `whoami`).
-#[test]
-fn a_func_name_with_control_characters_is_a_value_error() {
-    let fx = Fixture::new("funcname");
+fn a_func_name_with_control_characters_is_a_value_error(backend) {
+    let fx = Fixture::at("funcname", |d| backend.db(d));
     for name in ["whoami\0", "x\nforged", "account\u{1b}[2J"] {
         let doc = fx.call(name, &[]);
         assert_eq!(error_type(&doc), "value", "{name:?}: {doc:?}");
@@ -939,4 +991,5 @@ fn a_func_name_with_control_characters_is_a_value_error() {
         }
     }
     assert_eq!(error_type(&fx.call("nosuch", &[])), "unknown");
+}
 }

@@ -53,6 +53,19 @@ impl Fixture {
         Fixture { dir, engine }
     }
 
+    /// A fixture whose engine opens `db(folder)`: a file in the fixture's folder, or the URL of
+    /// a PostgreSQL database (`pg::Backend::db`; the caller keeps that database alive).
+    pub fn at(tag: &str, db: impl FnOnce(&Path) -> PathBuf) -> Fixture {
+        let dir = TempDir::new(tag);
+        let engine = Engine::open(EngineConfig::new(db(dir.path()))).expect("open engine");
+        Fixture { dir, engine }
+    }
+
+    /// What the engine was opened on (a SQLite file or a PostgreSQL URL).
+    pub fn db(&self) -> &Path {
+        &self.engine.config().db_path
+    }
+
     /// Calls as the local superuser, or as `login` when given.
     pub fn call_as(&self, login: Option<&str>, func: &str, params: &[(&str, &str)]) -> Doc {
         let caller = match login {
@@ -94,13 +107,14 @@ impl Fixture {
     }
 
     pub fn dump(&self) -> String {
-        dump(&self.dir.db())
+        dump(self.db())
     }
 }
 
-/// Every row of the tables that hold business data, in a stable order.
+/// Every row of the tables that hold business data, in a stable order. `db` is what
+/// `EngineConfig::new` takes: a SQLite file or a PostgreSQL URL.
 pub fn dump(db: &Path) -> String {
-    let conn = rusqlite::Connection::open(db).expect("open db");
+    let conn = billhost::store::connect(db, billhost::store::Durability::Full).expect("open db");
     let tables = [
         "project",
         "account",
@@ -130,7 +144,7 @@ pub fn dump(db: &Path) -> String {
         while let Some(row) = rows.next().expect("row") {
             out.push_str(table);
             for i in 0..cols {
-                let v: rusqlite::types::Value = row.get(i).expect("value");
+                let v: billhost::store::Value = row.get(i).expect("value");
                 out.push_str(&format!(" {v:?}"));
             }
             out.push('\n');
