@@ -1,19 +1,26 @@
 //! `/billmgr` over real TCP on 127.0.0.1, with a minimal HTTP/1.1 client written here: the
 //! server runs in-process on its own tokio runtime (or, for the graceful-stop test, as the
-//! built binary), and every test stops it by itself.
+//! built binary), and every test stops it by itself. Every test runs on SQLite and on
+//! PostgreSQL (`backends!`: the engine, or `billhost serve --db URL`, on a database of its own
+//! in the binary's cluster); what is SQLite's alone (the WAL left behind) is checked there only.
 
 mod common;
 #[path = "support/http1.rs"]
 mod http1;
+#[macro_use]
+#[path = "support/pg.rs"]
+mod pg;
 #[path = "support/serving.rs"]
 mod serving;
 
 use billhost::auth;
 use billhost::server::ServerConfig;
 use billhost::server::throttle::ThrottleConfig;
+use billhost::store;
 use billhost::{Engine, EngineConfig};
 use common::TempDir;
 use http1::enc;
+use pg::Backend;
 use serving::Serving;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -32,26 +39,32 @@ const PASSWORD: &str = "Secret123";
 struct Server {
     addr: SocketAddr,
     dir: TempDir,
+    backend: Backend,
     _serving: Serving,
 }
 
 impl Server {
-    fn start(tag: &str) -> Server {
-        Server::with(tag, ServerConfig::default())
+    fn start(tag: &str, backend: &Backend) -> Server {
+        Server::with(tag, backend, ServerConfig::default())
     }
 
-    fn with(tag: &str, config: ServerConfig) -> Server {
-        Server::with_blocking_threads(tag, config, 512)
+    fn with(tag: &str, backend: &Backend, config: ServerConfig) -> Server {
+        Server::with_blocking_threads(tag, backend, config, 512)
     }
 
     /// `blocking_threads` bounds tokio's blocking pool, where calls run.
-    fn with_blocking_threads(tag: &str, config: ServerConfig, blocking_threads: usize) -> Server {
+    fn with_blocking_threads(
+        tag: &str,
+        backend: &Backend,
+        config: ServerConfig,
+        blocking_threads: usize,
+    ) -> Server {
         let dir = TempDir::new(tag);
         // As `billhost serve` opens it: the writer's batches synced by the sync thread.
         let engine_config = EngineConfig {
             deferred_sync: true,
             background_checkpoints: true,
-            ..EngineConfig::new(dir.db())
+            ..EngineConfig::new(backend.db(dir.path()))
         };
         let engine = Engine::open(engine_config).expect("open engine");
         engine
@@ -61,14 +74,61 @@ impl Server {
         Server {
             addr: serving.addr,
             dir,
+            backend: backend.clone(),
             _serving: serving,
         }
     }
 
+    /// What the engine was opened on: a SQLite file or a PostgreSQL URL.
     fn db(&self) -> PathBuf {
-        self.dir.db()
+        self.backend.db(self.dir.path())
     }
 
+    /// A connection of its own to the server's database, through the store.
+    fn conn(&self) -> store::Connection {
+        store::connect(&self.db(), store::Durability::Full).expect("open db")
+    }
+
+    /// Holds what every writer of the server's database waits for until released: SQLite's
+    /// write lock (`BEGIN IMMEDIATE`), or the writers' advisory lock of PostgreSQL.
+    fn hold_writers(&self) -> WritersHeld {
+        match &self.backend {
+            Backend::Sqlite => {
+                let db = rusqlite::Connection::open(self.db()).expect("open db");
+                db.execute_batch("BEGIN IMMEDIATE")
+                    .expect("hold the write lock");
+                WritersHeld::Sqlite(db)
+            }
+            Backend::Postgres(db) => {
+                let mut c = postgres::Client::connect(&db.url, postgres::NoTls).expect("connect");
+                c.batch_execute("BEGIN").expect("begin");
+                c.execute(
+                    "SELECT pg_advisory_xact_lock($1)",
+                    &[&store::pg::WRITER_LOCK],
+                )
+                .expect("hold the writers' lock");
+                WritersHeld::Postgres(c)
+            }
+        }
+    }
+}
+
+/// The writers' lock of [`Server::hold_writers`], held until [`WritersHeld::release`].
+enum WritersHeld {
+    Sqlite(rusqlite::Connection),
+    Postgres(postgres::Client),
+}
+
+impl WritersHeld {
+    fn release(self) {
+        match self {
+            WritersHeld::Sqlite(db) => db.execute_batch("ROLLBACK").expect("release"),
+            WritersHeld::Postgres(mut c) => c.batch_execute("ROLLBACK").expect("release"),
+        }
+    }
+}
+
+impl Server {
     fn get(&self, query: &str) -> Reply {
         get(self.addr, query, &[])
     }
@@ -275,9 +335,9 @@ fn post(addr: SocketAddr, query: &str, body: &str, headers: &[(&str, &str)]) -> 
 
 // ------------------------------------------------------------------ sessions and identities
 
-#[test]
-fn register_auth_and_the_session_by_param_and_by_cookie() {
-    let s = Server::start("http-session");
+backends! {
+fn register_auth_and_the_session_by_param_and_by_cookie(backend) {
+    let s = Server::start("http-session", &backend);
     let ann = s.register("ann@example.com");
     s.register("bob@example.com");
 
@@ -337,10 +397,11 @@ fn register_auth_and_the_session_by_param_and_by_cookie() {
     assert_eq!(s.get("func=account").error(), "auth");
     assert!(!s.get("func=register").body.contains("<error"));
 }
+}
 
-#[test]
-fn a_session_expires_after_an_hour_idle() {
-    let s = Server::start("http-expiry");
+backends! {
+fn a_session_expires_after_an_hour_idle(backend) {
+    let s = Server::start("http-expiry", &backend);
     s.register("ann@example.com");
     let sid = s.login("ann@example.com");
     assert_eq!(
@@ -350,11 +411,11 @@ fn a_session_expires_after_an_hour_idle() {
         Some("ann@example.com")
     );
 
-    let db = rusqlite::Connection::open(s.db()).expect("open db");
-    let aged = db
+    let aged = s
+        .conn()
         .execute(
             "UPDATE session SET last_seen = last_seen - ?2 WHERE id = ?1",
-            rusqlite::params![sid, auth::SESSION_IDLE_SECS + 1],
+            store::params![sid, auth::SESSION_IDLE_SECS + 1],
         )
         .expect("age session");
     assert_eq!(aged, 1);
@@ -375,10 +436,11 @@ fn a_session_expires_after_an_hour_idle() {
     );
     assert!(again.xml_attr("auth", "id").is_some(), "{}", again.body);
 }
+}
 
-#[test]
-fn authinfo_su_and_a_client_refused_another_clients_object() {
-    let s = Server::start("http-authinfo");
+backends! {
+fn authinfo_su_and_a_client_refused_another_clients_object(backend) {
+    let s = Server::start("http-authinfo", &backend);
     let ann = s.register("ann@example.com");
     let bob = s.register("bob@example.com");
 
@@ -443,12 +505,13 @@ fn authinfo_su_and_a_client_refused_another_clients_object() {
         Some("ann@example.com")
     );
 }
+}
 
 // ------------------------------------------------------------------ formats, GET and POST
 
-#[test]
-fn every_out_format_with_its_content_type() {
-    let s = Server::start("http-formats");
+backends! {
+fn every_out_format_with_its_content_type(backend) {
+    let s = Server::start("http-formats", &backend);
     s.register("ann@example.com");
     let q = |out: &str| s.get(&format!("func=account&{}&out={out}", admin()));
 
@@ -484,10 +547,11 @@ fn every_out_format_with_its_content_type() {
     let err = s.get("func=account&out=text");
     assert_eq!(err.content_type(), "text/plain; charset=UTF-8");
 }
+}
 
-#[test]
-fn post_bodies_and_query_strings_merge_with_the_body_winning() {
-    let s = Server::start("http-post");
+backends! {
+fn post_bodies_and_query_strings_merge_with_the_body_winning(backend) {
+    let s = Server::start("http-post", &backend);
     let ann = s.register("ann@example.com");
     // Everything in the body.
     let r = s.post(
@@ -507,8 +571,8 @@ fn post_bodies_and_query_strings_merge_with_the_body_winning() {
     let view = s.get(&format!("func=account.edit&elid={ann}&{}", admin()));
     assert_eq!(view.xml_field("name").as_deref(), Some("Body + Co"));
     // The peer address reaches the history row.
-    let db = rusqlite::Connection::open(s.db()).expect("open db");
-    let (user, ip): (String, String) = db
+    let (user, ip): (String, String) = s
+        .conn()
         .query_row(
             "SELECT user_login, ip FROM history ORDER BY id DESC LIMIT 1",
             [],
@@ -528,17 +592,18 @@ fn post_bodies_and_query_strings_merge_with_the_body_winning() {
     );
     assert_eq!(r.xml_field("login").as_deref(), Some("admin"));
 }
+}
 
 // ------------------------------------------------------------------ it stays up
 
-#[test]
-fn bad_input_is_answered_with_an_error_document_and_changes_nothing() {
+backends! {
+fn bad_input_is_answered_with_an_error_document_and_changes_nothing(backend) {
     let config = ServerConfig {
         body_limit: 4096,
         max_params: 50,
         ..ServerConfig::default()
     };
-    let s = Server::with("http-bad", config);
+    let s = Server::with("http-bad", &backend, config);
     s.register("ann@example.com");
     let before = common::dump(&s.db());
     let reg = "func=register&sok=ok&email=cat%40example.com&passwd=Secret123";
@@ -770,14 +835,15 @@ fn bad_input_is_answered_with_an_error_document_and_changes_nothing() {
     // And the server is still there.
     s.register("dan@example.com");
 }
+}
 
-#[test]
-fn a_request_that_takes_too_long_is_answered_with_a_timeout_document() {
+backends! {
+fn a_request_that_takes_too_long_is_answered_with_a_timeout_document(backend) {
     let config = ServerConfig {
         request_timeout: Duration::from_millis(800),
         ..ServerConfig::default()
     };
-    let s = Server::with("http-timeout", config);
+    let s = Server::with("http-timeout", &backend, config);
 
     // A client that never finishes its body.
     let mut stream = connect(s.addr).expect("connect");
@@ -796,26 +862,18 @@ fn a_request_that_takes_too_long_is_answered_with_a_timeout_document() {
     );
 
     // A func held up by another writer: the answer says it may still complete, and it does.
-    let db = rusqlite::Connection::open(s.db()).expect("open db");
-    db.execute_batch("BEGIN IMMEDIATE")
-        .expect("hold the write lock");
+    let held = s.hold_writers();
     let reply = s.post(
         "",
         "func=register&sok=ok&email=slow%40example.com&passwd=Secret123&realname=Slow",
     );
     assert_eq!(reply.error(), "internal");
     assert!(reply.msg().contains("may complete"), "{}", reply.msg());
-    db.execute_batch("ROLLBACK").expect("release");
+    held.release();
+    let db = s.conn();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let n: i64 = db
-            .query_row(
-                "SELECT count(*) FROM account WHERE email = 'slow@example.com'",
-                [],
-                |r| r.get(0),
-            )
-            .expect("count");
-        if n == 1 {
+        if accounts_with_email(&db, "slow@example.com") == 1 {
             break;
         }
         assert!(
@@ -825,8 +883,9 @@ fn a_request_that_takes_too_long_is_answered_with_a_timeout_document() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+}
 
-fn accounts_with_email(db: &rusqlite::Connection, email: &str) -> i64 {
+fn accounts_with_email(db: &store::Connection, email: &str) -> i64 {
     db.query_row(
         "SELECT count(*) FROM account WHERE email = ?1",
         [email],
@@ -835,18 +894,16 @@ fn accounts_with_email(db: &rusqlite::Connection, email: &str) -> i64 {
     .expect("count")
 }
 
-#[test]
-fn a_func_that_cannot_start_in_time_is_never_run() {
+backends! {
+fn a_func_that_cannot_start_in_time_is_never_run(backend) {
     let config = ServerConfig {
         request_timeout: Duration::from_millis(800),
         ..ServerConfig::default()
     };
     // One blocking thread: while one call is held up, the next waits for its turn.
-    let s = Server::with_blocking_threads("http-notrun", config, 1);
+    let s = Server::with_blocking_threads("http-notrun", &backend, config, 1);
     let addr = s.addr;
-    let db = rusqlite::Connection::open(s.db()).expect("open db");
-    db.execute_batch("BEGIN IMMEDIATE")
-        .expect("hold the write lock");
+    let writers = s.hold_writers();
     let held = std::thread::spawn(move || {
         post(
             addr,
@@ -865,7 +922,8 @@ fn a_func_that_cannot_start_in_time_is_never_run() {
     let held = held.join().expect("held request");
     assert!(held.msg().contains("may complete"), "{}", held.msg());
 
-    db.execute_batch("ROLLBACK").expect("release");
+    writers.release();
+    let db = s.conn();
     let deadline = Instant::now() + Duration::from_secs(10);
     while accounts_with_email(&db, "held@example.com") == 0 {
         assert!(
@@ -877,6 +935,7 @@ fn a_func_that_cannot_start_in_time_is_never_run() {
     // The pool is free again: a later call runs, and the abandoned one never did.
     s.register("later@example.com");
     assert_eq!(accounts_with_email(&db, "queued@example.com"), 0);
+}
 }
 
 /// Reads one answer off a kept-alive connection (by its Content-Length).
@@ -899,14 +958,14 @@ fn read_one(stream: &mut TcpStream) -> Reply {
     parse_reply(&raw).expect("answer")
 }
 
-#[test]
-fn keep_alive_works_and_quiet_connections_are_closed() {
+backends! {
+fn keep_alive_works_and_quiet_connections_are_closed(backend) {
     let config = ServerConfig {
         request_timeout: Duration::from_millis(500),
         idle_timeout: Duration::from_millis(1500),
         ..ServerConfig::default()
     };
-    let s = Server::with("http-idle", config);
+    let s = Server::with("http-idle", &backend, config);
 
     // Two requests on one connection, then silence: the server hangs up by itself.
     let mut stream = connect(s.addr).expect("connect");
@@ -949,9 +1008,10 @@ fn keep_alive_works_and_quiet_connections_are_closed() {
     // And the server still answers.
     assert!(s.get("func=register").body.contains("<doc"));
 }
+}
 
-#[test]
-fn repeated_failed_logins_are_refused_for_a_while() {
+backends! {
+fn repeated_failed_logins_are_refused_for_a_while(backend) {
     let config = ServerConfig {
         throttle: ThrottleConfig {
             max_failures: 3,
@@ -959,7 +1019,7 @@ fn repeated_failed_logins_are_refused_for_a_while() {
         },
         ..ServerConfig::default()
     };
-    let s = Server::with("http-throttle", config);
+    let s = Server::with("http-throttle", &backend, config);
     s.register("ann@example.com");
     s.register("bob@example.com");
     let from = |last: u8, query: &str| -> Reply {
@@ -1024,6 +1084,7 @@ fn repeated_failed_logins_are_refused_for_a_while() {
         &format!("func=auth&username=bob%40example.com&password={PASSWORD}"),
     );
     assert!(bob.xml_attr("auth", "id").is_some(), "{}", bob.body);
+}
 }
 
 // ------------------------------------------------------------------ graceful stop of the binary
@@ -1110,10 +1171,11 @@ fn attempt(addr: SocketAddr, body: &str) -> Result<Outcome, String> {
 }
 
 #[cfg(unix)]
-#[test]
-fn sigterm_during_a_burst_answers_every_request_and_exits_cleanly() {
+backends! {
+fn sigterm_during_a_burst_answers_every_request_and_exits_cleanly(backend) {
     let dir = TempDir::new("http-stop");
-    let mut server = spawn_binary(&dir.db(), &dir.path().join("no-scripts"));
+    let db = backend.db(dir.path());
+    let mut server = spawn_binary(&db, &dir.path().join("no-scripts"));
     let addr = server.addr;
     let authinfo = format!("authinfo=admin:{}", enc(&server.admin_password));
     get(addr, &format!("func=whoami&{authinfo}"), &[])
@@ -1221,13 +1283,15 @@ fn sigterm_during_a_burst_answers_every_request_and_exits_cleanly() {
         created.len()
     );
 
-    // Every answered create is there, whole; nothing refused was applied; the database was
+    // Every answered create is there, whole; nothing refused was applied; a SQLite database was
     // closed cleanly (its WAL checkpointed away).
-    assert!(
-        !dir.path().join("billhost.db-wal").exists(),
-        "WAL left behind"
-    );
-    let db = rusqlite::Connection::open(dir.db()).expect("open db");
+    if !backend.is_postgres() {
+        assert!(
+            !dir.path().join("billhost.db-wal").exists(),
+            "WAL left behind"
+        );
+    }
+    let db = store::connect(&db, store::Durability::Full).expect("open db");
     let count = |email: &str| -> i64 {
         db.query_row(
             "SELECT (SELECT count(*) FROM account WHERE email = ?1) + (SELECT count(*) FROM users WHERE login = ?1)",
@@ -1246,6 +1310,7 @@ fn sigterm_during_a_burst_answers_every_request_and_exits_cleanly() {
         .query_row("SELECT count(*) FROM account", [], |r| r.get(0))
         .expect("total");
     assert_eq!(total as usize, created.len());
+}
 }
 
 fn stop_binary(server: &mut Spawned) -> (Option<i32>, String) {
@@ -1273,8 +1338,8 @@ fn stop_binary(server: &mut Spawned) -> (Option<i32>, String) {
 }
 
 #[cfg(unix)]
-#[test]
-fn scripts_reload_while_serving() {
+backends! {
+fn scripts_reload_while_serving(backend) {
     let dir = TempDir::new("http-scripts");
     let scripts = dir.path().join("scripts");
     std::fs::create_dir_all(&scripts).expect("scripts dir");
@@ -1285,7 +1350,7 @@ fn scripts_reload_while_serving() {
         )
     };
     std::fs::write(scripts.join("hello.lua"), script("v1")).expect("write script");
-    let mut server = spawn_binary(&dir.db(), &scripts);
+    let mut server = spawn_binary(&backend.db(dir.path()), &scripts);
     let greeting = |query: &str| get(server.addr, query, &[]).xml_field("greeting");
 
     assert_eq!(greeting("func=hello").as_deref(), Some("v1"));
@@ -1308,10 +1373,11 @@ fn scripts_reload_while_serving() {
     let (code, stderr) = stop_binary(&mut server);
     assert_eq!(code, Some(0), "{stderr}");
 }
+}
 
-#[test]
-fn json_bodies_and_credentials_without_a_func() {
-    let s = Server::start("http-json");
+backends! {
+fn json_bodies_and_credentials_without_a_func(backend) {
+    let s = Server::start("http-json", &backend);
     let json = |body: &str| post(s.addr, "", body, &[("Content-Type", "application/json")]);
     // A JSON object of parameters is read like a form: strings, integers, flags, lists.
     let reg = json(&format!(
@@ -1369,4 +1435,5 @@ fn json_bodies_and_credentials_without_a_func() {
     let stale = s.get("auth=0123456789abcdef");
     assert_eq!(stale.error(), "auth");
     assert_eq!(s.get("out=xml").error(), "missed");
+}
 }
