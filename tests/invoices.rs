@@ -3,9 +3,13 @@
 //! email goes to a real SMTP server on 127.0.0.1 that these tests run themselves (a minimal one
 //! written here over `TcpListener`). Also: numbering under 50 concurrent payments, the outbox's
 //! retries and exactly-once delivery, tickets' notifications and owner checks, the PDF as an
-//! HTTP download and as the CLI's `--output`.
+//! HTTP download and as the CLI's `--output`. The CLI's test (`call` mailing after its
+//! commit, `billhost deliver` sending what the engine queued) runs on SQLite and on PostgreSQL.
 
 mod common;
+#[macro_use]
+#[path = "support/pg.rs"]
+mod pg;
 #[path = "support/serving.rs"]
 mod serving;
 #[path = "support/smtp.rs"]
@@ -15,6 +19,7 @@ use base64::Engine as _;
 use billhost::config::{Config, SmtpFile};
 use billhost::{Doc, Engine, EngineConfig, mail};
 use common::{Fixture, TempDir, column, error_type, id_of};
+use pg::Backend;
 use serving::Serving;
 use smtp::SmtpServer;
 use std::io::{Read, Write};
@@ -48,8 +53,13 @@ fn smtp_settings(addr: SocketAddr) -> Config {
 }
 
 fn fixture(tag: &str, settings: Config) -> Fixture {
+    fixture_on(&Backend::Sqlite, tag, settings)
+}
+
+/// A fixture whose database is on `backend` (the caller keeps a PostgreSQL database alive).
+fn fixture_on(backend: &Backend, tag: &str, settings: Config) -> Fixture {
     let dir = TempDir::new(tag);
-    let mut config = EngineConfig::new(dir.db());
+    let mut config = EngineConfig::new(backend.db(dir.path()));
     config.settings = settings;
     let engine = Engine::open(config).expect("open engine");
     Fixture { dir, engine }
@@ -121,8 +131,9 @@ fn file(doc: Doc) -> billhost::doc::FileDoc {
     }
 }
 
+/// Messages in the outbox of `db` (a SQLite file or a PostgreSQL URL).
 fn outbox_count(db: &Path) -> i64 {
-    rusqlite::Connection::open(db)
+    billhost::store::connect(db, billhost::store::Durability::Full)
         .expect("open")
         .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
         .expect("count")
@@ -865,12 +876,16 @@ fn over_http_the_pdf_is_a_download() {
     assert!(String::from_utf8_lossy(&body).contains("<error"));
 }
 
-fn billhost(db: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+/// The binary on `db` (a SQLite file or a PostgreSQL URL), with no scripts (`dir/no-scripts`)
+/// and the configuration file, if any, of the environment given.
+fn billhost(db: &Path, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_billhost"))
         .arg("--db")
         .arg(db)
         .args(args)
-        .env("BILLHOST_SCRIPTS", db.with_file_name("no-scripts"))
+        .env("BILLHOST_SCRIPTS", dir.join("no-scripts"))
+        .env_remove("BILLHOST_CONFIG")
+        .env_remove("BILLHOST_DB")
         .envs(env.iter().copied())
         .output()
         .expect("run billhost");
@@ -881,17 +896,19 @@ fn billhost(db: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, Str
     )
 }
 
-#[test]
-fn the_cli_writes_the_pdf_and_mails_after_the_commit() {
+backends! {
+fn the_cli_writes_the_pdf_and_mails_after_the_commit(backend) {
     let server = SmtpServer::start();
-    let fx = fixture("inv-cli", Config::default());
+    let fx = fixture_on(&backend, "inv-cli", Config::default());
     invoice_setup(&fx);
-    let db = fx.dir.db();
+    let db = fx.db().to_path_buf();
+    let dir = fx.dir.path();
     drop(fx.engine);
 
-    let out = fx.dir.path().join("out.pdf");
+    let out = dir.join("out.pdf");
     let (code, _, err) = billhost(
         &db,
+        dir,
         &[
             "call",
             "payment.print.pdf",
@@ -903,10 +920,11 @@ fn the_cli_writes_the_pdf_and_mails_after_the_commit() {
     );
     assert_eq!(code, 0, "{err}");
     let bytes = std::fs::read(&out).expect("pdf written");
-    assert_invoice_text(&pdf_text(fx.dir.path(), &bytes));
+    assert_invoice_text(&pdf_text(dir, &bytes));
     // Without --output the document describes the file.
     let (code, text, _) = billhost(
         &db,
+        dir,
         &["call", "payment.print.pdf", "elid=1", "--out", "text"],
         &[],
     );
@@ -917,23 +935,52 @@ fn the_cli_writes_the_pdf_and_mails_after_the_commit() {
     );
 
     // No SMTP settings: an error, nothing queued.
-    let (code, _, _) = billhost(&db, &["call", "payment.send", "elid=1"], &[]);
+    let (code, _, _) = billhost(&db, dir, &["call", "payment.send", "elid=1"], &[]);
     assert_eq!(code, 1);
     assert_eq!(outbox_count(&db), 0);
 
-    // billhost.toml beside the database, the port from the environment.
+    // billhost.toml beside a SQLite database (a URL has no folder: `--config` names it), the
+    // port from the environment.
+    let toml = dir.join("billhost.toml");
     std::fs::write(
-        fx.dir.path().join("billhost.toml"),
+        &toml,
         "[smtp]\nhost = \"127.0.0.1\"\nport = 1\nfrom = \"billing@example.com\"\n",
     )
     .expect("config");
     let port = server.addr.port().to_string();
-    let env = [("BILLHOST_SMTP_PORT", port.as_str())];
-    let (code, _, err) = billhost(&db, &["call", "payment.send", "elid=1"], &env);
+    let mut env = vec![("BILLHOST_SMTP_PORT", port.as_str())];
+    if backend.is_postgres() {
+        env.push(("BILLHOST_CONFIG", toml.to_str().expect("utf-8 path")));
+    }
+    let (code, _, err) = billhost(&db, dir, &["call", "payment.send", "elid=1"], &env);
     assert_eq!(code, 0, "{err}");
     // Sent by the same process right after its commit.
     assert_eq!(server.received().len(), 1, "{err}");
-    let (code, out, _) = billhost(&db, &["deliver"], &env);
+    let (code, out, _) = billhost(&db, dir, &["deliver"], &env);
     assert_eq!((code, out.as_str()), (0, ""));
     assert_eq!(server.received().len(), 1);
+
+    // What another process queued (an engine that only queues) goes out with `billhost deliver`,
+    // once.
+    {
+        let mut config = EngineConfig::new(&db);
+        config.settings = smtp_settings(server.addr);
+        let engine = Engine::open(config).expect("engine");
+        let queued = engine.call(
+            &billhost::auth::Caller::superuser(),
+            "payment.send",
+            billhost::Params::from_pairs([("elid", "1")]),
+        );
+        assert!(!queued.is_error(), "{queued:?}");
+    }
+    assert_eq!(server.received().len(), 1);
+    let (code, out, err) = billhost(&db, dir, &["deliver"], &env);
+    assert_eq!((code, out.as_str()), (0, "outbox 2: sent\n"), "{err}");
+    let got = server.received();
+    assert_eq!(got.len(), 2);
+    assert_invoice_text(&pdf_text(dir, &attachment_of(&got[1])));
+    let (code, out, _) = billhost(&db, dir, &["deliver"], &env);
+    assert_eq!((code, out.as_str()), (0, ""));
+    assert_eq!(server.received().len(), 2);
+}
 }
