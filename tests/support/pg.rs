@@ -436,6 +436,8 @@ pub fn shared() -> Option<&'static Cluster> {
                 data = cluster.data().display(),
                 dir = cluster.dir.display(),
             );
+            // Never waited for: it outlives this process on purpose (and is then reaped by init).
+            #[allow(clippy::zombie_processes)]
             Command::new("sh")
                 .args(["-c", &watchdog])
                 .stdin(std::process::Stdio::null())
