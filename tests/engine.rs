@@ -877,6 +877,7 @@ fn inline_views_see_the_latest_commit_and_hold_no_snapshot(backend) {
                 .query_one(
                     "SELECT count(*) FROM pg_stat_activity
                      WHERE datname = current_database() AND pid <> pg_backend_pid()
+                       AND backend_type = 'client backend'
                        AND (state LIKE 'idle in transaction%' OR backend_xmin IS NOT NULL)",
                     &[],
                 )
