@@ -98,9 +98,10 @@ impl Fixture {
     }
 }
 
-/// Every row of the tables that hold business data, in a stable order.
+/// Every row of the tables that hold business data, in a stable order. `db` is what
+/// `EngineConfig::new` takes: a SQLite file or a PostgreSQL URL.
 pub fn dump(db: &Path) -> String {
-    let conn = rusqlite::Connection::open(db).expect("open db");
+    let conn = billhost::store::connect(db, billhost::store::Durability::Full).expect("open db");
     let tables = [
         "project",
         "account",
@@ -130,7 +131,7 @@ pub fn dump(db: &Path) -> String {
         while let Some(row) = rows.next().expect("row") {
             out.push_str(table);
             for i in 0..cols {
-                let v: rusqlite::types::Value = row.get(i).expect("value");
+                let v: billhost::store::Value = row.get(i).expect("value");
                 out.push_str(&format!(" {v:?}"));
             }
             out.push('\n');

@@ -436,7 +436,9 @@ pub fn shared() -> Option<&'static Cluster> {
                 data = cluster.data().display(),
                 dir = cluster.dir.display(),
             );
-            Command::new("sh")
+            // Nobody waits for the watchdog: it outlives this process by design.
+            #[allow(clippy::zombie_processes)]
+            let _watchdog = Command::new("sh")
                 .args(["-c", &watchdog])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
