@@ -9,6 +9,8 @@
 mod common;
 #[path = "support/host.rs"]
 mod host;
+#[path = "support/pg.rs"]
+mod pg;
 #[path = "support/webdriver.rs"]
 mod webdriver;
 

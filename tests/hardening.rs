@@ -1,9 +1,13 @@
 //! The faults of issue 13's points 7–9, against the built `billhost serve`: each bad input is
 //! an error document that changed nothing, every document and file answer carries its
-//! security headers.
+//! security headers. On SQLite and on PostgreSQL (a database of its own in the binary's
+//! cluster).
 #![cfg(unix)]
 
 mod common;
+#[macro_use]
+#[path = "support/pg.rs"]
+mod pg;
 #[path = "support/http1.rs"]
 mod http1;
 #[path = "support/serve_bin.rs"]
@@ -12,20 +16,24 @@ mod serve_bin;
 use billhost::{Engine, EngineConfig};
 use common::TempDir;
 use http1::{Answer, Conn, enc};
+use pg::Backend;
 use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const PASSWORD: &str = "Harden123";
 
-fn prepared() -> TempDir {
+/// A folder for the server and the database on `backend`, with the staff user made.
+fn prepared(backend: &Backend) -> (TempDir, PathBuf) {
     let dir = TempDir::new("hardening");
-    let engine = Engine::open(EngineConfig::new(dir.db())).expect("engine");
+    let db = backend.db(dir.path());
+    let engine = Engine::open(EngineConfig::new(&db)).expect("engine");
     engine
         .write(|c| billhost::auth::ensure_staff(c, "admin", Some(PASSWORD)))
         .expect("admin");
     drop(engine);
     std::fs::create_dir_all(dir.path().join("scripts")).expect("scripts dir");
-    dir
+    (dir, db)
 }
 
 fn error_of(answer: &Answer) -> (String, String) {
@@ -48,17 +56,17 @@ fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[test]
-fn bad_input_through_the_binary_is_refused_with_a_document() {
-    let dir = prepared();
-    let server = serve_bin::serve(&dir, "hardening", &[], &[]);
+backends! {
+fn bad_input_through_the_binary_is_refused_with_a_document(backend) {
+    let (dir, db) = prepared(&backend);
+    let server = serve_bin::serve_on(&dir, db.as_os_str(), "hardening", &[], &[]);
     let auth = format!("authinfo={}", enc(&format!("admin:{PASSWORD}")));
     let mut conn = Conn::connect(server.addr, Duration::from_secs(30)).expect("connect");
     let mut call = |query: &str| {
         conn.get(&format!("/billmgr?{query}&{auth}"))
             .expect("answer")
     };
-    let before = common::dump(&dir.db());
+    let before = common::dump(&db);
 
     // Group funcs: empty elements and more than the bound refuse the whole call.
     for elid in ["1,,2", "1,", ",1"] {
@@ -82,7 +90,7 @@ fn bad_input_through_the_binary_is_refused_with_a_document() {
         assert_eq!(error_of(&a).0, "value", "{field}: {}", a.body);
     }
     assert_eq!(
-        common::dump(&dir.db()),
+        common::dump(&db),
         before,
         "a refused call changed something"
     );
@@ -91,7 +99,7 @@ fn bad_input_through_the_binary_is_refused_with_a_document() {
     assert!(a.is_ok(), "{}", a.body);
     let reg = call("func=register&sok=ok&email=ann%40example.com&passwd=Secret123");
     assert!(reg.body.contains("<id>"), "{}", reg.body);
-    let before_money = common::dump(&dir.db());
+    let before_money = common::dump(&db);
     for amount in ["9.9999999999999999999999999999999", "10.015", "1e5", "0x10"] {
         let a = call(&format!(
             "func=subaccount.expense.edit&sok=ok&plid=1&amount={}&name=x",
@@ -105,7 +113,7 @@ fn bad_input_through_the_binary_is_refused_with_a_document() {
         );
     }
     assert_eq!(
-        common::dump(&dir.db()),
+        common::dump(&db),
         before_money,
         "a refused amount changed something"
     );
@@ -165,4 +173,5 @@ fn bad_input_through_the_binary_is_refused_with_a_document() {
         doc.contains("content-security-policy: default-src 'none'; frame-ancestors 'none'"),
         "{doc}"
     );
+}
 }

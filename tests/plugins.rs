@@ -2,11 +2,16 @@
 //! build the libraries themselves, once (`cargo test` does not build other members' cdylibs):
 //! the shipped plugins into this profile's target folder, the faulty test plugins of
 //! `plugins/testing` into `target/plugin-tests`, so that they never land in the default plugin
-//! folders.
+//! folders. Every test whose plugins (gateways, refund handlers, notifiers, funcs that fail)
+//! reach the ledger runs on SQLite and on PostgreSQL (a database of its own in the binary's
+//! cluster); the tests of loading and listing plugins run on SQLite.
 
 mod common;
 #[path = "support/host.rs"]
 mod host;
+#[macro_use]
+#[path = "support/pg.rs"]
+mod pg;
 
 use billhost_plugin_sdk::crypto::{hex, hmac_sha256};
 use common::TempDir;
@@ -176,9 +181,19 @@ fn refs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-#[test]
-fn testpay_payment_is_credited_once_however_often_the_callback_comes() {
-    let host = Host::new("plugins-pay", vec![shipped().to_path_buf()]);
+/// Another empty database on the same backend as `backend`.
+fn another(backend: &pg::Backend) -> pg::Backend {
+    match backend {
+        pg::Backend::Sqlite => pg::Backend::Sqlite,
+        pg::Backend::Postgres(_) => {
+            pg::Backend::postgres("plugins_more").expect("the shared cluster")
+        }
+    }
+}
+
+backends! {
+fn testpay_payment_is_credited_once_however_often_the_callback_comes(backend) {
+    let host = Host::on(&backend, "plugins-pay", vec![shipped().to_path_buf()]);
     let state = TempDir::new("testpay-state");
     let (pm, account) = testpay_setup(&host, state.path());
     let (payment, external) = add_payment(&host, account, pm, "10.00");
@@ -254,10 +269,11 @@ fn testpay_payment_is_credited_once_however_often_the_callback_comes() {
     );
     host.check_clean();
 }
+}
 
-#[test]
-fn testpay_partial_then_full_refund_ends_refunded() {
-    let host = Host::new("plugins-refund", vec![shipped().to_path_buf()]);
+backends! {
+fn testpay_partial_then_full_refund_ends_refunded(backend) {
+    let host = Host::on(&backend, "plugins-refund", vec![shipped().to_path_buf()]);
     let state = TempDir::new("testpay-state");
     let (pm, account) = testpay_setup(&host, state.path());
     let (payment, external) = paid_by_testpay(&host, account, pm, "10.00");
@@ -337,10 +353,11 @@ fn testpay_partial_then_full_refund_ends_refunded() {
     assert_eq!(host.balance(account), 0);
     host.check_clean();
 }
+}
 
-#[test]
-fn checkpay_resolves_payments_stuck_in_progress() {
-    let host = Host::new("plugins-checkpay", vec![shipped().to_path_buf()]);
+backends! {
+fn checkpay_resolves_payments_stuck_in_progress(backend) {
+    let host = Host::on(&backend, "plugins-checkpay", vec![shipped().to_path_buf()]);
     let state = TempDir::new("testpay-state");
     let (pm, account) = testpay_setup(&host, state.path());
     let (paid, ext_paid) = add_payment(&host, account, pm, "7.00");
@@ -370,10 +387,11 @@ fn checkpay_resolves_payments_stuck_in_progress() {
     assert_eq!(host.balance(account), 700);
     host.check_clean();
 }
+}
 
-#[test]
-fn asynchronous_confirmations_of_payments_and_refunds() {
-    let host = Host::new("plugins-async", vec![shipped().to_path_buf()]);
+backends! {
+fn asynchronous_confirmations_of_payments_and_refunds(backend) {
+    let host = Host::on(&backend, "plugins-async", vec![shipped().to_path_buf()]);
     let state = TempDir::new("testpay-state");
     let (pm, account) = testpay_setup(&host, state.path());
     let (payment, external) = add_payment(&host, account, pm, "20.00");
@@ -417,10 +435,11 @@ fn asynchronous_confirmations_of_payments_and_refunds() {
     assert_eq!(host.balance(account), 0);
     host.check_clean();
 }
+}
 
-#[test]
-fn a_manual_refund_while_a_gateway_refund_is_pending_keeps_the_ledger_consistent() {
-    let host = Host::new("plugins-mixed", vec![shipped().to_path_buf()]);
+backends! {
+fn a_manual_refund_while_a_gateway_refund_is_pending_keeps_the_ledger_consistent(backend) {
+    let host = Host::on(&backend, "plugins-mixed", vec![shipped().to_path_buf()]);
     let state = TempDir::new("testpay-state");
     let (pm, account) = testpay_setup(&host, state.path());
     let (payment, _) = paid_by_testpay(&host, account, pm, "10.00");
@@ -442,10 +461,11 @@ fn a_manual_refund_while_a_gateway_refund_is_pending_keeps_the_ledger_consistent
     assert_eq!(host.payment_status(payment), 6);
     host.check_clean();
 }
+}
 
-#[test]
-fn manual_gives_instructions_and_staff_confirm() {
-    let host = Host::new("plugins-manual", vec![shipped().to_path_buf()]);
+backends! {
+fn manual_gives_instructions_and_staff_confirm(backend) {
+    let host = Host::on(&backend, "plugins-manual", vec![shipped().to_path_buf()]);
     host.ok("project.edit", &["elid=1", "sok=ok", "currency=840"]);
     let pm = id_of(&host.ok(
         "paymethod.edit",
@@ -500,10 +520,11 @@ fn manual_gives_instructions_and_staff_confirm() {
     );
     assert_eq!(e["$object"], "module", "{e}");
 }
+}
 
-#[test]
-fn sms_goes_through_the_notifier_and_is_recorded() {
-    let host = Host::new("plugins-sms", vec![shipped().to_path_buf()]);
+backends! {
+fn sms_goes_through_the_notifier_and_is_recorded(backend) {
+    let host = Host::on(&backend, "plugins-sms", vec![shipped().to_path_buf()]);
     let account = id_of(&host.ok("account.edit", &["sok=ok", "email=sam@example.com"]));
     let form = host.ok("account.sms", &[&format!("elid={account}")]);
     assert!(form.get("message").is_some(), "{form}");
@@ -588,6 +609,7 @@ fn sms_goes_through_the_notifier_and_is_recorded() {
         ],
     );
 }
+}
 
 #[test]
 fn func_plugins_add_funcs_like_built_in_ones() {
@@ -652,9 +674,10 @@ fn func_plugins_add_funcs_like_built_in_ones() {
     assert_eq!(e["$object"], "notifier", "{e}");
 }
 
-#[test]
-fn faulty_plugins_give_clear_errors_and_the_host_keeps_serving() {
-    let host = Host::new(
+backends! {
+fn faulty_plugins_give_clear_errors_and_the_host_keeps_serving(backend) {
+    let host = Host::on(
+        &backend,
         "plugins-faulty",
         vec![faulty().to_path_buf(), shipped().to_path_buf()],
     );
@@ -693,7 +716,11 @@ fn faulty_plugins_give_clear_errors_and_the_host_keeps_serving() {
     host.ok("account", &[]);
 
     // A missing plugin folder is an error of its own, not a stop.
-    let gone = Host::new("plugins-gone", vec![PathBuf::from("/nonexistent/plugins")]);
+    let gone = Host::on(
+        &another(&backend),
+        "plugins-gone",
+        vec![PathBuf::from("/nonexistent/plugins")],
+    );
     let list = gone.run(&["plugins"]);
     assert!(
         String::from_utf8_lossy(&list.stdout).contains("cannot read the plugin folder"),
@@ -701,11 +728,13 @@ fn faulty_plugins_give_clear_errors_and_the_host_keeps_serving() {
     );
     gone.ok("account", &[]);
 }
+}
 
-#[test]
-fn faults_inside_a_serving_process_leave_it_answering() {
+backends! {
+fn faults_inside_a_serving_process_leave_it_answering(backend) {
     // One process, many calls: the HTTP server with the faulty plugins loaded.
-    let host = Host::new(
+    let host = Host::on(
+        &backend,
         "plugins-serve",
         vec![faulty().to_path_buf(), shipped().to_path_buf()],
     );
@@ -719,6 +748,7 @@ fn faults_inside_a_serving_process_leave_it_answering() {
         let r = get("func=plugin.sha256&text=abc");
         assert!(r.contains("ba7816bf"), "{r}");
     }
+}
 }
 
 /// A running `billhost serve`, stopped when dropped.
@@ -769,9 +799,9 @@ impl Drop for Server {
     }
 }
 
-#[test]
-fn gateways_post_raw_callbacks_over_http() {
-    let host = Host::new("plugins-http", vec![shipped().to_path_buf()]);
+backends! {
+fn gateways_post_raw_callbacks_over_http(backend) {
+    let host = Host::on(&backend, "plugins-http", vec![shipped().to_path_buf()]);
     let state = TempDir::new("testpay-state");
     let (pm, account) = testpay_setup(&host, state.path());
     let (payment, external) = add_payment(&host, account, pm, "10.00");
@@ -799,6 +829,7 @@ fn gateways_post_raw_callbacks_over_http() {
     assert_eq!(host.balance(account), 1000);
     drop(server);
     host.check_clean();
+}
 }
 
 fn unsafe_kill(pid: u32) {
@@ -880,10 +911,10 @@ fn code_blocks(md: &str) -> Vec<(String, String)> {
     blocks
 }
 
+backends! {
 /// The in-process path (as `billhost serve` runs it): one engine, 8 threads delivering the same
 /// callback at the same moment, 3 rounds.
-#[test]
-fn concurrent_callbacks_from_threads_in_one_process_credit_once() {
+fn concurrent_callbacks_from_threads_in_one_process_credit_once(backend) {
     use billhost::auth::Caller;
     use billhost::plugin::{self, PluginConfig, PluginHost};
     use billhost::{Engine, EngineConfig, Params};
@@ -891,7 +922,7 @@ fn concurrent_callbacks_from_threads_in_one_process_credit_once() {
 
     let dir = TempDir::new("plugins-threads");
     let state = TempDir::new("testpay-state");
-    let mut engine = Engine::open(EngineConfig::new(dir.db())).expect("open");
+    let mut engine = Engine::open(EngineConfig::new(backend.db(dir.path()))).expect("open");
     let host = PluginHost::load(&PluginConfig {
         dirs: vec![shipped().to_path_buf()],
         explicit: true,
@@ -929,7 +960,6 @@ fn concurrent_callbacks_from_threads_in_one_process_credit_once() {
         &[("sok", "ok"), ("email", "tia@example.com")],
     );
     let account: i64 = account.field("id").unwrap().parse().unwrap();
-    let conn = rusqlite::Connection::open(dir.db()).unwrap();
     for round in 1..=3 {
         let doc = call(
             "payment.add",
@@ -965,24 +995,31 @@ fn concurrent_callbacks_from_threads_in_one_process_credit_once() {
             let doc = t.join().expect("thread");
             assert_eq!(doc.field("status"), Some("4"), "{doc:?}");
         }
-        let balance: i64 = conn
-            .query_row(
-                "SELECT balance FROM subaccount WHERE account_id = ?1",
-                [account],
-                |r| r.get(0),
-            )
+        let balance: i64 = engine
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT balance FROM subaccount WHERE account_id = ?1",
+                    [account],
+                    |r| r.get(0),
+                )?)
+            })
             .unwrap();
         assert_eq!(balance, 500 * round);
     }
     let violations = engine.read(billhost::ledger::check).expect("check");
     assert!(violations.is_empty(), "{violations:?}");
 }
+}
 
+backends! {
 /// A refund the gateway fails waits longer after each failure before the retry job asks again
 /// (staff may ask at any time), and completes once the gateway is back.
-#[test]
-fn a_failing_gateway_refund_is_retried_with_growing_delays() {
-    let host = Host::new("plugins-refund-backoff", vec![shipped().to_path_buf()]);
+fn a_failing_gateway_refund_is_retried_with_growing_delays(backend) {
+    let host = Host::on(
+        &backend,
+        "plugins-refund-backoff",
+        vec![shipped().to_path_buf()],
+    );
     let state = TempDir::new("testpay-state");
     let (pm, account) = testpay_setup(&host, state.path());
     let (payment, _) = paid_by_testpay(&host, account, pm, "10.00");
@@ -996,11 +1033,7 @@ fn a_failing_gateway_refund_is_retried_with_growing_delays() {
     assert!(doc.get("refund_error").is_some(), "{doc}");
     let refund: i64 = text(&doc["refund"]).parse().expect("a refund id");
     // Seconds from now until the refund's next attempt, and its attempts.
-    let wait = |host: &Host| {
-        host.query_i64(&format!(
-            "SELECT unixepoch(next_attempt) - unixepoch('now') FROM refund WHERE id = {refund}"
-        ))
-    };
+    let wait = |host: &Host| host.refund_wait(refund);
     let attempts =
         |host: &Host| host.query_i64(&format!("SELECT attempts FROM refund WHERE id = {refund}"));
     assert_eq!(attempts(&host), 1);
@@ -1028,12 +1061,13 @@ fn a_failing_gateway_refund_is_retried_with_growing_delays() {
     assert_eq!(host.balance(account), 0);
     host.check_clean();
 }
+}
 
+backends! {
 /// A gateway's secret settings are never shown: the view has a mask in their place, the mask
 /// sent back with other changes keeps the stored secret, and a new value replaces it.
-#[test]
-fn gateway_secrets_are_masked_in_views_and_kept_when_the_mask_comes_back() {
-    let host = Host::new("plugins-secrets", vec![shipped().to_path_buf()]);
+fn gateway_secrets_are_masked_in_views_and_kept_when_the_mask_comes_back(backend) {
+    let host = Host::on(&backend, "plugins-secrets", vec![shipped().to_path_buf()]);
     let state = TempDir::new("testpay-state");
     let (pm, _account) = testpay_setup(&host, state.path());
     let stored = |host: &Host| -> Value {
@@ -1116,6 +1150,7 @@ fn gateway_secrets_are_masked_in_views_and_kept_when_the_mask_comes_back() {
         "SELECT count(*) FROM history WHERE description LIKE '%s3cret%' OR description LIKE '%n3w-secret%'",
     );
     assert_eq!(leaked, 0);
+}
 }
 
 #[test]

@@ -212,6 +212,25 @@ fn init_call_check_and_serve_work_on_postgres_through_the_binary() {
     let jobs = billhost(&url, &shipped, &["run-jobs"]);
     assert!(jobs.status.success(), "{jobs:?}");
     assert!(stdout(&jobs).contains(": ok"), "{}", stdout(&jobs));
+    // `--once` (cron on several machines): the first run of a period claims it, the next one
+    // in the same period skips every job. Should a period end between the two, a third run
+    // right after is in the same period as the second.
+    let first = billhost(&url, &shipped, &["run-jobs", "--once"]);
+    assert!(first.status.success(), "{first:?}");
+    assert!(!stdout(&first).is_empty());
+    let skipped = |o: &Output| {
+        let text = stdout(o);
+        !text.is_empty()
+            && text
+                .lines()
+                .all(|l| l.ends_with(": skipped: this period has already run"))
+    };
+    let again = billhost(&url, &shipped, &["run-jobs", "--once"]);
+    assert!(again.status.success(), "{again:?}");
+    if !skipped(&again) {
+        let third = billhost(&url, &shipped, &["run-jobs", "--once"]);
+        assert!(skipped(&third), "{}", stdout(&third));
+    }
 
     // `serve` on the same database: the client registered by `call` logs in over HTTP.
     let mut child = Command::new(env!("CARGO_BIN_EXE_billhost"))

@@ -1,10 +1,13 @@
 //! Hostile scripts against the built `billhost serve`: a call that holds the writer past the
 //! script time limit is abandoned and the next write goes through; SIGTERM stops the server
 //! within seconds whatever a script is doing; scripts cannot write lines of their own into the
-//! server log.
+//! server log. On SQLite and on PostgreSQL (a database of its own in the binary's cluster).
 #![cfg(unix)]
 
 mod common;
+#[macro_use]
+#[path = "support/pg.rs"]
+mod pg;
 #[path = "support/http1.rs"]
 mod http1;
 #[path = "support/serve_bin.rs"]
@@ -13,8 +16,10 @@ mod serve_bin;
 use billhost::{Engine, EngineConfig};
 use common::TempDir;
 use http1::{Conn, enc};
+use pg::Backend;
 use serve_bin::Server;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "Sandbox1";
@@ -40,9 +45,16 @@ billing.func("forge", { kind = "view" }, function()
 end)
 "#;
 
-fn serve(dir: &TempDir, run: &str, timeout_secs: u64) -> Server {
-    serve_bin::serve(
-        dir,
+/// A folder with the hostile scripts, and the database made ready for them on a backend.
+struct Prepared {
+    dir: TempDir,
+    db: PathBuf,
+}
+
+fn serve(prepared: &Prepared, run: &str, timeout_secs: u64) -> Server {
+    serve_bin::serve_on(
+        &prepared.dir,
+        prepared.db.as_os_str(),
         run,
         &["--script-instructions", "1000000000000"],
         &[("BILLHOST_SCRIPT_TIMEOUT", &timeout_secs.to_string())],
@@ -56,9 +68,10 @@ fn get(addr: SocketAddr, query: &str) -> http1::Answer {
         .expect("answer")
 }
 
-fn prepared() -> TempDir {
+fn prepared(backend: &Backend) -> Prepared {
     let dir = TempDir::new("sandbox-serve");
-    let engine = Engine::open(EngineConfig::new(dir.db())).expect("engine");
+    let db = backend.db(dir.path());
+    let engine = Engine::open(EngineConfig::new(&db)).expect("engine");
     engine
         .write(|c| billhost::auth::ensure_staff(c, "admin", Some(PASSWORD)))
         .expect("admin");
@@ -66,13 +79,13 @@ fn prepared() -> TempDir {
     let scripts = dir.path().join("scripts");
     std::fs::create_dir_all(&scripts).expect("scripts dir");
     std::fs::write(scripts.join("hostile.lua"), HOSTILE).expect("script");
-    dir
+    Prepared { dir, db }
 }
 
-#[test]
-fn a_runaway_call_is_abandoned_and_the_writer_serves_on() {
-    let dir = prepared();
-    let server = serve(&dir, "abandon", 2);
+backends! {
+fn a_runaway_call_is_abandoned_and_the_writer_serves_on(backend) {
+    let prepared = prepared(&backend);
+    let server = serve(&prepared, "abandon", 2);
     let started = Instant::now();
     let answer = get(server.addr, "func=groups");
     assert!(
@@ -113,11 +126,12 @@ fn a_runaway_call_is_abandoned_and_the_writer_serves_on() {
         "{log}"
     );
 }
+}
 
-#[test]
-fn sigterm_stops_the_server_whatever_a_script_does() {
-    let dir = prepared();
-    let mut server = serve(&dir, "sigterm", 3600);
+backends! {
+fn sigterm_stops_the_server_whatever_a_script_does(backend) {
+    let prepared = prepared(&backend);
+    let mut server = serve(&prepared, "sigterm", 3600);
     let addr = server.addr;
     let caller = std::thread::spawn(move || {
         let auth = enc(&format!("admin:{PASSWORD}"));
@@ -149,14 +163,15 @@ fn sigterm_stops_the_server_whatever_a_script_does() {
         assert!(body.contains("stopping"), "{body}");
     }
 }
+}
 
+backends! {
 /// A script recursing as deep as Lua lets it, through `billing.call` or through C functions
 /// (`gsub` callbacks, `__tostring`), gets a `script` error: it overflowed the stack of the
 /// writer or of an HTTP thread and aborted the server.
-#[test]
-fn deep_recursion_is_an_error_not_a_crash() {
-    let dir = prepared();
-    let server = serve(&dir, "recursion", 10);
+fn deep_recursion_is_an_error_not_a_crash(backend) {
+    let prepared = prepared(&backend);
+    let server = serve(&prepared, "recursion", 10);
     for (how, says) in [
         ("call", "more than 32 deep"),
         ("gsub", "stack overflow"),
@@ -174,18 +189,19 @@ fn deep_recursion_is_an_error_not_a_crash() {
     let answer = get(server.addr, "func=accountgroup.edit&sok=ok&name=After");
     assert!(answer.body.contains("<id>"), "{}", answer.body);
 }
+}
 
+backends! {
 /// Text from outside that the server logs (a login that failed, a job's error raised by a
 /// script) cannot write a line of its own: its newlines are escaped like a script's messages.
-#[test]
-fn outside_text_cannot_write_server_log_lines() {
-    let dir = prepared();
+fn outside_text_cannot_write_server_log_lines(backend) {
+    let prepared = prepared(&backend);
     std::fs::write(
-        dir.path().join("scripts").join("job.lua"),
+        prepared.dir.path().join("scripts").join("job.lua"),
         r#"billing.every(1, "forger", function() error("job\nbillhost serve: forged by a job") end)"#,
     )
     .expect("job script");
-    let server = serve(&dir, "logforge", 10);
+    let server = serve(&prepared, "logforge", 10);
     let mut conn = Conn::connect(server.addr, Duration::from_secs(60)).expect("connect");
     // The login ends at the first colon.
     let login = enc("x\nbillhost serve forged by a login:pw");
@@ -210,4 +226,5 @@ fn outside_text_cannot_write_server_log_lines() {
             .all(|l| !l.starts_with("billhost serve: forged")),
         "{log}"
     );
+}
 }

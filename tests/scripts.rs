@@ -1,35 +1,69 @@
 //! Business-rule scripts through the real engine: hooks, script funcs, `billing.call`, the
-//! sandbox and its limits, exact money, jobs, and hot reload as editors save files.
+//! sandbox and its limits, exact money, jobs, and hot reload as editors save files. Every test
+//! whose scripts reach funcs or the database runs on SQLite and on PostgreSQL (a database of its
+//! own in the binary's cluster); the tests of the Lua sandbox alone, which never reach the
+//! store, run on SQLite.
 
 mod common;
+#[macro_use]
+#[path = "support/pg.rs"]
+mod pg;
 
 use billhost::auth::Caller;
 use billhost::{Doc, Engine, EngineConfig, Params};
 use common::{TempDir, column, dump, error_type};
-use std::path::Path;
+use pg::Backend;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 struct Scripted {
     dir: TempDir,
+    /// What the engine was opened on: a file in `dir`, or a PostgreSQL URL.
+    db: PathBuf,
     engine: Engine,
+    /// Keeps a PostgreSQL database alive as long as the engine.
+    _backend: Backend,
 }
 
-fn scripted_with(files: &[(&str, &str)], tune: impl FnOnce(&mut EngineConfig)) -> Scripted {
+fn scripted_with_on(
+    backend: &Backend,
+    files: &[(&str, &str)],
+    tune: impl FnOnce(&mut EngineConfig),
+) -> Scripted {
     let dir = TempDir::new("scripts");
     let scripts = dir.path().join("scripts");
     std::fs::create_dir_all(&scripts).expect("scripts dir");
     for (name, code) in files {
         std::fs::write(scripts.join(name), code).expect("write script");
     }
-    let mut config = EngineConfig::new(dir.db()).with_scripts(&scripts);
+    let db = backend.db(dir.path());
+    let mut config = EngineConfig::new(&db).with_scripts(&scripts);
     config.scripts.instruction_budget = 2_000_000;
     tune(&mut config);
     let engine = Engine::open(config).expect("engine");
-    Scripted { dir, engine }
+    Scripted {
+        dir,
+        db,
+        engine,
+        _backend: backend.clone(),
+    }
 }
 
+fn scripted_on(backend: &Backend, files: &[(&str, &str)]) -> Scripted {
+    scripted_with_on(backend, files, |_| {})
+}
+
+/// On SQLite, for the tests of the sandbox alone.
 fn scripted(files: &[(&str, &str)]) -> Scripted {
-    scripted_with(files, |_| {})
+    scripted_on(&Backend::Sqlite, files)
+}
+
+/// Another empty database on the same backend as `backend`.
+fn another(backend: &Backend) -> Backend {
+    match backend {
+        Backend::Sqlite => Backend::Sqlite,
+        Backend::Postgres(_) => Backend::postgres("scripts_more").expect("the shared cluster"),
+    }
 }
 
 impl Scripted {
@@ -59,11 +93,13 @@ const REGISTER: &[(&str, &str)] = &[
     ("passwd", "Secret123"),
 ];
 
-#[test]
-fn before_hooks_veto_and_rewrite_after_hooks_add_fields() {
-    let s = scripted(&[(
-        "guard.lua",
-        r#"
+backends! {
+fn before_hooks_veto_and_rewrite_after_hooks_add_fields(backend) {
+    let s = scripted_on(
+        &backend,
+        &[(
+            "guard.lua",
+            r#"
         billing.on("register", "before", function(req)
           if req.params.email:match("@spam%.test$") then
             billing.reject("value", "email", "no spam")
@@ -74,8 +110,9 @@ fn before_hooks_veto_and_rewrite_after_hooks_add_fields() {
           res.greeting = "hello " .. req.user.level
         end)
         "#,
-    )]);
-    let before = dump(&s.dir.db());
+        )],
+    );
+    let before = dump(&s.db);
     let doc = s.call(
         "register",
         &[
@@ -86,7 +123,7 @@ fn before_hooks_veto_and_rewrite_after_hooks_add_fields() {
     );
     assert_eq!(error_type(&doc), "value");
     assert_eq!(msg(&doc), "no spam");
-    assert_eq!(dump(&s.dir.db()), before);
+    assert_eq!(dump(&s.db), before);
 
     let doc = s.call("register", REGISTER);
     assert_eq!(doc.field("id"), Some("1"));
@@ -96,14 +133,17 @@ fn before_hooks_veto_and_rewrite_after_hooks_add_fields() {
         vec!["Checked ann@example.com"]
     );
 }
+}
 
+backends! {
 /// What `before` hooks do to `req.params` is what the func gets: a removed parameter is gone,
 /// a replaced table replaces them all, a value they set crosses as text.
-#[test]
-fn before_hooks_remove_and_replace_parameters() {
-    let s = scripted(&[(
-        "params.lua",
-        r#"
+fn before_hooks_remove_and_replace_parameters(backend) {
+    let s = scripted_on(
+        &backend,
+        &[(
+            "params.lua",
+            r#"
         billing.on("register", "before", function(req)
           if req.params.email == "ann@example.com" then
             req.params.realname = nil
@@ -115,7 +155,8 @@ fn before_hooks_remove_and_replace_parameters() {
           end
         end)
         "#,
-    )]);
+        )],
+    );
     let doc = s.call(
         "register",
         &[
@@ -141,14 +182,17 @@ fn before_hooks_remove_and_replace_parameters() {
     let bob = s.call("account.edit", &[("elid", "2")]);
     assert_eq!(bob.field("country"), Some("276"));
 }
+}
 
+backends! {
 /// `after` hooks get the `req` table the `before` hooks left (their notes too) and a result
 /// whose changed fields are kept in place, new ones after them in key order.
-#[test]
-fn after_hooks_see_what_before_hooks_left_and_change_fields_in_place() {
-    let s = scripted(&[(
-        "notes.lua",
-        r#"
+fn after_hooks_see_what_before_hooks_left_and_change_fields_in_place(backend) {
+    let s = scripted_on(
+        &backend,
+        &[(
+            "notes.lua",
+            r#"
         billing.on("account.edit", "before", function(req)
           req.note = "seen by before"
           req.params.lang = "de"
@@ -164,9 +208,10 @@ fn after_hooks_see_what_before_hooks_left_and_change_fields_in_place() {
           res.alpha = res.zeta .. "!"
         end)
         "#,
-    )]);
+        )],
+    );
     s.call("register", REGISTER);
-    let plain = Engine::open(EngineConfig::new(s.dir.db())).expect("engine");
+    let plain = Engine::open(EngineConfig::new(&s.db)).expect("engine");
     let unhooked = plain.call(
         &Caller::superuser(),
         "account.edit",
@@ -204,14 +249,17 @@ fn after_hooks_see_what_before_hooks_left_and_change_fields_in_place() {
 
     // A script that replaces library functions for everyone does not change how results
     // are read back.
-    let s2 = scripted(&[(
-        "meddle.lua",
-        r#"
+    let s2 = scripted_on(
+        &another(&backend),
+        &[(
+            "meddle.lua",
+            r#"
         _G.next = function() return nil end
         _G.type = function() return "nil" end
         billing.on("account.edit", "after", function(req, res) res.kept = "yes" end)
         "#,
-    )]);
+        )],
+    );
     s2.call("register", REGISTER);
     assert_eq!(
         s2.call("account.edit", &[("elid", "1")]).field("kept"),
@@ -219,15 +267,18 @@ fn after_hooks_see_what_before_hooks_left_and_change_fields_in_place() {
     );
 
     // Money crosses as its exact text; a float fails the call.
-    let s = scripted(&[(
-        "values.lua",
-        r#"
+    let s = scripted_on(
+        &another(&backend),
+        &[(
+            "values.lua",
+            r#"
         billing.on("account.edit", "after", function(req, res)
           res.credit = billing.money("1.50")
           if req.params.elid == "2" then res.ratio = 0.5 end
         end)
         "#,
-    )]);
+        )],
+    );
     s.call("register", REGISTER);
     let doc = s.call("account.edit", &[("elid", "1")]);
     assert_eq!(doc.field("credit"), Some("1.50"));
@@ -245,36 +296,43 @@ fn after_hooks_see_what_before_hooks_left_and_change_fields_in_place() {
         msg(&doc)
     );
 }
+}
 
-#[test]
-fn a_failing_after_hook_rolls_the_func_back() {
-    let s = scripted(&[(
-        "after.lua",
-        r#"
+backends! {
+fn a_failing_after_hook_rolls_the_func_back(backend) {
+    let s = scripted_on(
+        &backend,
+        &[(
+            "after.lua",
+            r#"
         billing.on("accountgroup.edit", "after", function(req, res)
           -- the nested call happens in the same transaction, and is undone with it
           billing.call("project.edit", { sok = "ok", name = "side effect" })
           error("refusing " .. req.params.name)
         end)
         "#,
-    )]);
-    let before = dump(&s.dir.db());
+        )],
+    );
+    let before = dump(&s.db);
     let doc = s.call("accountgroup.edit", &[("sok", "ok"), ("name", "Main")]);
     assert_eq!(error_type(&doc), "script");
     assert!(msg(&doc).starts_with("after.lua:5:"), "{}", msg(&doc));
     assert!(msg(&doc).contains("refusing Main"), "{}", msg(&doc));
     assert_eq!(
-        dump(&s.dir.db()),
+        dump(&s.db),
         before,
         "the func and the hook's nested call must be rolled back"
     );
 }
+}
 
-#[test]
-fn script_funcs_call_other_funcs_and_keep_money_exact() {
-    let s = scripted(&[(
-        "funcs.lua",
-        r#"
+backends! {
+fn script_funcs_call_other_funcs_and_keep_money_exact(backend) {
+    let s = scripted_on(
+        &backend,
+        &[(
+            "funcs.lua",
+            r#"
         billing.func("sum", { access = "admin", kind = "view" }, function(req)
           local a, b = billing.money(req.params.a), billing.money(req.params.b)
           local total = a + b
@@ -297,7 +355,8 @@ fn script_funcs_call_other_funcs_and_keep_money_exact() {
           return { ok = true, id = r.id }
         end)
         "#,
-    )]);
+        )],
+    );
     let doc = s.call("sum", &[("a", "0.1"), ("b", "0.2")]);
     assert_eq!(doc.field("total"), Some("0.3"));
     assert_eq!(doc.field("exact"), Some("on"));
@@ -343,6 +402,7 @@ fn script_funcs_call_other_funcs_and_keep_money_exact() {
     // A failed billing.call keeps its own error type.
     let doc = s.call("newgroup", &[("name", "made by a script")]);
     assert_eq!(error_type(&doc), "exists");
+}
 }
 
 #[test]
@@ -399,9 +459,10 @@ fn the_sandbox_refuses_what_scripts_must_not_reach() {
     );
 }
 
-#[test]
-fn runaway_scripts_fail_their_call_only() {
-    let s = scripted_with(
+backends! {
+fn runaway_scripts_fail_their_call_only(backend) {
+    let s = scripted_with_on(
+        &backend,
         &[(
             "runaway.lua",
             r#"
@@ -443,18 +504,22 @@ fn runaway_scripts_fail_their_call_only() {
     assert!(!s.call("fine", &[]).is_error());
     assert!(!s.call("account", &[]).is_error());
 }
+}
 
-#[test]
-fn jobs_run_as_the_system_in_their_own_transaction() {
-    let s = scripted(&[(
-        "jobs.lua",
-        r#"
+backends! {
+fn jobs_run_as_the_system_in_their_own_transaction(backend) {
+    let s = scripted_on(
+        &backend,
+        &[(
+            "jobs.lua",
+            r#"
         billing.every(3600, "make-group", function()
           billing.call("accountgroup.edit", { sok = "ok", name = "nightly" })
         end)
         billing.every(60, "broken", function() error("job failed") end)
         "#,
-    )]);
+        )],
+    );
     let outcomes = s.engine.run_jobs(|_| true);
     assert_eq!(outcomes.len(), 2);
     assert!(outcomes[0].1.is_ok(), "{outcomes:?}");
@@ -480,6 +545,7 @@ fn jobs_run_as_the_system_in_their_own_transaction() {
         .expect("history");
     assert_eq!(who, "system");
 }
+}
 
 /// Saves a file the way editors do: write a temporary file, then rename it over the target.
 fn editor_save(dir: &Path, name: &str, code: &str) {
@@ -496,12 +562,15 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn hot_reload_swaps_only_sets_that_load() {
-    let s = scripted(&[(
-        "rule.lua",
-        r#"billing.func("version", { kind = "view" }, function() return { v = "1" } end)"#,
-    )]);
+backends! {
+fn hot_reload_swaps_only_sets_that_load(backend) {
+    let s = scripted_on(
+        &backend,
+        &[(
+            "rule.lua",
+            r#"billing.func("version", { kind = "view" }, function() return { v = "1" } end)"#,
+        )],
+    );
     let host = s.engine.scripts().clone();
     let _watcher = host.watch().expect("watch");
     let dir = s.scripts_dir();
@@ -562,13 +631,17 @@ fn hot_reload_swaps_only_sets_that_load() {
         !s.engine.funcs().iter().any(|d| d.name == "extra")
     });
 }
+}
 
-#[test]
-fn a_func_keeps_the_generation_it_started_with() {
-    let s = scripted(&[(
-        "a.lua",
-        r#"billing.func("gen", { kind = "view" }, function() return { v = "a" } end)"#,
-    )]);
+backends! {
+fn a_func_keeps_the_generation_it_started_with(backend) {
+    let s = scripted_on(
+        &backend,
+        &[(
+            "a.lua",
+            r#"billing.func("gen", { kind = "view" }, function() return { v = "a" } end)"#,
+        )],
+    );
     let host = s.engine.scripts().clone();
     let old = host.current();
     std::fs::write(
@@ -582,10 +655,11 @@ fn a_func_keeps_the_generation_it_started_with() {
     assert!(host.current().id > old.id);
     assert_eq!(s.call("gen", &[]).field("v"), Some("b"));
 }
+}
 
-#[test]
-fn a_broken_set_at_start_runs_without_scripts_and_says_why() {
-    let s = scripted(&[("bad.lua", "this is not lua")]);
+backends! {
+fn a_broken_set_at_start_runs_without_scripts_and_says_why(backend) {
+    let s = scripted_on(&backend, &[("bad.lua", "this is not lua")]);
     let status = s.engine.scripts().status();
     assert!(
         status
@@ -597,7 +671,10 @@ fn a_broken_set_at_start_runs_without_scripts_and_says_why() {
     assert!(status.files.is_empty());
     assert!(!s.call("account", &[]).is_error());
     // Declaring a built-in func is refused at load.
-    let s = scripted(&[("dup.lua", r#"billing.func("account", {}, function() end)"#)]);
+    let s = scripted_on(
+        &backend,
+        &[("dup.lua", r#"billing.func("account", {}, function() end)"#)],
+    );
     assert!(
         s.engine
             .scripts()
@@ -606,19 +683,23 @@ fn a_broken_set_at_start_runs_without_scripts_and_says_why() {
             .is_some_and(|e| e.contains("built-in"))
     );
 }
+}
 
-#[test]
-fn the_scheduler_runs_jobs_every_period_while_it_lives() {
-    let s = scripted(&[(
-        "tick.lua",
-        r#"
+backends! {
+fn the_scheduler_runs_jobs_every_period_while_it_lives(backend) {
+    let s = scripted_on(
+        &backend,
+        &[(
+            "tick.lua",
+            r#"
         local n = 0
         billing.every(1, "tick", function()
           n = n + 1
           billing.call("accountgroup.edit", { sok = "ok", name = "tick " .. n })
         end)
         "#,
-    )]);
+        )],
+    );
     let engine = std::sync::Arc::new(s.engine);
     let scheduler = billhost::script::Scheduler::spawn(engine.clone());
     let groups = || {
@@ -638,12 +719,13 @@ fn the_scheduler_runs_jobs_every_period_while_it_lives() {
         "no job runs once the scheduler is dropped"
     );
 }
+}
 
+backends! {
 /// A call-out func with a hook holds the Lua state when its handler starts; the writer may
 /// meanwhile be running a hooked func that waits for Lua. The call-out lets go of Lua before it
 /// waits for the writer, so both finish (locks are taken database first, then Lua).
-#[test]
-fn a_hooked_call_out_never_deadlocks_with_a_hooked_write() {
+fn a_hooked_call_out_never_deadlocks_with_a_hooked_write(backend) {
     use billhost::func::{Access, ActionMode, FuncDecl};
     use std::sync::mpsc;
 
@@ -654,7 +736,9 @@ billing.on("accountgroup.edit", "before", function(req) end)
     let Scripted {
         dir: _dir,
         mut engine,
-    } = scripted(&[("hooks.lua", hooks)]);
+        _backend,
+        ..
+    } = scripted_on(&backend, &[("hooks.lua", hooks)]);
     let (in_handler, handler_started) = mpsc::channel::<()>();
     let in_handler = std::sync::Mutex::new(in_handler);
     engine.add_func(FuncDecl::action(
@@ -715,6 +799,7 @@ billing.on("accountgroup.edit", "before", function(req) end)
     names.sort();
     assert_eq!(names, ["by call-out", "by writer"], "{finished_first:?}");
 }
+}
 
 /// Calls `func` on a thread of its own and fails the test if no answer comes within a minute:
 /// a call that escaped every limit never answers.
@@ -736,13 +821,14 @@ fn bounded(s: &std::sync::Arc<Scripted>, func: &str, params: &[(&str, &str)]) ->
         .unwrap_or_else(|_| panic!("{func} never answered: it escaped every limit"))
 }
 
+backends! {
 /// Every way Lua code runs, and every C loop a script can start, is under the call's budget:
 /// finalizers and message handlers (where Lua switches the hook off or retries errors),
 /// metamethods, coroutines, loaded chunks, funcs and hooks reached by a nested `billing.call`,
 /// the pattern functions, and C loops of the string and table libraries.
-#[test]
-fn no_lua_path_escapes_the_instruction_budget() {
-    let s = std::sync::Arc::new(scripted_with(
+fn no_lua_path_escapes_the_instruction_budget(backend) {
+    let s = std::sync::Arc::new(scripted_with_on(
+        &backend,
         &[(
             "escapes.lua",
             r#"
@@ -879,6 +965,7 @@ fn no_lua_path_escapes_the_instruction_budget() {
         );
     }
 }
+}
 
 /// A file's top-level code runs under the same limits while the set loads.
 #[test]
@@ -907,11 +994,12 @@ fn a_runaway_file_does_not_load() {
     }
 }
 
+backends! {
 /// A call whose scripts take longer than the time limit is abandoned (rolled back, a `script`
 /// error) even when it runs few instructions, and the next write goes through.
-#[test]
-fn a_call_past_its_time_limit_is_abandoned_and_rolled_back() {
-    let s = std::sync::Arc::new(scripted_with(
+fn a_call_past_its_time_limit_is_abandoned_and_rolled_back(backend) {
+    let s = std::sync::Arc::new(scripted_with_on(
+        &backend,
         &[(
             "slow.lua",
             r#"
@@ -925,19 +1013,16 @@ fn a_call_past_its_time_limit_is_abandoned_and_rolled_back() {
             c.scripts.timeout = Duration::from_secs(1);
         },
     ));
-    let before = dump(&s.dir.db());
+    let before = dump(&s.db);
     let started = Instant::now();
     let doc = bounded(&s, "groups", &[]);
     assert_eq!(error_type(&doc), "script", "{doc:?}");
     assert!(msg(&doc).contains("longer than 1 s"), "{}", msg(&doc));
     assert!(started.elapsed() < Duration::from_secs(30));
-    assert_eq!(
-        dump(&s.dir.db()),
-        before,
-        "the abandoned call changed nothing"
-    );
+    assert_eq!(dump(&s.db), before, "the abandoned call changed nothing");
     let doc = bounded(&s, "accountgroup.edit", &[("sok", "ok"), ("name", "After")]);
     assert!(!doc.is_error(), "{doc:?}");
+}
 }
 
 /// Each file has its own globals, and no file can change the shared libraries, the string

@@ -1,31 +1,51 @@
-//! The scripts shipped in `scripts/`, loaded from the repository as the server loads them.
+//! The scripts shipped in `scripts/`, loaded from the repository as the server loads them. On
+//! SQLite and on PostgreSQL (a database of its own in the binary's cluster).
 
 mod common;
+#[macro_use]
+#[path = "support/pg.rs"]
+mod pg;
 
-use common::{Fixture, column, error_type};
-use std::path::PathBuf;
+use billhost::{Engine, EngineConfig};
+use common::{Fixture, TempDir, column, error_type};
+use pg::Backend;
+use std::path::{Path, PathBuf};
 
-/// An engine with the shipped scripts loaded.
-struct Shipped(Fixture);
+/// An engine with the shipped scripts loaded, and what keeps its database alive.
+struct Shipped {
+    fx: Fixture,
+    _backend: Backend,
+}
 
 impl std::ops::Deref for Shipped {
     type Target = Fixture;
     fn deref(&self) -> &Fixture {
-        &self.0
+        &self.fx
     }
 }
 
+/// A fixture on `backend` whose engine runs the scripts of `scripts`.
+fn scripted(backend: &Backend, tag: &str, scripts: &Path) -> Fixture {
+    let dir = TempDir::new(tag);
+    let config = EngineConfig::new(backend.db(dir.path())).with_scripts(scripts);
+    let engine = Engine::open(config).expect("open engine");
+    Fixture { dir, engine }
+}
+
 impl Shipped {
-    fn new() -> Shipped {
+    fn new(backend: &Backend) -> Shipped {
         let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts");
-        let fx = Fixture::with("shipped", |config| config.with_scripts(scripts));
+        let fx = scripted(backend, "shipped", &scripts);
         let status = fx.engine.scripts().status();
         assert!(
             status.last_error.is_none(),
             "shipped scripts do not load: {status:?}"
         );
         assert_eq!(status.files.len(), 4, "{status:?}");
-        Shipped(fx)
+        Shipped {
+            fx,
+            _backend: backend.clone(),
+        }
     }
 
     /// A provider in USD with a bank method (1) and a bonus method (2), and one client (1).
@@ -72,9 +92,9 @@ impl Shipped {
     }
 }
 
-#[test]
-fn registration_guard_refuses_disposable_domains() {
-    let s = Shipped::new();
+backends! {
+fn registration_guard_refuses_disposable_domains(backend) {
+    let s = Shipped::new(&backend);
     let doc = s.call(
         "register",
         &[
@@ -94,10 +114,11 @@ fn registration_guard_refuses_disposable_domains() {
         ],
     );
 }
+}
 
-#[test]
-fn large_payments_earn_a_bonus_in_the_same_transaction() {
-    let s = Shipped::new();
+backends! {
+fn large_payments_earn_a_bonus_in_the_same_transaction(backend) {
+    let s = Shipped::new(&backend);
     s.setup();
     s.pay("100.00");
     assert_eq!(s.balance(), "100.00", "below the threshold: no bonus");
@@ -130,10 +151,11 @@ fn large_payments_earn_a_bonus_in_the_same_transaction() {
         vec![]
     );
 }
+}
 
-#[test]
-fn the_hourly_job_suspends_clients_below_their_credit_limit() {
-    let s = Shipped::new();
+backends! {
+fn the_hourly_job_suspends_clients_below_their_credit_limit(backend) {
+    let s = Shipped::new(&backend);
     s.setup();
     s.ok(
         "register",
@@ -180,10 +202,11 @@ fn the_hourly_job_suspends_clients_below_their_credit_limit() {
             .is_ok()
     );
 }
+}
 
-#[test]
-fn the_revenue_report_sums_credited_payments_per_provider_and_month() {
-    let s = Shipped::new();
+backends! {
+fn the_revenue_report_sums_credited_payments_per_provider_and_month(backend) {
+    let s = Shipped::new(&backend);
     s.setup();
     s.pay("100.00");
     s.pay("0.10");
@@ -217,12 +240,13 @@ fn the_revenue_report_sums_credited_payments_per_provider_and_month() {
         "access"
     );
 }
+}
 
+backends! {
 /// What a file does to the libraries, the string metatable, `billing` or its globals stays in
 /// that file: a hostile file loaded before the guard and one after it (acting at load time and
 /// again from a hook on every registration) leave the shipped guard working.
-#[test]
-fn a_hostile_file_cannot_disable_the_shipped_guard() {
+fn a_hostile_file_cannot_disable_the_shipped_guard(backend) {
     const HOSTILE: &str = r#"
     local function off() return nil end
     local function attack()
@@ -240,7 +264,7 @@ fn a_hostile_file_cannot_disable_the_shipped_guard() {
     attack()
     billing.on("register", "before", attack)
     "#;
-    let dir = common::TempDir::new("shipped-hostile");
+    let dir = TempDir::new("shipped-hostile");
     let scripts = dir.path().join("scripts");
     std::fs::create_dir_all(&scripts).expect("scripts dir");
     let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts");
@@ -250,7 +274,7 @@ fn a_hostile_file_cannot_disable_the_shipped_guard() {
     }
     std::fs::write(scripts.join("05-hostile.lua"), HOSTILE).expect("hostile");
     std::fs::write(scripts.join("99-hostile.lua"), HOSTILE).expect("hostile");
-    let fx = Fixture::with("shipped-hostile", |config| config.with_scripts(&scripts));
+    let fx = scripted(&backend, "shipped-hostile", &scripts);
     let status = fx.engine.scripts().status();
     assert!(status.last_error.is_none(), "{status:?}");
     assert_eq!(status.files.len(), 6, "{status:?}");
@@ -266,4 +290,5 @@ fn a_hostile_file_cannot_disable_the_shipped_guard() {
         assert_eq!(error_type(&doc), "value", "{doc:?}");
     }
     assert_eq!(column(&fx.call("account", &[]), "id").len(), 0);
+}
 }

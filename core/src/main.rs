@@ -123,7 +123,13 @@ enum Command {
     Plugins,
     /// Run every scheduled script job once (for cron), each in its own transaction, then the
     /// plugin jobs: `payment.checkpay` and `payment.refund.retry`.
-    RunJobs,
+    RunJobs {
+        /// Claim each job's current period as the servers' schedulers do, and skip a job whose
+        /// period has already run on any server or machine on the database: for cron on
+        /// several machines, so that each period runs once across them.
+        #[arg(long)]
+        once: bool,
+    },
     /// Send the outbox's due email through the configured SMTP server (for cron); exits 1 when
     /// a message could not be sent.
     Deliver,
@@ -306,33 +312,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Plugins => list_plugins(&plugins),
-        Command::RunJobs => {
-            let mut failed = false;
-            for (name, outcome) in engine.run_jobs(|_| true) {
-                match outcome {
-                    Ok(()) => println!("{name}: ok"),
-                    Err(e) => {
-                        failed = true;
-                        // One line a job: a script's error cannot add lines of its own.
-                        println!("{}", billhost::script::log_escaped(&format!("{name}: {e}")));
-                    }
-                }
-            }
-            for (func, _) in engine.periodic() {
-                match engine.run_periodic(func) {
-                    Doc::Error(e) => {
-                        failed = true;
-                        println!("{}", billhost::script::log_escaped(&format!("{func}: {e}")));
-                    }
-                    doc => println!("{func}: {}", plugin::outcome_text(&Ok(doc))),
-                }
-            }
-            if failed {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            }
-        }
+        Command::RunJobs { once } => run_jobs(&engine, once),
         Command::Serve(args) => serve(engine, &cli.db, args),
         Command::Migrate { .. } => ExitCode::from(2),
         Command::Repl {
@@ -734,4 +714,56 @@ fn check(engine: &Engine) -> ExitCode {
 
 fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
     print!("{}", billhost::wire::table(header, rows));
+}
+
+/// `billhost run-jobs [--once]`: every job, then every periodic func; one line each. With
+/// `once`, each claims the period it falls in now ([`billhost::store::schedule`]) and one whose
+/// period has run anywhere says so and is skipped.
+fn run_jobs(engine: &Engine, once: bool) -> ExitCode {
+    let now = clock::unix_now();
+    let period = |every: u64| billhost::store::schedule::period_start(now, every);
+    let mut failed = false;
+    let mut report = |name: &str, outcome: Option<Result<String, String>>| match outcome {
+        None => println!("{name}: skipped: this period has already run"),
+        Some(Ok(text)) => println!("{name}: {text}"),
+        Some(Err(e)) => {
+            failed = true;
+            // One line a job: a script's error cannot add lines of its own.
+            println!("{}", billhost::script::log_escaped(&format!("{name}: {e}")));
+        }
+    };
+    let jobs = if once {
+        engine.run_jobs_once(|j| Some(period(j.every_secs)))
+    } else {
+        engine
+            .run_jobs(|_| true)
+            .into_iter()
+            .map(|(name, outcome)| (name, Some(outcome)))
+            .collect()
+    };
+    for (name, outcome) in jobs {
+        report(
+            &name,
+            outcome.map(|o| o.map(|()| "ok".to_string()).map_err(|e| e.to_string())),
+        );
+    }
+    for (func, every) in engine.periodic() {
+        let doc = if once {
+            engine.run_periodic_once(func, *every, period(*every))
+        } else {
+            Some(engine.run_periodic(func))
+        };
+        report(
+            func,
+            doc.map(|doc| match doc {
+                Doc::Error(e) => Err(e.to_string()),
+                doc => Ok(plugin::outcome_text(&Ok(doc))),
+            }),
+        );
+    }
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -1,9 +1,12 @@
-//! A billhost installation for the plugin tests: a temporary database made by `billhost init`,
-//! the plugin folders given, and the built binary run on it (`call` with JSON out, `check`),
-//! with a few reads of the ledger straight from the SQLite file.
+//! A billhost installation for the plugin tests: a temporary folder, a database made by
+//! `billhost init` (a SQLite file in the folder, or a PostgreSQL URL), the plugin folders given,
+//! and the built binary run on it (`call` with JSON out, `check`), with a few reads of the
+//! ledger straight from the database, through the store (either backend).
 #![allow(dead_code)]
 
 use crate::common::TempDir;
+use crate::pg::Backend;
+use billhost::store;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -11,14 +14,26 @@ use std::process::{Command, Output};
 pub struct Host {
     pub dir: TempDir,
     pub plugins: Vec<PathBuf>,
+    /// What `--db` gets: `dir/billhost.db`, or the URL of a PostgreSQL database.
+    pub db: PathBuf,
+    /// Where the database lives (keeps a PostgreSQL database alive while the host is).
+    pub backend: Backend,
 }
 
 impl Host {
-    /// A new installation (`billhost init` with the staff password `secret`).
+    /// A new installation on SQLite (`billhost init` with the staff password `secret`).
     pub fn new(tag: &str, plugins: Vec<PathBuf>) -> Host {
+        Host::on(&Backend::Sqlite, tag, plugins)
+    }
+
+    /// A new installation whose database is on `backend`.
+    pub fn on(backend: &Backend, tag: &str, plugins: Vec<PathBuf>) -> Host {
+        let dir = TempDir::new(tag);
         let host = Host {
-            dir: TempDir::new(tag),
+            db: backend.db(dir.path()),
+            dir,
             plugins,
+            backend: backend.clone(),
         };
         let init = host.run(&["init", "--admin-password", "secret"]);
         assert!(init.status.success(), "{init:?}");
@@ -28,7 +43,7 @@ impl Host {
     /// The binary on this installation, the environment's own settings removed.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_billhost"));
-        cmd.arg("--db").arg(self.dir.db());
+        cmd.arg("--db").arg(&self.db);
         for p in &self.plugins {
             cmd.arg("--plugins").arg(p);
         }
@@ -84,8 +99,9 @@ impl Host {
         );
     }
 
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.db()).expect("open db")
+    /// A connection to the installation's database, through the store (either backend).
+    pub fn db(&self) -> store::Connection {
+        store::connect(&self.db, store::Durability::Full).expect("open db")
     }
 
     /// One integer a query without parameters answers.
@@ -112,12 +128,26 @@ impl Host {
 
     /// Makes a gateway refund's next retry due now, as if its delay had passed.
     pub fn refund_due(&self, refund: i64) {
+        let past = billhost::clock::format_unix(billhost::clock::unix_now() - 1);
         self.db()
             .execute(
-                "UPDATE refund SET next_attempt = datetime('now', '-1 second') WHERE id = ?1",
-                [refund],
+                "UPDATE refund SET next_attempt = ?2 WHERE id = ?1",
+                store::params![refund, past],
             )
             .expect("due");
+    }
+
+    /// Seconds from now until a gateway refund's next retry is due.
+    pub fn refund_wait(&self, refund: i64) -> i64 {
+        let next: String = self
+            .db()
+            .query_row(
+                "SELECT next_attempt FROM refund WHERE id = ?1",
+                [refund],
+                |r| r.get(0),
+            )
+            .expect("next attempt");
+        unix_of(&next) - billhost::clock::unix_now()
     }
 
     /// A payment's history, oldest first.
@@ -151,4 +181,22 @@ pub fn text(v: &Value) -> String {
 /// A document's `id`.
 pub fn id_of(doc: &Value) -> i64 {
     text(&doc["id"]).parse().expect("an id")
+}
+
+/// Seconds since 1970 of a UTC `YYYY-MM-DD HH:MM:SS` (the ledger's times).
+fn unix_of(time: &str) -> i64 {
+    let n = |range: std::ops::Range<usize>| -> i64 {
+        time.get(range)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("not a time: {time:?}"))
+    };
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from 1970-01-01 to the date (the proleptic Gregorian calendar, years from March).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
 }

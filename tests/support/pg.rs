@@ -436,9 +436,9 @@ pub fn shared() -> Option<&'static Cluster> {
                 data = cluster.data().display(),
                 dir = cluster.dir.display(),
             );
-            // Never waited for: it outlives this process on purpose (and is then reaped by init).
+            // Nobody waits for the watchdog: it outlives this process by design.
             #[allow(clippy::zombie_processes)]
-            Command::new("sh")
+            let _watchdog = Command::new("sh")
                 .args(["-c", &watchdog])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())

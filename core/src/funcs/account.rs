@@ -466,17 +466,7 @@ impl EditOps for AccountEdit {
 
     fn change(&self, ctx: &Ctx, elid: i64, _plid: Option<i64>, p: &Params) -> FuncResult<()> {
         check_confirm(p)?;
-        let status: i64 = ctx
-            .db
-            .prepare_cached("SELECT status FROM account WHERE id = ?1")?
-            .query_row([elid], |r| r.get(0))?;
-        if status == 3 {
-            return Err(FuncError::value(
-                "elid",
-                elid.to_string(),
-                "The client is deleted",
-            ));
-        }
+        refuse_deleted(ctx, elid, "elid")?;
         change_fields(ctx, elid, p, false)
     }
 }
@@ -688,19 +678,25 @@ fn delete(ctx: &Ctx, account: i64, _p: &Params) -> FuncResult<()> {
     ctx.history("account", account, "client deleted (records kept)")
 }
 
-fn su(ctx: &Ctx, p: &Params) -> FuncResult<Doc> {
-    let account = crate::params::parse_id("elid", p.required("elid")?)?;
+/// Refuses (a `value` error on `object`) to act for a deleted client (status 3).
+pub(crate) fn refuse_deleted(ctx: &Ctx, account: i64, object: &str) -> FuncResult<()> {
     let status: i64 = ctx
         .db
         .prepare_cached("SELECT status FROM account WHERE id = ?1")?
         .query_row([account], |r| r.get(0))?;
     if status == 3 {
         return Err(FuncError::value(
-            "elid",
+            object,
             account.to_string(),
             "The client is deleted",
         ));
     }
+    Ok(())
+}
+
+fn su(ctx: &Ctx, p: &Params) -> FuncResult<Doc> {
+    let account = crate::params::parse_id("elid", p.required("elid")?)?;
+    refuse_deleted(ctx, account, "elid")?;
     let user = owner_user(ctx, account)?
         .ok_or_else(|| FuncError::missed_object("user", format!("of client {account}")))?;
     let sid = auth::create_session(ctx.db, user, ctx.caller.user_id, &ctx.caller.ip)?;

@@ -70,38 +70,12 @@ pub fn register(reg: &mut Registry) {
     reg.add(
         FuncDecl::list("account.payment", "Payments", Access::ADMIN_USER, payments)
             .parent(ACCOUNT, false)
-            .panel(crate::func::PanelHints {
-                row_func: Some("payment.edit"),
-                columns_first: &[
-                    "id",
-                    "number",
-                    "create_date",
-                    "pay_date",
-                    "account_name",
-                    "paymethod_name",
-                    "subaccountamount_iso",
-                    "status",
-                ],
-                hidden: &[
-                    "account",
-                    "recipient_name",
-                    "sender_name",
-                    "paymethodamount_iso",
-                ],
-                labels: &[
-                    ("subaccountamount_iso", "Amount"),
-                    ("paymethod_name", "Method"),
-                    ("account_name", "Client"),
-                ],
-                values: &[("status", PAYMENT_STATUS_WORDS)],
-                row_funcs: &[
-                    "payment.setpaid",
-                    "payment.delete",
-                    "payment.send",
-                    "payment.print.pdf",
-                ],
-                ..Default::default()
-            }),
+            .panel(payment_hints(&[
+                "payment.setpaid",
+                "payment.delete",
+                "payment.send",
+                "payment.print.pdf",
+            ])),
     );
     reg.add(FuncDecl::filter(
         "account.payment.filter",
@@ -115,33 +89,11 @@ pub fn register(reg: &mut Registry) {
             Access::ADMIN,
             payment_list(),
         )
-        .panel(crate::func::PanelHints {
-            row_func: Some("payment.edit"),
-            columns_first: &[
-                "id",
-                "number",
-                "create_date",
-                "pay_date",
-                "account_name",
-                "paymethod_name",
-                "subaccountamount_iso",
-                "status",
-            ],
-            hidden: &[
-                "account",
-                "recipient_name",
-                "sender_name",
-                "paymethodamount_iso",
-            ],
-            labels: &[
-                ("subaccountamount_iso", "Amount"),
-                ("paymethod_name", "Method"),
-                ("account_name", "Client"),
-            ],
-            values: &[("status", PAYMENT_STATUS_WORDS)],
-            row_funcs: &["payment.setpaid", "payment.delete", "payment.info"],
-            ..Default::default()
-        }),
+        .panel(payment_hints(&[
+            "payment.setpaid",
+            "payment.delete",
+            "payment.info",
+        ])),
     );
     reg.add(FuncDecl::filter("payment.filter", "payment", Access::ADMIN));
 
@@ -322,4 +274,36 @@ pub fn payment_list() -> ListSpec {
         ),
     ];
     payments
+}
+
+/// How the panel shows a payment list (a client's, every client's): the same columns, with
+/// `row_funcs` as the row's actions.
+fn payment_hints(row_funcs: &'static [&'static str]) -> crate::func::PanelHints {
+    crate::func::PanelHints {
+        row_func: Some("payment.edit"),
+        columns_first: &[
+            "id",
+            "number",
+            "create_date",
+            "pay_date",
+            "account_name",
+            "paymethod_name",
+            "subaccountamount_iso",
+            "status",
+        ],
+        hidden: &[
+            "account",
+            "recipient_name",
+            "sender_name",
+            "paymethodamount_iso",
+        ],
+        labels: &[
+            ("subaccountamount_iso", "Amount"),
+            ("paymethod_name", "Method"),
+            ("account_name", "Client"),
+        ],
+        values: &[("status", PAYMENT_STATUS_WORDS)],
+        row_funcs,
+        ..Default::default()
+    }
 }

@@ -299,17 +299,7 @@ fn create_payment(
     given: GivenAmount,
     p: Option<&Params>,
 ) -> FuncResult<i64> {
-    let status: i64 = ctx
-        .db
-        .prepare_cached("SELECT status FROM account WHERE id = ?1")?
-        .query_row([account], |r| r.get(0))?;
-    if status == 3 {
-        return Err(FuncError::value(
-            "plid",
-            account.to_string(),
-            "The client is deleted",
-        ));
-    }
+    crate::funcs::account::refuse_deleted(ctx, account, "plid")?;
     let pm = ledger::paymethod(ctx.db, paymethod)?;
     let sub_id = ledger::active_subaccount(ctx, account, pm.project, pm.currency.id)?;
     let sub = ledger::subaccount(ctx.db, sub_id)?;

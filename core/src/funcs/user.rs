@@ -165,17 +165,7 @@ impl EditOps for UserEdit {
                 .ok_or_else(|| FuncError::access("user.edit", "No client account"))?,
             (true, None) => return Err(FuncError::missed_param("plid")),
         };
-        let status: i64 = ctx
-            .db
-            .prepare_cached("SELECT status FROM account WHERE id = ?1")?
-            .query_row([account], |r| r.get(0))?;
-        if status == 3 {
-            return Err(FuncError::value(
-                "plid",
-                account.to_string(),
-                "The client is deleted",
-            ));
-        }
+        crate::funcs::account::refuse_deleted(ctx, account, "plid")?;
         let login = p.required("name")?;
         ensure_login_free(ctx, login, 0)?;
         let hash = auth::hash_password(p.required("passwd")?)?;
