@@ -12,6 +12,10 @@
 //! they begin: writers are serialised across the cluster as SQLite serialises them in one
 //! file, so the ledger's read-modify-write rules and gapless invoice numbers hold with several
 //! servers, without row locks in the ledger's code (`docs/postgres.md`).
+//!
+//! TLS (libpq's `sslmode` and certificate parameters, with rustls) is [`tls`].
+
+pub mod tls;
 
 use super::conn::{Error, ErrorKind};
 use super::value::{Params, ValueRef};
@@ -19,6 +23,7 @@ use super::{Durability, Result};
 use bytes::BytesMut;
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, Config, NoTls, Statement};
+use tls::SslMode;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -51,14 +56,41 @@ pub const WRITER_LOCK: i64 = 0x6269_6c6c_686f_7374;
 /// from filters, so texts are many but bounded).
 const STATEMENT_CACHE: usize = 512;
 
-/// Whether `location` names a PostgreSQL database rather than a SQLite file.
+/// Whether `location` names a PostgreSQL database rather than a SQLite file: a `postgres://`
+/// URL, or libpq's `key=value` form starting with one of its connection keywords
+/// (`host=db1 dbname=billing sslmode=verify-full`).
 pub fn is_url(location: &str) -> bool {
+    const KEYWORDS: &[&str] = &["host", "hostaddr", "port", "dbname", "user"];
+    is_uri(location)
+        || location.split_once('=').is_some_and(|(k, _)| {
+            !k.contains(['/', '.']) && KEYWORDS.contains(&k.trim())
+        })
+}
+
+/// Whether `location` is in the URL form (rather than `key=value`).
+fn is_uri(location: &str) -> bool {
     location.starts_with("postgres://") || location.starts_with("postgresql://")
 }
 
 /// The URL without the password of its user part (`postgres://user:secret@host` shows as
 /// `postgres://user:***@host`), and without a `password=` parameter's value.
 pub fn redacted(url: &str) -> String {
+    if !is_uri(url) {
+        return match tls::keyword_pairs(url) {
+            Ok(pairs) => pairs
+                .iter()
+                .map(|(k, v)| match k.as_str() {
+                    "password" => "password=***".to_string(),
+                    _ if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '\'') => {
+                        format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+                    }
+                    _ => format!("{k}={v}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            Err(_) => "(a connection string that does not parse)".to_string(),
+        };
+    }
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let (auth_end, _) = rest
         .char_indices()
@@ -138,7 +170,7 @@ impl Prepared {
 /// One PostgreSQL connection with its statement cache. The engine's connections are used from
 /// one thread at a time (`&Connection` everywhere), so interior mutability is enough.
 pub struct PgConn {
-    config: Config,
+    target: Target,
     durability: Durability,
     client: RefCell<Client>,
     statements: RefCell<HashMap<String, Prepared>>,
@@ -147,17 +179,14 @@ pub struct PgConn {
 
 impl PgConn {
     pub fn connect(url: &str, durability: Durability) -> Result<PgConn> {
-        let config = Config::from_str(url)
-            .map_err(|e| Error::other(format!("the PostgreSQL URL is not valid: {e}")))?;
-        if config.get_ssl_mode() == postgres::config::SslMode::Require {
-            return Err(Error::other(
-                "TLS to PostgreSQL (sslmode=require) is not built yet: connect without it \
-                 (sslmode=disable or prefer) or through a local TLS tunnel",
-            ));
-        }
-        let client = open_client(&config, durability)?;
+        let invalid = |e: String| Error::other(format!("the PostgreSQL URL is not valid: {e}"));
+        let (rest, tls) = tls::split(url).map_err(invalid)?;
+        let mut config = Config::from_str(&rest).map_err(|e| invalid(e.to_string()))?;
+        config.ssl_mode(tls.mode.negotiated());
+        let target = Target { config, tls };
+        let client = target.open(durability)?;
         Ok(PgConn {
-            config,
+            target,
             durability,
             client: RefCell::new(client),
             statements: RefCell::new(HashMap::new()),
@@ -169,7 +198,7 @@ impl PgConn {
     /// again, on whichever host of the URL now takes writes.
     fn ensure_open(&self) -> Result<()> {
         if self.client.borrow().is_closed() {
-            let client = open_client(&self.config, self.durability)?;
+            let client = self.target.open(self.durability)?;
             *self.client.borrow_mut() = client;
             self.statements.borrow_mut().clear();
             self.in_transaction.set(false);
@@ -372,8 +401,39 @@ impl PgConn {
     }
 }
 
-fn open_client(config: &Config, durability: Durability) -> Result<Client> {
-    let mut client = config.connect(NoTls)?;
+/// Where a connection goes: the postgres crate's settings and ours for TLS.
+struct Target {
+    config: Config,
+    tls: tls::Settings,
+}
+
+impl Target {
+    /// A new session; with `sslmode=allow` a plain one, else (the server wants TLS) one under
+    /// TLS, as libpq does.
+    fn open(&self, durability: Durability) -> Result<Client> {
+        let client = match self.tls.mode {
+            SslMode::Disable => self.config.connect(NoTls)?,
+            SslMode::Allow => match self.config.connect(NoTls) {
+                Ok(client) => client,
+                Err(plain) => {
+                    let mut config = self.config.clone();
+                    config.ssl_mode(postgres::config::SslMode::Require);
+                    config.connect(self.connector()?).map_err(|e| {
+                        Error::other(format!("without TLS: {plain}; with TLS: {e}"))
+                    })?
+                }
+            },
+            _ => self.config.connect(self.connector()?)?,
+        };
+        session(client, durability)
+    }
+
+    fn connector(&self) -> Result<tls::Connector> {
+        self.tls.connector().map_err(Error::other)
+    }
+}
+
+fn session(mut client: Client, durability: Durability) -> Result<Client> {
     // Times and ids are handled by the engine; the session only needs UTC and its durability.
     let sync = match durability {
         Durability::Full => "on",
