@@ -23,10 +23,10 @@ use super::{Durability, Result};
 use bytes::BytesMut;
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, Config, NoTls, Statement};
-use tls::SslMode;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::str::FromStr;
+use tls::SslMode;
 
 /// Each entry upgrades the PostgreSQL schema from version `index` to `index + 1`, with the same
 /// numbers as SQLite's [`super::MIGRATIONS`].
@@ -62,9 +62,9 @@ const STATEMENT_CACHE: usize = 512;
 pub fn is_url(location: &str) -> bool {
     const KEYWORDS: &[&str] = &["host", "hostaddr", "port", "dbname", "user"];
     is_uri(location)
-        || location.split_once('=').is_some_and(|(k, _)| {
-            !k.contains(['/', '.']) && KEYWORDS.contains(&k.trim())
-        })
+        || location
+            .split_once('=')
+            .is_some_and(|(k, _)| !k.contains(['/', '.']) && KEYWORDS.contains(&k.trim()))
 }
 
 /// Whether `location` is in the URL form (rather than `key=value`).
@@ -142,9 +142,19 @@ impl From<postgres::Error> for Error {
             }
             _ => ErrorKind::Other,
         };
+        // The crate's own text names only the kind ("error connecting to server"): the causes
+        // say what happened (refused, the certificate, a timeout).
         let msg = match e.as_db_error() {
             Some(db) => db.message().to_string(),
-            None => e.to_string(),
+            None => {
+                let mut msg = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    msg.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                msg
+            }
         };
         Error::new(kind, msg)
     }
@@ -418,9 +428,9 @@ impl Target {
                 Err(plain) => {
                     let mut config = self.config.clone();
                     config.ssl_mode(postgres::config::SslMode::Require);
-                    config.connect(self.connector()?).map_err(|e| {
-                        Error::other(format!("without TLS: {plain}; with TLS: {e}"))
-                    })?
+                    config
+                        .connect(self.connector()?)
+                        .map_err(|e| Error::other(format!("without TLS: {plain}; with TLS: {e}")))?
                 }
             },
             _ => self.config.connect(self.connector()?)?,
@@ -779,6 +789,14 @@ mod tests {
             super::redacted("postgres://bill@h/db"),
             "postgres://bill@h/db"
         );
+        assert_eq!(
+            super::redacted("host=h1,h2 user=bill password='s3 cret' sslrootcert=/a/b.pem"),
+            "host=h1,h2 user=bill password=*** sslrootcert=/a/b.pem"
+        );
+        assert!(super::is_url("host=h1 dbname=billing"));
+        assert!(super::is_url("dbname = billing"));
+        assert!(!super::is_url("billhost.db"));
+        assert!(!super::is_url("./host=x.db"));
     }
 
     #[test]

@@ -24,7 +24,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -178,7 +180,10 @@ pub fn split(conninfo: &str) -> Result<(String, Settings), String> {
         let mut kept = Vec::new();
         for (k, v) in keyword_pairs(conninfo)? {
             if !given.take(&k, v.clone()) {
-                kept.push(format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'")));
+                kept.push(format!(
+                    "{k}='{}'",
+                    v.replace('\\', "\\\\").replace('\'', "\\'")
+                ));
             }
         }
         kept.join(" ")
@@ -687,12 +692,12 @@ mod tests {
              target_session_attrs=read-write",
         )
         .expect("url");
-        assert_eq!(rest, "postgres://u@h1:1,h2:2/db?target_session_attrs=read-write");
-        assert_eq!(s.mode, SslMode::VerifyFull);
         assert_eq!(
-            s.roots,
-            Some(super::Roots::File("/tmp/a b.pem".into()))
+            rest,
+            "postgres://u@h1:1,h2:2/db?target_session_attrs=read-write"
         );
+        assert_eq!(s.mode, SslMode::VerifyFull);
+        assert_eq!(s.roots, Some(super::Roots::File("/tmp/a b.pem".into())));
         let (rest, s) = split(
             "host=h1,h2 port=1,2 dbname = db sslmode=verify-ca sslrootcert='/tmp/it\\'s.pem' \
              password='a b'",
@@ -703,7 +708,10 @@ mod tests {
         assert_eq!(s.roots, Some(super::Roots::File("/tmp/it's.pem".into())));
         let (_, s) = split("postgres://u@h/db?sslrootcert=system").expect("system");
         assert_eq!(s.mode, SslMode::VerifyFull);
-        assert_eq!(split("postgres://u@h/db").expect("plain").1.mode, SslMode::Prefer);
+        assert_eq!(
+            split("postgres://u@h/db").expect("plain").1.mode,
+            SslMode::Prefer
+        );
     }
 
     #[test]
@@ -711,7 +719,10 @@ mod tests {
         let err = split("postgres://u@h/db?sslmode=verify").unwrap_err();
         assert!(err.contains("sslmode=verify is not one of"), "{err}");
         let err = split("postgres://u@h/db?sslmode=require&sslrootcert=system").unwrap_err();
-        assert!(err.contains("sslrootcert=system takes sslmode=verify-full"), "{err}");
+        assert!(
+            err.contains("sslrootcert=system takes sslmode=verify-full"),
+            "{err}"
+        );
         let err = split("host=h sslrootcert='/x").unwrap_err();
         assert!(err.contains("not closed"), "{err}");
     }
