@@ -436,6 +436,8 @@ pub fn shared() -> Option<&'static Cluster> {
                 data = cluster.data().display(),
                 dir = cluster.dir.display(),
             );
+            // Left running on purpose: it outlives this process to stop the cluster.
+            #[allow(clippy::zombie_processes)]
             Command::new("sh")
                 .args(["-c", &watchdog])
                 .stdin(std::process::Stdio::null())
