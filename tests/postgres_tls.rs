@@ -141,6 +141,28 @@ fn the_engine_connects_under_each_sslmode_as_libpq_would() {
     assert!(encrypted(&cluster, "t_multi_url").iter().all(|&s| s));
     drop(engine);
 
+    // Only an address (hostaddr): the certificate is checked against it.
+    let engine = open(&format!(
+        "hostaddr=127.0.0.1 port={port} user=postgres dbname={db} sslmode=verify-full \
+         sslrootcert='{ca}' application_name=t_hostaddr"
+    ))
+    .expect("verify-full by address alone");
+    assert!(encrypted(&cluster, "t_hostaddr").iter().all(|&s| s));
+    drop(engine);
+    // As in libpq, sslmode does not apply to a Unix socket (the server has no TLS there).
+    let socket_dir: String = cluster
+        .socket_admin()
+        .query_one("SHOW unix_socket_directories", &[])
+        .expect("socket dir")
+        .get(0);
+    let engine = open(&format!(
+        "host={socket_dir} port={port} user=postgres dbname={db} sslmode=require \
+         application_name=t_socket"
+    ))
+    .expect("require over the socket");
+    assert_eq!(encrypted(&cluster, "t_socket").first(), Some(&false));
+    drop(engine);
+
     // The server takes TCP clients only under TLS: disable is refused by pg_hba.conf...
     let err = refused(&url("127.0.0.1", "sslmode=disable"));
     assert!(err.contains("no encryption"), "{err}");

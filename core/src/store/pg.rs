@@ -193,7 +193,30 @@ impl PgConn {
         let (rest, tls) = tls::split(url).map_err(invalid)?;
         let mut config = Config::from_str(&rest).map_err(|e| invalid(e.to_string()))?;
         config.ssl_mode(tls.mode.negotiated());
-        let target = Target { config, tls };
+        // Only addresses (`hostaddr`): the certificate is checked against the address, and the
+        // handshake has a name to give.
+        if config.get_hosts().is_empty() {
+            for addr in config.get_hostaddrs().to_vec() {
+                config.host(&addr.to_string());
+            }
+        }
+        // As in libpq, sslmode does not apply to Unix sockets (the server has no TLS there).
+        #[cfg(unix)]
+        let sockets_only = !config.get_hosts().is_empty()
+            && config
+                .get_hosts()
+                .iter()
+                .all(|h| matches!(h, postgres::config::Host::Unix(_)));
+        #[cfg(not(unix))]
+        let sockets_only = false;
+        if sockets_only {
+            config.ssl_mode(postgres::config::SslMode::Disable);
+        }
+        let target = Target {
+            config,
+            tls,
+            sockets_only,
+        };
         let client = target.open(durability)?;
         Ok(PgConn {
             target,
@@ -415,6 +438,7 @@ impl PgConn {
 struct Target {
     config: Config,
     tls: tls::Settings,
+    sockets_only: bool,
 }
 
 impl Target {
@@ -422,6 +446,7 @@ impl Target {
     /// TLS, as libpq does.
     fn open(&self, durability: Durability) -> Result<Client> {
         let client = match self.tls.mode {
+            _ if self.sockets_only => self.config.connect(NoTls)?,
             SslMode::Disable => self.config.connect(NoTls)?,
             SslMode::Allow => match self.config.connect(NoTls) {
                 Ok(client) => client,
