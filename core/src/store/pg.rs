@@ -73,7 +73,7 @@ fn is_uri(location: &str) -> bool {
 }
 
 /// The URL without the password of its user part (`postgres://user:secret@host` shows as
-/// `postgres://user:***@host`), and without a `password=` parameter's value.
+/// `postgres://user:***@host`), and without a `password=` parameter's value (in either form).
 pub fn redacted(url: &str) -> String {
     if !is_uri(url) {
         return match tls::keyword_pairs(url) {
