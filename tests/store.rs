@@ -129,15 +129,55 @@ fn failures_come_back_as_kinds_the_engine_can_map() {
 }
 
 #[test]
-fn a_postgres_url_asking_for_tls_is_refused_with_a_reason() {
-    // TLS is not built yet: refused before any connection is tried, saying so.
-    let err = match store::connect(
-        std::path::Path::new("postgres://billhost@127.0.0.1:1/billing?sslmode=require"),
-        store::Durability::Full,
-    ) {
-        Err(e) => e,
-        Ok(_) => panic!("connected without TLS"),
+fn postgres_tls_settings_that_cannot_be_used_are_refused_before_connecting() {
+    // Port 1 has no server: each of these is refused for what the URL says, naming it.
+    let refused = |query: &str| -> String {
+        let url = format!("postgres://billhost@127.0.0.1:1/billing?{query}");
+        match store::connect(std::path::Path::new(&url), store::Durability::Full) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{url} connected"),
+        }
     };
-    assert!(err.to_string().contains("sslmode=require"), "{err}");
-    assert!(err.to_string().contains("not built yet"), "{err}");
+    let err = refused("sslmode=verify");
+    assert!(
+        err.contains("sslmode=verify is not one of disable, allow, prefer, require, verify-ca"),
+        "{err}"
+    );
+    // The public roots prove nothing about whom a name belongs to without the name check.
+    let err = refused("sslmode=verify-ca&sslrootcert=system");
+    assert!(
+        err.contains("sslrootcert=system takes sslmode=verify-full"),
+        "{err}"
+    );
+    let dir = TempDir::new("store-tls-files");
+    let err = refused(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        dir.path().display()
+    ));
+    assert!(
+        err.contains(&format!(
+            "sslrootcert {}: cannot be read",
+            dir.path().display()
+        )),
+        "{err}"
+    );
+    let not_pem = dir.path().join("root.crt");
+    std::fs::write(&not_pem, "not a certificate\n").expect("write");
+    let err = refused(&format!(
+        "sslmode=verify-ca&sslrootcert={}",
+        not_pem.display()
+    ));
+    assert!(err.contains("no certificate"), "{err}");
+    assert!(err.contains(&not_pem.display().to_string()), "{err}");
+    // A key=value string is a PostgreSQL location too, refused for the same reasons.
+    let kv = "host=127.0.0.1 port=1 dbname=billing sslmode=verify-everything";
+    assert!(store::is_postgres(std::path::Path::new(kv)));
+    let err = match store::connect(std::path::Path::new(kv), store::Durability::Full) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("connected"),
+    };
+    assert!(
+        err.contains("sslmode=verify-everything is not one of"),
+        "{err}"
+    );
 }

@@ -475,3 +475,205 @@ macro_rules! backends {
         }
     )*};
 }
+
+/// The certificates of a TLS cluster ([`Cluster::start_tls`]), made with the `openssl` CLI: a
+/// CA, the server's certificate for `localhost` and `127.0.0.1` signed by it, a client
+/// certificate for the user `postgres` signed by it, and a second CA that signed nothing here.
+pub struct Certs {
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let mut c = Command::new("openssl");
+    c.current_dir(dir).args(args);
+    run(c, &format!("openssl {}", args.join(" ")));
+}
+
+/// A self-signed CA `name.crt` (and `name.key`) in `dir`.
+fn make_ca(dir: &Path, name: &str, cn: &str) {
+    let (key, crt) = (format!("{name}.key"), format!("{name}.crt"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+}
+
+/// `name.crt` (and `name.key`) in `dir` for `cn`, signed by `ca`, with the extensions `ext`.
+fn make_signed(dir: &Path, name: &str, cn: &str, ca: &str, ext: &str) {
+    let (key, csr, crt, extfile) = (
+        format!("{name}.key"),
+        format!("{name}.csr"),
+        format!("{name}.crt"),
+        format!("{name}.ext"),
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={cn}"),
+        ],
+    );
+    std::fs::write(dir.join(&extfile), ext).expect("extensions file");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &format!("{ca}.crt"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &crt,
+            "-extfile",
+            &extfile,
+        ],
+    );
+}
+
+impl Cluster {
+    /// A cluster with `ssl=on` and certificates made for it ([`Certs`]), whose `pg_hba.conf`
+    /// lets TCP clients in only under TLS (`hostssl` lines only: the database `certdb` only
+    /// with a client certificate the CA signed, whose name is the user's; others on trust),
+    /// and the superuser without TLS over its Unix socket ([`Cluster::socket_admin`]). It logs
+    /// every connection ([`Cluster::log`]: whether it was under TLS).
+    pub fn start_tls(tag: &str) -> Option<(Cluster, Certs)> {
+        let cluster = Self::start_with(tag, " -c log_connections=on")?;
+        let tls = cluster.dir.join("tls");
+        std::fs::create_dir_all(&tls).expect("tls dir");
+        make_ca(&tls, "ca", "billhost test CA");
+        make_ca(&tls, "other-ca", "an unrelated CA");
+        make_signed(
+            &tls,
+            "server",
+            "localhost",
+            "ca",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+             extendedKeyUsage=serverAuth\n",
+        );
+        make_signed(
+            &tls,
+            "client",
+            "postgres",
+            "ca",
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        );
+        // The server reads its key as the `postgres` user and wants no one else to.
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres", tls.to_str().expect("utf-8 dir")])
+            .status();
+        for key in ["server.key", "client.key"] {
+            let _ = Command::new("chmod").arg("600").arg(tls.join(key)).status();
+        }
+        std::fs::write(
+            cluster.data().join("pg_hba.conf"),
+            "local all all trust\n\
+             hostssl certdb all 127.0.0.1/32 cert\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostssl all all ::1/128 trust\n",
+        )
+        .expect("pg_hba.conf");
+        let path = |f: &str| tls.join(f).display().to_string();
+        let mut admin = cluster.socket_admin();
+        for (name, value) in [
+            ("ssl", "on".to_string()),
+            ("ssl_cert_file", path("server.crt")),
+            ("ssl_key_file", path("server.key")),
+            ("ssl_ca_file", path("ca.crt")),
+        ] {
+            admin
+                .batch_execute(&format!("ALTER SYSTEM SET {name} = '{value}'"))
+                .expect("ssl settings");
+        }
+        admin
+            .batch_execute("SELECT pg_reload_conf()")
+            .expect("reload");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while cluster
+            .socket_admin()
+            .query_one("SHOW ssl", &[])
+            .expect("show ssl")
+            .get::<_, String>(0)
+            != "on"
+        {
+            assert!(std::time::Instant::now() < deadline, "ssl never turned on");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        cluster
+            .socket_admin()
+            .batch_execute("CREATE DATABASE certdb")
+            .expect("certdb");
+        let certs = Certs {
+            ca: tls.join("ca.crt"),
+            other_ca: tls.join("other-ca.crt"),
+            client_cert: tls.join("client.crt"),
+            client_key: tls.join("client.key"),
+        };
+        Some((cluster, certs))
+    }
+
+    /// A connection to the `postgres` database as the superuser over the Unix socket (no TLS
+    /// there, whatever `pg_hba.conf` asks of TCP clients).
+    pub fn socket_admin(&self) -> postgres::Client {
+        postgres::Client::connect(
+            &format!(
+                "host={} port={} user=postgres dbname=postgres",
+                self.dir.display(),
+                self.port
+            ),
+            postgres::NoTls,
+        )
+        .expect("connect over the socket")
+    }
+
+    /// A new empty database, made over the Unix socket; its name.
+    pub fn socket_database(&self, name: &str) -> String {
+        self.socket_admin()
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .expect("create database");
+        name.to_string()
+    }
+
+    /// What the server has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+}

@@ -12,6 +12,10 @@
 //! they begin: writers are serialised across the cluster as SQLite serialises them in one
 //! file, so the ledger's read-modify-write rules and gapless invoice numbers hold with several
 //! servers, without row locks in the ledger's code (`docs/postgres.md`).
+//!
+//! TLS (libpq's `sslmode` and certificate parameters, with rustls) is [`tls`].
+
+pub mod tls;
 
 use super::conn::{Error, ErrorKind};
 use super::value::{Params, ValueRef};
@@ -22,6 +26,7 @@ use postgres::{Client, Config, NoTls, Statement};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::str::FromStr;
+use tls::SslMode;
 
 /// Each entry upgrades the PostgreSQL schema from version `index` to `index + 1`, with the same
 /// numbers as SQLite's [`super::MIGRATIONS`].
@@ -51,14 +56,41 @@ pub const WRITER_LOCK: i64 = 0x6269_6c6c_686f_7374;
 /// from filters, so texts are many but bounded).
 const STATEMENT_CACHE: usize = 512;
 
-/// Whether `location` names a PostgreSQL database rather than a SQLite file.
+/// Whether `location` names a PostgreSQL database rather than a SQLite file: a `postgres://`
+/// URL, or libpq's `key=value` form starting with one of its connection keywords
+/// (`host=db1 dbname=billing sslmode=verify-full`).
 pub fn is_url(location: &str) -> bool {
+    const KEYWORDS: &[&str] = &["host", "hostaddr", "port", "dbname", "user"];
+    is_uri(location)
+        || location
+            .split_once('=')
+            .is_some_and(|(k, _)| !k.contains(['/', '.']) && KEYWORDS.contains(&k.trim()))
+}
+
+/// Whether `location` is in the URL form (rather than `key=value`).
+fn is_uri(location: &str) -> bool {
     location.starts_with("postgres://") || location.starts_with("postgresql://")
 }
 
 /// The URL without the password of its user part (`postgres://user:secret@host` shows as
-/// `postgres://user:***@host`), and without a `password=` parameter's value.
+/// `postgres://user:***@host`), and without a `password=` parameter's value (in either form).
 pub fn redacted(url: &str) -> String {
+    if !is_uri(url) {
+        return match tls::keyword_pairs(url) {
+            Ok(pairs) => pairs
+                .iter()
+                .map(|(k, v)| match k.as_str() {
+                    "password" => "password=***".to_string(),
+                    _ if v.is_empty() || v.contains(|c: char| c.is_whitespace() || c == '\'') => {
+                        format!("{k}='{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+                    }
+                    _ => format!("{k}={v}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            Err(_) => "(a connection string that does not parse)".to_string(),
+        };
+    }
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let (auth_end, _) = rest
         .char_indices()
@@ -110,9 +142,19 @@ impl From<postgres::Error> for Error {
             }
             _ => ErrorKind::Other,
         };
+        // The crate's own text names only the kind ("error connecting to server"): the causes
+        // say what happened (refused, the certificate, a timeout).
         let msg = match e.as_db_error() {
             Some(db) => db.message().to_string(),
-            None => e.to_string(),
+            None => {
+                let mut msg = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    msg.push_str(&format!(": {c}"));
+                    cause = c.source();
+                }
+                msg
+            }
         };
         Error::new(kind, msg)
     }
@@ -138,7 +180,7 @@ impl Prepared {
 /// One PostgreSQL connection with its statement cache. The engine's connections are used from
 /// one thread at a time (`&Connection` everywhere), so interior mutability is enough.
 pub struct PgConn {
-    config: Config,
+    target: Target,
     durability: Durability,
     client: RefCell<Client>,
     statements: RefCell<HashMap<String, Prepared>>,
@@ -147,17 +189,37 @@ pub struct PgConn {
 
 impl PgConn {
     pub fn connect(url: &str, durability: Durability) -> Result<PgConn> {
-        let config = Config::from_str(url)
-            .map_err(|e| Error::other(format!("the PostgreSQL URL is not valid: {e}")))?;
-        if config.get_ssl_mode() == postgres::config::SslMode::Require {
-            return Err(Error::other(
-                "TLS to PostgreSQL (sslmode=require) is not built yet: connect without it \
-                 (sslmode=disable or prefer) or through a local TLS tunnel",
-            ));
+        let invalid = |e: String| Error::other(format!("the PostgreSQL URL is not valid: {e}"));
+        let (rest, tls) = tls::split(url).map_err(invalid)?;
+        let mut config = Config::from_str(&rest).map_err(|e| invalid(e.to_string()))?;
+        config.ssl_mode(tls.mode.negotiated());
+        // Only addresses (`hostaddr`): the certificate is checked against the address, and the
+        // handshake has a name to give.
+        if config.get_hosts().is_empty() {
+            for addr in config.get_hostaddrs().to_vec() {
+                config.host(&addr.to_string());
+            }
         }
-        let client = open_client(&config, durability)?;
-        Ok(PgConn {
+        // As in libpq, sslmode does not apply to Unix sockets (the server has no TLS there).
+        #[cfg(unix)]
+        let sockets_only = !config.get_hosts().is_empty()
+            && config
+                .get_hosts()
+                .iter()
+                .all(|h| matches!(h, postgres::config::Host::Unix(_)));
+        #[cfg(not(unix))]
+        let sockets_only = false;
+        if sockets_only {
+            config.ssl_mode(postgres::config::SslMode::Disable);
+        }
+        let target = Target {
             config,
+            tls,
+            sockets_only,
+        };
+        let client = target.open(durability)?;
+        Ok(PgConn {
+            target,
             durability,
             client: RefCell::new(client),
             statements: RefCell::new(HashMap::new()),
@@ -169,7 +231,7 @@ impl PgConn {
     /// again, on whichever host of the URL now takes writes.
     fn ensure_open(&self) -> Result<()> {
         if self.client.borrow().is_closed() {
-            let client = open_client(&self.config, self.durability)?;
+            let client = self.target.open(self.durability)?;
             *self.client.borrow_mut() = client;
             self.statements.borrow_mut().clear();
             self.in_transaction.set(false);
@@ -389,8 +451,41 @@ impl PgConn {
     }
 }
 
-fn open_client(config: &Config, durability: Durability) -> Result<Client> {
-    let mut client = config.connect(NoTls)?;
+/// Where a connection goes: the postgres crate's settings and ours for TLS.
+struct Target {
+    config: Config,
+    tls: tls::Settings,
+    sockets_only: bool,
+}
+
+impl Target {
+    /// A new session; with `sslmode=allow` a plain one, else (the server wants TLS) one under
+    /// TLS, as libpq does.
+    fn open(&self, durability: Durability) -> Result<Client> {
+        let client = match self.tls.mode {
+            _ if self.sockets_only => self.config.connect(NoTls)?,
+            SslMode::Disable => self.config.connect(NoTls)?,
+            SslMode::Allow => match self.config.connect(NoTls) {
+                Ok(client) => client,
+                Err(plain) => {
+                    let mut config = self.config.clone();
+                    config.ssl_mode(postgres::config::SslMode::Require);
+                    config
+                        .connect(self.connector()?)
+                        .map_err(|e| Error::other(format!("without TLS: {plain}; with TLS: {e}")))?
+                }
+            },
+            _ => self.config.connect(self.connector()?)?,
+        };
+        session(client, durability)
+    }
+
+    fn connector(&self) -> Result<tls::Connector> {
+        self.tls.connector().map_err(Error::other)
+    }
+}
+
+fn session(mut client: Client, durability: Durability) -> Result<Client> {
     // Times and ids are handled by the engine; the session only needs UTC and its durability.
     let sync = match durability {
         Durability::Full => "on",
@@ -736,6 +831,14 @@ mod tests {
             super::redacted("postgres://bill@h/db"),
             "postgres://bill@h/db"
         );
+        assert_eq!(
+            super::redacted("host=h1,h2 user=bill password='s3 cret' sslrootcert=/a/b.pem"),
+            "host=h1,h2 user=bill password=*** sslrootcert=/a/b.pem"
+        );
+        assert!(super::is_url("host=h1 dbname=billing"));
+        assert!(super::is_url("dbname = billing"));
+        assert!(!super::is_url("billhost.db"));
+        assert!(!super::is_url("./host=x.db"));
     }
 
     #[test]

@@ -1,0 +1,729 @@
+//! TLS to PostgreSQL: libpq's `sslmode`, `sslrootcert`, `sslcert` and `sslkey`, with rustls (the
+//! ring provider; no OpenSSL) under tokio-postgres.
+//!
+//! The postgres crate's `Config` knows `disable`, `prefer` and `require` only, and nothing of
+//! certificates: [`split`] takes these parameters out of the URL (or the `key=value` string)
+//! before the rest goes to `Config`, and [`Settings`] says what a connection does with them:
+//!
+//! | sslmode | TLS | the server's certificate |
+//! |---|---|---|
+//! | `disable` | never | — |
+//! | `allow` | only if the plain attempt fails | not checked |
+//! | `prefer` (the default) | if the server offers it, else plain | not checked |
+//! | `require` | always | not checked; checked like `verify-ca` when a root certificate is there (given, or `~/.postgresql/root.crt`) |
+//! | `verify-ca` | always | its chain against the root certificate |
+//! | `verify-full` | always | its chain, and that it names the host connected to |
+//!
+//! `sslrootcert=system` takes the roots built in (webpki-roots, Mozilla's list) and, as in libpq,
+//! makes `verify-full` the default and refuses a weaker mode. Files are read on every connect.
+
+use postgres::Socket;
+use postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// libpq's `sslmode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(value: &str) -> Result<SslMode, String> {
+        Ok(match value {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => {
+                return Err(format!(
+                    "sslmode={value} is not one of disable, allow, prefer, require, verify-ca, \
+                     verify-full"
+                ));
+            }
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// The mode tokio-postgres is given: it negotiates, our connector checks.
+    pub fn negotiated(self) -> postgres::config::SslMode {
+        match self {
+            SslMode::Disable | SslMode::Allow => postgres::config::SslMode::Disable,
+            SslMode::Prefer => postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                postgres::config::SslMode::Require
+            }
+        }
+    }
+}
+
+/// Where the root certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Roots {
+    File(PathBuf),
+    System,
+}
+
+/// The TLS parameters of a connection string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub mode: SslMode,
+    roots: Option<Roots>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+}
+
+/// The parameters taken out of a connection string, as they were given.
+#[derive(Default)]
+struct Given {
+    mode: Option<String>,
+    rootcert: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
+}
+
+impl Given {
+    /// Takes `key`'s value when it is one of ours.
+    fn take(&mut self, key: &str, value: String) -> bool {
+        let slot = match key {
+            "sslmode" => &mut self.mode,
+            "sslrootcert" => &mut self.rootcert,
+            "sslcert" => &mut self.cert,
+            "sslkey" => &mut self.key,
+            _ => return false,
+        };
+        *slot = Some(value);
+        true
+    }
+
+    fn settings(self) -> Result<Settings, String> {
+        let roots = match self.rootcert.as_deref() {
+            None | Some("") => None,
+            Some("system") => Some(Roots::System),
+            Some(path) => Some(Roots::File(PathBuf::from(path))),
+        };
+        let mode = match (self.mode.as_deref(), &roots) {
+            (Some(m), _) => SslMode::parse(m)?,
+            (None, Some(Roots::System)) => SslMode::VerifyFull,
+            (None, _) => SslMode::Prefer,
+        };
+        if roots == Some(Roots::System) && mode != SslMode::VerifyFull {
+            return Err(format!(
+                "sslrootcert=system takes sslmode=verify-full (any certificate of the public \
+                 roots would pass a weaker check), not sslmode={}",
+                mode.name()
+            ));
+        }
+        let path = |v: Option<String>| v.filter(|p| !p.is_empty()).map(PathBuf::from);
+        Ok(Settings {
+            mode,
+            roots,
+            cert: path(self.cert),
+            key: path(self.key),
+        })
+    }
+}
+
+/// Splits a `postgres://` URL or a `key=value` connection string into the text the postgres
+/// crate's `Config` parses (without our parameters) and the TLS settings.
+pub fn split(conninfo: &str) -> Result<(String, Settings), String> {
+    let mut given = Given::default();
+    let rest = if super::is_uri(conninfo) {
+        match conninfo.split_once('?') {
+            None => conninfo.to_string(),
+            Some((base, query)) => {
+                let mut kept = Vec::new();
+                for pair in query.split('&').filter(|p| !p.is_empty()) {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    if !given.take(&percent_decode(k)?, percent_decode(v)?) {
+                        kept.push(pair);
+                    }
+                }
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+        }
+    } else {
+        let mut kept = Vec::new();
+        for (k, v) in keyword_pairs(conninfo)? {
+            if !given.take(&k, v.clone()) {
+                kept.push(format!(
+                    "{k}='{}'",
+                    v.replace('\\', "\\\\").replace('\'', "\\'")
+                ));
+            }
+        }
+        kept.join(" ")
+    };
+    Ok((rest, given.settings()?))
+}
+
+/// `%XX` escapes of a URL's query decoded (libpq decodes them in every part of the URL).
+fn percent_decode(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("a bad %-escape in \"{s}\""))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("\"{s}\" is not UTF-8 once decoded"))
+}
+
+/// libpq's `key = value` pairs: a value is a word, or quoted in `'...'`; a backslash escapes
+/// the next character in both.
+pub(super) fn keyword_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut it = s.chars().peekable();
+    loop {
+        while it.peek().is_some_and(|c| c.is_whitespace()) {
+            it.next();
+        }
+        if it.peek().is_none() {
+            return Ok(out);
+        }
+        let mut key = String::new();
+        while let Some(&c) = it.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            it.next();
+        }
+        while it.peek().is_some_and(|c| c.is_whitespace()) {
+            it.next();
+        }
+        if it.next() != Some('=') {
+            return Err(format!("\"{key}\" has no \"=\" and value"));
+        }
+        while it.peek().is_some_and(|c| c.is_whitespace()) {
+            it.next();
+        }
+        let mut value = String::new();
+        if it.peek() == Some(&'\'') {
+            it.next();
+            loop {
+                match it.next() {
+                    None => return Err(format!("the quoted value of \"{key}\" is not closed")),
+                    Some('\'') => break,
+                    Some('\\') => value.extend(it.next()),
+                    Some(c) => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = it.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                it.next();
+                if c == '\\' {
+                    value.extend(it.next());
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+/// A file under `~/.postgresql/`, where libpq looks when a parameter is not given.
+fn default_file(name: &str) -> Option<PathBuf> {
+    let home = std::env::var_os("HOME")?;
+    Some(Path::new(&home).join(".postgresql").join(name))
+}
+
+fn read(what: &str, path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{what} {}: cannot be read: {e}", path.display()))
+}
+
+/// How the server's certificate is checked.
+enum Check {
+    Nothing,
+    Chain(RootCertStore),
+    ChainAndName(RootCertStore),
+}
+
+impl Settings {
+    /// The rustls configuration of one connect: the roots and the client certificate read now.
+    pub fn connector(&self) -> Result<Connector, String> {
+        let roots = match &self.roots {
+            Some(r) => Some(r.clone()),
+            None => default_file("root.crt")
+                .filter(|p| p.exists())
+                .map(Roots::File),
+        };
+        let store = |roots: &Roots| -> Result<RootCertStore, String> {
+            match roots {
+                Roots::System => Ok(RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                }),
+                Roots::File(path) => {
+                    let pem = read("sslrootcert", path)?;
+                    let mut store = RootCertStore::empty();
+                    for cert in CertificateDer::pem_slice_iter(&pem) {
+                        let cert = cert.map_err(|e| {
+                            format!("sslrootcert {}: not a PEM file: {e}", path.display())
+                        })?;
+                        store.add(cert).map_err(|e| {
+                            format!(
+                                "sslrootcert {}: not a usable CA certificate: {e}",
+                                path.display()
+                            )
+                        })?;
+                    }
+                    if store.is_empty() {
+                        return Err(format!(
+                            "sslrootcert {}: no certificate (\"BEGIN CERTIFICATE\") in the file",
+                            path.display()
+                        ));
+                    }
+                    Ok(store)
+                }
+            }
+        };
+        let needs_root = |mode: SslMode| {
+            format!(
+                "sslmode={} checks the server's certificate and needs a root certificate: give \
+                 sslrootcert=FILE (or sslrootcert=system), or put it in ~/.postgresql/root.crt",
+                mode.name()
+            )
+        };
+        let check = match (self.mode, &roots) {
+            (SslMode::Disable | SslMode::Allow | SslMode::Prefer, _) | (SslMode::Require, None) => {
+                Check::Nothing
+            }
+            (SslMode::Require | SslMode::VerifyCa, Some(r)) => Check::Chain(store(r)?),
+            (SslMode::VerifyFull, Some(r)) => Check::ChainAndName(store(r)?),
+            (mode, None) => return Err(needs_root(mode)),
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier: Arc<dyn ServerCertVerifier> = match check {
+            Check::Nothing => Arc::new(Unchecked(provider.clone())),
+            Check::Chain(store) => Arc::new(ChainOnly(webpki(store, &provider)?)),
+            Check::ChainAndName(store) => webpki(store, &provider)?,
+        };
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let cert = match &self.cert {
+            Some(p) => Some(p.clone()),
+            None => default_file("postgresql.crt").filter(|p| p.exists()),
+        };
+        let config = match cert {
+            None => builder.with_no_client_auth(),
+            Some(cert_path) => {
+                let key_path = match &self.key {
+                    Some(p) => p.clone(),
+                    None => default_file("postgresql.key").ok_or_else(|| {
+                        format!(
+                            "sslcert {} is given without sslkey (its private key)",
+                            cert_path.display()
+                        )
+                    })?,
+                };
+                let pem = read("sslcert", &cert_path)?;
+                let chain = CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| format!("sslcert {}: not a PEM file: {e}", cert_path.display()))?;
+                if chain.is_empty() {
+                    return Err(format!(
+                        "sslcert {}: no certificate (\"BEGIN CERTIFICATE\") in the file",
+                        cert_path.display()
+                    ));
+                }
+                let pem = read("sslkey", &key_path)?;
+                let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+                    format!(
+                        "sslkey {}: no unencrypted private key (PKCS#8, PKCS#1 or SEC1 PEM) in \
+                         the file: {e}",
+                        key_path.display()
+                    )
+                })?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    format!(
+                        "sslcert {} and sslkey {} do not go together: {e}",
+                        cert_path.display(),
+                        key_path.display()
+                    )
+                })?
+            }
+        };
+        Ok(Connector {
+            config: Arc::new(config),
+            describe: Arc::from(self.describe(roots.as_ref())),
+        })
+    }
+
+    /// What a handshake error names: the mode and the roots checked against.
+    fn describe(&self, roots: Option<&Roots>) -> String {
+        match roots {
+            Some(Roots::File(p)) if !matches!(self.mode, SslMode::Allow | SslMode::Prefer) => {
+                format!("sslmode={}, sslrootcert={}", self.mode.name(), p.display())
+            }
+            Some(Roots::System) => format!("sslmode={}, sslrootcert=system", self.mode.name()),
+            _ => format!("sslmode={}", self.mode.name()),
+        }
+    }
+}
+
+fn webpki(
+    store: RootCertStore,
+    provider: &Arc<CryptoProvider>,
+) -> Result<Arc<WebPkiServerVerifier>, String> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
+        .build()
+        .map_err(|e| format!("sslrootcert: {e}"))
+}
+
+/// `require` without a root, `allow`, `prefer`: encryption without knowing whom to; the
+/// handshake's signatures are still checked against the certificate presented.
+#[derive(Debug)]
+struct Unchecked(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for Unchecked {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain must lead to a root; the names the certificate is for are not looked
+/// at. webpki checks the chain first and the name last, so a name error means the chain held.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// tokio-postgres's TLS hook: one [`Handshake`] per host tried, for the name of that host.
+#[derive(Clone)]
+pub struct Connector {
+    config: Arc<ClientConfig>,
+    describe: Arc<str>,
+}
+
+impl MakeTlsConnect<Socket> for Connector {
+    type Stream = Stream;
+    type TlsConnect = Handshake;
+    type Error = io::Error;
+
+    fn make_tls_connect(&mut self, host: &str) -> Result<Handshake, io::Error> {
+        Ok(Handshake {
+            config: self.config.clone(),
+            describe: self.describe.clone(),
+            host: host.to_string(),
+        })
+    }
+}
+
+pub struct Handshake {
+    config: Arc<ClientConfig>,
+    describe: Arc<str>,
+    host: String,
+}
+
+type HandshakeFuture = Pin<Box<dyn Future<Output = Result<Stream, io::Error>> + Send>>;
+
+impl TlsConnect<Socket> for Handshake {
+    type Stream = Stream;
+    type Error = io::Error;
+    type Future = HandshakeFuture;
+
+    fn connect(self, socket: Socket) -> HandshakeFuture {
+        Box::pin(async move {
+            let name = ServerName::try_from(self.host.clone()).map_err(|_| {
+                io::Error::other(format!(
+                    "\"{}\" is not a host name or address to check a certificate against",
+                    self.host
+                ))
+            })?;
+            tokio_rustls::TlsConnector::from(self.config)
+                .connect(name, socket)
+                .await
+                .map(Stream)
+                .map_err(|e| {
+                    let certificate = e
+                        .get_ref()
+                        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                        .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+                    if certificate {
+                        io::Error::other(format!(
+                            "the certificate of {} could not be verified ({}): {e}",
+                            self.host, self.describe
+                        ))
+                    } else {
+                        io::Error::other(format!("with {} ({}): {e}", self.host, self.describe))
+                    }
+                })
+        })
+    }
+}
+
+/// A connection under TLS.
+pub struct Stream(tokio_rustls::client::TlsStream<Socket>);
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl TlsStream for Stream {
+    /// `tls-server-end-point` (RFC 5929): the server certificate's hash, with the hash of its
+    /// signature algorithm (SHA-256 for MD5 and SHA-1), for SCRAM-SHA-256-PLUS.
+    fn channel_binding(&self) -> ChannelBinding {
+        let (_, session) = self.0.get_ref();
+        let digest = session
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(|cert| {
+                let algorithm = match signature_algorithm(cert)? {
+                    // sha{1,256}WithRSAEncryption, ecdsa-with-SHA256, md5WithRSAEncryption
+                    [42, 134, 72, 134, 247, 13, 1, 1, 4 | 5 | 11]
+                    | [42, 134, 72, 206, 61, 4, 3, 2] => &ring::digest::SHA256,
+                    [42, 134, 72, 134, 247, 13, 1, 1, 12] | [42, 134, 72, 206, 61, 4, 3, 3] => {
+                        &ring::digest::SHA384
+                    }
+                    [42, 134, 72, 134, 247, 13, 1, 1, 13] | [42, 134, 72, 206, 61, 4, 3, 4] => {
+                        &ring::digest::SHA512
+                    }
+                    _ => return None,
+                };
+                Some(ring::digest::digest(algorithm, cert).as_ref().to_vec())
+            });
+        match digest {
+            Some(d) => ChannelBinding::tls_server_end_point(d),
+            None => ChannelBinding::none(),
+        }
+    }
+}
+
+/// The OID (its DER content) of a certificate's `signatureAlgorithm`: the second element of the
+/// outer SEQUENCE, itself a SEQUENCE that starts with the OID.
+fn signature_algorithm(der: &[u8]) -> Option<&[u8]> {
+    /// One DER element at the start of `b`: (tag, content, the rest after it).
+    fn element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let tag = *b.first()?;
+        let first = *b.get(1)? as usize;
+        let (len, head) = if first < 0x80 {
+            (first, 2)
+        } else {
+            let n = first & 0x7f;
+            if n == 0 || n > 4 {
+                return None;
+            }
+            let mut len = 0usize;
+            for i in 0..n {
+                len = (len << 8) | *b.get(2 + i)? as usize;
+            }
+            (len, 2 + n)
+        };
+        let end = head.checked_add(len)?;
+        Some((tag, b.get(head..end)?, b.get(end..)?))
+    }
+    let (0x30, cert, _) = element(der)? else {
+        return None;
+    };
+    let (0x30, _, rest) = element(cert)? else {
+        return None;
+    };
+    let (0x30, algorithm, _) = element(rest)? else {
+        return None;
+    };
+    match element(algorithm)? {
+        (0x06, oid, _) => Some(oid),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SslMode, split};
+
+    #[test]
+    fn our_parameters_are_taken_out_of_both_forms() {
+        let (rest, s) = split(
+            "postgres://u@h1:1,h2:2/db?sslmode=verify-full&sslrootcert=%2Ftmp%2Fa%20b.pem&\
+             target_session_attrs=read-write",
+        )
+        .expect("url");
+        assert_eq!(
+            rest,
+            "postgres://u@h1:1,h2:2/db?target_session_attrs=read-write"
+        );
+        assert_eq!(s.mode, SslMode::VerifyFull);
+        assert_eq!(s.roots, Some(super::Roots::File("/tmp/a b.pem".into())));
+        let (rest, s) = split(
+            "host=h1,h2 port=1,2 dbname = db sslmode=verify-ca sslrootcert='/tmp/it\\'s.pem' \
+             password='a b'",
+        )
+        .expect("key=value");
+        assert_eq!(rest, "host='h1,h2' port='1,2' dbname='db' password='a b'");
+        assert_eq!(s.mode, SslMode::VerifyCa);
+        assert_eq!(s.roots, Some(super::Roots::File("/tmp/it's.pem".into())));
+        let (_, s) = split("postgres://u@h/db?sslrootcert=system").expect("system");
+        assert_eq!(s.mode, SslMode::VerifyFull);
+        assert_eq!(
+            split("postgres://u@h/db").expect("plain").1.mode,
+            SslMode::Prefer
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_what_is_wrong() {
+        let err = split("postgres://u@h/db?sslmode=verify").unwrap_err();
+        assert!(err.contains("sslmode=verify is not one of"), "{err}");
+        let err = split("postgres://u@h/db?sslmode=require&sslrootcert=system").unwrap_err();
+        assert!(
+            err.contains("sslrootcert=system takes sslmode=verify-full"),
+            "{err}"
+        );
+        let err = split("host=h sslrootcert='/x").unwrap_err();
+        assert!(err.contains("not closed"), "{err}");
+    }
+}

@@ -1,0 +1,339 @@
+//! TLS to PostgreSQL with libpq's `sslmode` and certificate parameters, against a real cluster
+//! with `ssl=on`, certificates the test makes with the `openssl` CLI, and a `pg_hba.conf` that
+//! lets TCP clients in only under TLS (`support/pg.rs`, `Cluster::start_tls`): through the
+//! engine (`Engine::open` with the URL) and through the binary (`--db URL`). Whether a session
+//! was encrypted is asked of the server (`pg_stat_ssl`, its connection log), not taken from the
+//! client.
+
+mod common;
+#[path = "support/pg.rs"]
+mod pg;
+
+use billhost::store::{self, Durability};
+use billhost::{Engine, EngineConfig};
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn open(url: &str) -> Result<Engine, String> {
+    Engine::open(EngineConfig::new(url)).map_err(|e| e.to_string())
+}
+
+fn refused(url: &str) -> String {
+    match open(url) {
+        Err(e) => e,
+        Ok(_) => panic!("{url} was opened"),
+    }
+}
+
+/// Whether the sessions of `application_name` on the server are encrypted, one entry each,
+/// asked over the plain admin socket.
+fn encrypted(cluster: &pg::Cluster, application: &str) -> Vec<bool> {
+    cluster
+        .socket_admin()
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = $1",
+            &[&application],
+        )
+        .expect("pg_stat_ssl")
+        .iter()
+        .map(|r| r.get::<_, bool>(0))
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[test]
+fn the_engine_connects_under_each_sslmode_as_libpq_would() {
+    let Some((cluster, certs)) = pg::Cluster::start_tls("tls-engine") else {
+        return;
+    };
+    let db = cluster.socket_database("billing");
+    let port = cluster.port;
+    let ca = certs.ca.display();
+    let other = certs.other_ca.display();
+    let url = |host: &str, query: &str| format!("postgres://postgres@{host}:{port}/{db}?{query}");
+
+    // require: encrypted, with no root to check the certificate against.
+    let engine = open(&url(
+        "127.0.0.1",
+        "sslmode=require&application_name=t_require",
+    ))
+    .expect("require without a root");
+    let sessions = encrypted(&cluster, "t_require");
+    assert!(
+        !sessions.is_empty() && sessions.iter().all(|&s| s),
+        "{sessions:?}"
+    );
+    drop(engine);
+
+    // verify-full with the CA that signed the server's certificate, by address and by name.
+    for host in ["127.0.0.1", "localhost"] {
+        let app = format!("t_full_{}", host.replace('.', "_"));
+        let engine = open(&url(
+            host,
+            &format!("sslmode=verify-full&sslrootcert={ca}&application_name={app}"),
+        ))
+        .unwrap_or_else(|e| panic!("verify-full to {host}: {e}"));
+        let sessions = encrypted(&cluster, &app);
+        assert!(
+            !sessions.is_empty() && sessions.iter().all(|&s| s),
+            "{sessions:?}"
+        );
+        drop(engine);
+    }
+
+    // verify-full with a CA that signed nothing of this server: refused, saying why and what
+    // it checked against.
+    let err = refused(&url(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={other}"),
+    ));
+    assert!(err.contains("could not be verified"), "{err}");
+    assert!(err.contains(&other.to_string()), "{err}");
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    // require with a root given checks the chain as verify-ca does (libpq's behaviour).
+    let err = refused(&url(
+        "127.0.0.1",
+        &format!("sslmode=require&sslrootcert={other}"),
+    ));
+    assert!(err.contains("could not be verified"), "{err}");
+
+    // A host name the certificate is not for (reached at 127.0.0.1 through hostaddr):
+    // verify-full refuses it, verify-ca (the chain only) lets it in.
+    let err = refused(&url(
+        "db.example.test",
+        &format!("hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}"),
+    ));
+    assert!(err.contains("could not be verified"), "{err}");
+    assert!(err.contains("db.example.test"), "{err}");
+    let engine = open(&url(
+        "db.example.test",
+        &format!("hostaddr=127.0.0.1&sslmode=verify-ca&sslrootcert={ca}&application_name=t_ca"),
+    ))
+    .expect("verify-ca against another name");
+    assert!(encrypted(&cluster, "t_ca").iter().all(|&s| s));
+    drop(engine);
+
+    // Several hosts: the name checked is the host connected to. The first host is reached but
+    // its name is not in the certificate, the second (same server) is: libpq's key=value form.
+    let engine = open(&format!(
+        "host=db.example.test,localhost hostaddr=127.0.0.1,127.0.0.1 port={port},{port} \
+         user=postgres dbname={db} target_session_attrs=read-write sslmode=verify-full \
+         sslrootcert='{ca}' application_name=t_multi"
+    ))
+    .expect("verify-full on the second host");
+    assert!(encrypted(&cluster, "t_multi").iter().all(|&s| s));
+    drop(engine);
+    // And in the URL form: a first host that does not answer, then localhost.
+    let dead = free_port();
+    let engine = open(&format!(
+        "postgres://postgres@127.0.0.2:{dead},localhost:{port}/{db}?\
+         target_session_attrs=read-write&sslmode=verify-full&sslrootcert={ca}&\
+         application_name=t_multi_url"
+    ))
+    .expect("verify-full after a host that is down");
+    assert!(encrypted(&cluster, "t_multi_url").iter().all(|&s| s));
+    drop(engine);
+
+    // Only an address (hostaddr): the certificate is checked against it.
+    let engine = open(&format!(
+        "hostaddr=127.0.0.1 port={port} user=postgres dbname={db} sslmode=verify-full \
+         sslrootcert='{ca}' application_name=t_hostaddr"
+    ))
+    .expect("verify-full by address alone");
+    assert!(encrypted(&cluster, "t_hostaddr").iter().all(|&s| s));
+    drop(engine);
+    // As in libpq, sslmode does not apply to a Unix socket (the server has no TLS there).
+    let socket_dir: String = cluster
+        .socket_admin()
+        .query_one("SHOW unix_socket_directories", &[])
+        .expect("socket dir")
+        .get(0);
+    let engine = open(&format!(
+        "host={socket_dir} port={port} user=postgres dbname={db} sslmode=require \
+         application_name=t_socket"
+    ))
+    .expect("require over the socket");
+    assert_eq!(encrypted(&cluster, "t_socket").first(), Some(&false));
+    drop(engine);
+
+    // The server takes TCP clients only under TLS: disable is refused by pg_hba.conf...
+    let err = refused(&url("127.0.0.1", "sslmode=disable"));
+    assert!(err.contains("no encryption"), "{err}");
+    // ...while prefer (libpq's default, so also no sslmode at all) and allow end up under TLS.
+    for (query, app) in [
+        ("sslmode=prefer&application_name=t_prefer", "t_prefer"),
+        ("application_name=t_default", "t_default"),
+        ("sslmode=allow&application_name=t_allow", "t_allow"),
+    ] {
+        let engine = open(&url("127.0.0.1", query)).unwrap_or_else(|e| panic!("{query}: {e}"));
+        let sessions = encrypted(&cluster, app);
+        assert!(
+            !sessions.is_empty() && sessions.iter().all(|&s| s),
+            "{app}: {sessions:?}"
+        );
+        drop(engine);
+    }
+
+    // What cannot be used is refused before anything is sent, naming the file and why.
+    let err = refused(&url(
+        "127.0.0.1",
+        "sslmode=verify-full&sslrootcert=/nonexistent/root.crt",
+    ));
+    assert!(
+        err.contains("sslrootcert /nonexistent/root.crt: cannot be read"),
+        "{err}"
+    );
+    let err = refused(&url("127.0.0.1", "sslmode=verify-everything"));
+    assert!(
+        err.contains("sslmode=verify-everything is not one of"),
+        "{err}"
+    );
+    let err = refused(&url(
+        "127.0.0.1",
+        &format!("sslmode=require&sslcert={ca}&sslkey=/nonexistent/key"),
+    ));
+    assert!(
+        err.contains("sslkey /nonexistent/key: cannot be read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_client_certificate_and_channel_binding_are_presented() {
+    let Some((cluster, certs)) = pg::Cluster::start_tls("tls-client") else {
+        return;
+    };
+    let port = cluster.port;
+    let ca = certs.ca.display();
+    // `certdb` takes only a client certificate the CA signed (pg_hba.conf `cert`).
+    let base =
+        format!("postgres://postgres@localhost:{port}/certdb?sslmode=verify-full&sslrootcert={ca}");
+    let err = match store::connect(Path::new(&base), Durability::Full) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("certdb let a client without a certificate in"),
+    };
+    assert!(err.contains("certificate"), "{err}");
+    let with_cert = format!(
+        "{base}&sslcert={}&sslkey={}&application_name=t_cert",
+        certs.client_cert.display(),
+        certs.client_key.display()
+    );
+    let conn = store::connect(Path::new(&with_cert), Durability::Full)
+        .unwrap_or_else(|e| panic!("with a client certificate: {e}"));
+    let client_dn: Vec<String> = cluster
+        .socket_admin()
+        .query(
+            "SELECT s.client_dn FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 't_cert' AND s.ssl",
+            &[],
+        )
+        .expect("pg_stat_ssl")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(client_dn, vec!["/CN=postgres".to_string()]);
+    drop(conn);
+
+    // SCRAM over TLS binds the password exchange to the server's certificate when asked to.
+    let mut admin = cluster.socket_admin();
+    admin
+        .batch_execute("CREATE ROLE scram LOGIN PASSWORD 'pw-scram'")
+        .expect("role");
+    std::fs::write(
+        cluster_hba(&cluster),
+        format!(
+            "hostssl all scram 127.0.0.1/32 scram-sha-256\n{}",
+            std::fs::read_to_string(cluster_hba(&cluster)).expect("pg_hba.conf")
+        ),
+    )
+    .expect("pg_hba.conf");
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .expect("reload");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let scram = format!(
+        "postgres://scram:pw-scram@127.0.0.1:{port}/postgres?sslmode=verify-full&\
+         sslrootcert={ca}&channel_binding=require"
+    );
+    store::connect(Path::new(&scram), Durability::Full)
+        .unwrap_or_else(|e| panic!("SCRAM-SHA-256-PLUS: {e}"));
+}
+
+fn cluster_hba(cluster: &pg::Cluster) -> std::path::PathBuf {
+    let row = cluster
+        .socket_admin()
+        .query_one("SHOW hba_file", &[])
+        .expect("hba_file");
+    std::path::PathBuf::from(row.get::<_, String>(0))
+}
+
+fn billhost(db: &str, args: &[&str]) -> Output {
+    let scripts = common::TempDir::new("tls-scripts");
+    Command::new(env!("CARGO_BIN_EXE_billhost"))
+        .args(["--db", db, "--scripts"])
+        .arg(scripts.path())
+        .args(args)
+        .output()
+        .expect("run billhost")
+}
+
+#[test]
+fn the_binary_takes_a_tls_url_in_db() {
+    let Some((cluster, certs)) = pg::Cluster::start_tls("tls-binary") else {
+        return;
+    };
+    let db = cluster.socket_database("clibilling");
+    let port = cluster.port;
+    let url = |query: &str| format!("postgres://postgres@localhost:{port}/{db}?{query}");
+    let full = url(&format!(
+        "sslmode=verify-full&sslrootcert={}&application_name=cli_tls",
+        certs.ca.display()
+    ));
+    let out = billhost(&full, &["init", "--admin-password", "Secret123"]);
+    assert!(out.status.success(), "init: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ready"),
+        "{out:?}"
+    );
+    let out = billhost(&full, &["call", "project", "--out", "text"]);
+    assert!(out.status.success(), "call: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("id=1"),
+        "{out:?}"
+    );
+    // The server logged those sessions as encrypted.
+    let log = cluster.log();
+    let sessions: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("connection authorized") && l.contains("application_name=cli_tls"))
+        .collect();
+    assert!(!sessions.is_empty(), "{log}");
+    assert!(
+        sessions.iter().all(|l| l.contains("SSL enabled")),
+        "{sessions:?}"
+    );
+
+    // A certificate that does not verify: the usage exit, the reason on stderr.
+    let wrong = url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        certs.other_ca.display()
+    ));
+    let out = billhost(&wrong, &["call", "project"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("could not be verified"), "{err}");
+    // And without TLS the server refuses it.
+    let out = billhost(&url("sslmode=disable"), &["call", "project"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no encryption"),
+        "{out:?}"
+    );
+}
