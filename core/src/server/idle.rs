@@ -71,6 +71,14 @@ pub struct IdleStream {
 
 /// Our answer for a response head that hyper wrote without a handler, if `head` is one.
 fn replace_bare_answer(head: &[u8]) -> Option<Vec<u8>> {
+    // Only these statuses can be hyper's own: every other answer (each 200 among them) passes
+    // without a look at its headers.
+    if !(head.starts_with(b"HTTP/1.1 400 ")
+        || head.starts_with(b"HTTP/1.1 414 ")
+        || head.starts_with(b"HTTP/1.1 431 "))
+    {
+        return None;
+    }
     // Every answer of a handler has a content type; hyper's own have none.
     let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
     if head[..end]
