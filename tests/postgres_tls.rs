@@ -337,3 +337,42 @@ fn the_binary_takes_a_tls_url_in_db() {
         "{out:?}"
     );
 }
+
+/// `sslmode=prefer` (the default) as libpq: a server that offers TLS but whose handshake fails
+/// (here it speaks nothing newer than TLS 1.1, which rustls refuses) is connected to without
+/// TLS where `pg_hba.conf` allows it, while `require` is refused.
+#[test]
+fn prefer_connects_without_tls_after_a_failed_handshake() {
+    let Some((cluster, _certs)) = pg::Cluster::start_tls("tls-prefer") else {
+        return;
+    };
+    let port = cluster.port;
+    let mut admin = cluster.socket_admin();
+    for setting in [
+        "ALTER SYSTEM SET ssl_min_protocol_version = 'TLSv1'",
+        "ALTER SYSTEM SET ssl_max_protocol_version = 'TLSv1.1'",
+    ] {
+        admin.batch_execute(setting).expect("tls versions");
+    }
+    std::fs::write(
+        cluster_hba(&cluster),
+        format!(
+            "host all all 127.0.0.1/32 trust\n{}",
+            std::fs::read_to_string(cluster_hba(&cluster)).expect("pg_hba.conf")
+        ),
+    )
+    .expect("pg_hba.conf");
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .expect("reload");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let url = |query: &str| format!("postgres://postgres@127.0.0.1:{port}/postgres?{query}");
+    let err = refused(&url("sslmode=require"));
+    assert!(err.contains("127.0.0.1"), "{err}");
+    let engine = open(&url("sslmode=prefer&application_name=t_prefer"))
+        .unwrap_or_else(|e| panic!("prefer after a failed handshake: {e}"));
+    let sessions = encrypted(&cluster, "t_prefer");
+    assert!(!sessions.is_empty(), "no session of the engine");
+    assert!(sessions.iter().all(|ssl| !ssl), "{sessions:?}");
+    drop(engine);
+}

@@ -460,7 +460,8 @@ struct Target {
 
 impl Target {
     /// A new session; with `sslmode=allow` a plain one, else (the server wants TLS) one under
-    /// TLS, as libpq does.
+    /// TLS; with `prefer`, one under TLS if the server offers it and the handshake succeeds,
+    /// else a plain one, as libpq does.
     fn open(&self, durability: Durability) -> Result<Client> {
         let client = match self.tls.mode {
             _ if self.sockets_only => self.config.connect(NoTls)?,
@@ -475,6 +476,21 @@ impl Target {
                         .map_err(|e| Error::other(format!("without TLS: {plain}; with TLS: {e}")))?
                 }
             },
+            // libpq's `prefer`: a handshake that fails is tried again without TLS.
+            SslMode::Prefer => {
+                let connector = self.connector()?;
+                match self.config.connect(connector.clone()) {
+                    Ok(client) => client,
+                    Err(tls) if connector.handshake_failed() => {
+                        let mut config = self.config.clone();
+                        config.ssl_mode(postgres::config::SslMode::Disable);
+                        config.connect(NoTls).map_err(|plain| {
+                            Error::other(format!("with TLS: {tls}; without TLS: {plain}"))
+                        })?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
             _ => self.config.connect(self.connector()?)?,
         };
         session(client, durability)

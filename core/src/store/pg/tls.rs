@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `disable` | never | — |
 //! | `allow` | only if the plain attempt fails | not checked |
-//! | `prefer` (the default) | if the server offers it, else plain | not checked |
+//! | `prefer` (the default) | if the server offers it, else plain (also after a failed handshake) | not checked |
 //! | `require` | always | not checked; checked like `verify-ca` when a root certificate is there (given, or `~/.postgresql/root.crt`) |
 //! | `verify-ca` | always | its chain against the root certificate |
 //! | `verify-full` | always | its chain, and that it names the host connected to |
@@ -396,6 +396,7 @@ impl Settings {
         Ok(Connector {
             config: Arc::new(config),
             describe: Arc::from(self.describe(roots.as_ref())),
+            failed: Arc::default(),
         })
     }
 
@@ -523,6 +524,16 @@ impl ServerCertVerifier for ChainOnly {
 pub struct Connector {
     config: Arc<ClientConfig>,
     describe: Arc<str>,
+    /// Set when a handshake of this connector (or of a clone) failed: `sslmode=prefer` then
+    /// tries again without TLS, as libpq does.
+    failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Connector {
+    /// Whether a TLS handshake failed (rather than, say, the login after it).
+    pub fn handshake_failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 impl MakeTlsConnect<Socket> for Connector {
@@ -535,6 +546,7 @@ impl MakeTlsConnect<Socket> for Connector {
             config: self.config.clone(),
             describe: self.describe.clone(),
             host: host.to_string(),
+            failed: self.failed.clone(),
         })
     }
 }
@@ -543,6 +555,7 @@ pub struct Handshake {
     config: Arc<ClientConfig>,
     describe: Arc<str>,
     host: String,
+    failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 type HandshakeFuture = Pin<Box<dyn Future<Output = Result<Stream, io::Error>> + Send>>;
@@ -565,6 +578,8 @@ impl TlsConnect<Socket> for Handshake {
                 .await
                 .map(Stream)
                 .map_err(|e| {
+                    self.failed
+                        .store(true, std::sync::atomic::Ordering::Release);
                     let certificate = e
                         .get_ref()
                         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
