@@ -96,6 +96,15 @@ pub enum Savepoint {
 }
 
 impl Savepoint {
+    /// Roll back to and release, as one text.
+    fn undo(self) -> &'static str {
+        match self {
+            Savepoint::Func => "ROLLBACK TO func; RELEASE func",
+            Savepoint::BatchCall => "ROLLBACK TO batch_call; RELEASE batch_call",
+            Savepoint::NestedCall => "ROLLBACK TO nested_call; RELEASE nested_call",
+        }
+    }
+
     /// (open, release, roll back to)
     fn sql(self) -> (&'static str, &'static str, &'static str) {
         match self {
@@ -313,8 +322,13 @@ impl Connection {
 
     /// Undoes what was done since the savepoint, and closes it.
     pub fn rollback_to(&self, sp: Savepoint) -> Result<()> {
-        self.run(sp.sql().2)?;
-        self.run(sp.sql().1)
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                self.run(sp.sql().2)?;
+                self.run(sp.sql().1)
+            }
+            Backend::Pg(c) => c.rollback_to(sp.undo()),
+        }
     }
 
     /// The connection's backend as a word, for messages.
