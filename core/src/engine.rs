@@ -133,6 +133,9 @@ struct WriterInner {
     members: usize,
     /// Members of the open batch that have run (the first runs without a savepoint).
     ran: usize,
+    /// The last member's savepoint is still open (its release rides with the next member's
+    /// savepoint, or the commit keeps it).
+    open_savepoint: bool,
     next_batch: u64,
     committed_through: u64,
     /// Batches whose commit failed, with the reason (the most recent ones).
@@ -292,6 +295,7 @@ impl WriterInner {
                 self.open_batch = Some(self.next_batch);
                 self.members = 0;
                 self.ran = 0;
+                self.open_savepoint = false;
                 self.next_batch
             }
         };
@@ -305,14 +309,25 @@ impl WriterInner {
     /// The batch's first member runs without a savepoint (two statements fewer, each a round
     /// trip on PostgreSQL, for a batch of one): the transaction holds nothing else yet, so when
     /// it fails the whole transaction is rolled back instead and the batch ends there, empty
-    /// (the next writer opens another). Members that join later take savepoints as before.
+    /// (the next writer opens another). Members that join later take savepoints. A member's
+    /// savepoint that it leaves with success stays open until the next member's opens (one
+    /// statement releases the one and opens the other) or the commit, which keeps everything
+    /// the transaction holds, savepoints included.
     fn member<T>(&mut self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
         let bare = self.ran == 0;
         self.ran += 1;
         let conn = &self.conn;
-        if !bare && let Err(e) = conn.savepoint(Savepoint::Func) {
-            self.poisoned = true;
-            return Err(e.into());
+        if !bare {
+            let opened = if self.open_savepoint {
+                conn.release_and_reopen(Savepoint::Func)
+            } else {
+                conn.savepoint(Savepoint::Func)
+            };
+            self.open_savepoint = false;
+            if let Err(e) = opened {
+                self.poisoned = true;
+                return Err(e.into());
+            }
         }
         IN_WRITE.with(|w| w.set(true));
         let result =
@@ -333,7 +348,10 @@ impl WriterInner {
             return result;
         }
         let end = match result {
-            Ok(_) => conn.release(Savepoint::Func),
+            Ok(_) => {
+                self.open_savepoint = true;
+                Ok(())
+            }
             Err(_) => conn.rollback_to(Savepoint::Func),
         };
         match end {
@@ -451,6 +469,7 @@ impl Engine {
                     open_batch: None,
                     members: 0,
                     ran: 0,
+                    open_savepoint: false,
                     next_batch: 0,
                     committed_through: 0,
                     failed: VecDeque::new(),

@@ -96,6 +96,15 @@ pub enum Savepoint {
 }
 
 impl Savepoint {
+    /// Release and open again, as one text.
+    fn reopen(self) -> &'static str {
+        match self {
+            Savepoint::Func => "RELEASE func; SAVEPOINT func",
+            Savepoint::BatchCall => "RELEASE batch_call; SAVEPOINT batch_call",
+            Savepoint::NestedCall => "RELEASE nested_call; SAVEPOINT nested_call",
+        }
+    }
+
     /// Roll back to and release, as one text.
     fn undo(self) -> &'static str {
         match self {
@@ -318,6 +327,18 @@ impl Connection {
     /// Keeps what was done since the savepoint (in the enclosing transaction).
     pub fn release(&self, sp: Savepoint) -> Result<()> {
         self.run(sp.sql().1)
+    }
+
+    /// [`Connection::release`] then [`Connection::savepoint`] of the same name: one func of a
+    /// batch kept, the next one's begun (one round trip on PostgreSQL).
+    pub fn release_and_reopen(&self, sp: Savepoint) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                self.run(sp.sql().1)?;
+                self.run(sp.sql().0)
+            }
+            Backend::Pg(c) => c.batch(sp.reopen()),
+        }
     }
 
     /// Undoes what was done since the savepoint, and closes it.
