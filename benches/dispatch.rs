@@ -216,7 +216,7 @@ fn alternate(
     )
 }
 
-const PG_ROUNDS: u32 = 4;
+const PG_ROUNDS: u32 = 10;
 
 /// The same funcs on PostgreSQL, against the raw `postgres` crate.
 fn postgres_side() {

@@ -471,7 +471,12 @@ fn postgres_setpaid(bench: &Bench) {
             .expect("copy database");
         cluster.url(name)
     };
-    let (on_url, off_url, raw_url, two_url) = (copy("on"), copy("off"), copy("raw"), copy("two"));
+    let (on_url, off_url, raw_url, two_url) = (
+        copy("sync_on"),
+        copy("sync_off"),
+        copy("raw_one"),
+        copy("two_servers"),
+    );
     eprintln!(
         "PostgreSQL prepared in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -372,12 +372,14 @@ impl WriterInner {
         let outcome = if self.poisoned {
             Err("a savepoint could not be closed".to_string())
         } else {
+            // Read before the commit: a sync failure from here on fails this batch.
+            let generation = self.wal_sync.as_ref().map_or(0, |s| s.generation());
             self.conn
                 .commit()
                 .map_err(|e| e.to_string())
                 .and_then(|()| match &self.wal_sync {
                     Some(sync) => {
-                        let pending = sync.committed(batch);
+                        let pending = sync.committed_in(batch, generation);
                         if defer {
                             durable = Some(pending);
                             Ok(())
