@@ -436,7 +436,10 @@ pub fn shared() -> Option<&'static Cluster> {
                 data = cluster.data().display(),
                 dir = cluster.dir.display(),
             );
-            Command::new("sh")
+            // The watchdog outlives this process on purpose (it stops the cluster once the
+            // test binary has exited), so it is never waited for.
+            #[allow(clippy::zombie_processes)]
+            let _watchdog = Command::new("sh")
                 .args(["-c", &watchdog])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())

@@ -154,11 +154,11 @@ impl WalSync {
                     .map_err(|e| io::Error::other(e.to_string()))?;
                 state.pg = Some(conn);
             }
-            if !state
-                .pg
-                .as_ref()
-                .is_some_and(|c| c.batch(SYNC_POINT).is_ok())
-            {
+            let synced = match &state.pg {
+                Some(conn) => conn.batch(SYNC_POINT).is_ok(),
+                None => false,
+            };
+            if !synced {
                 state.pg = None;
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 return Err(lost());
