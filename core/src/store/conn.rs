@@ -293,7 +293,8 @@ impl Connection {
     /// Runs `f` inside a read snapshot that the first row of `first` (one integer) opens, and
     /// gives `f` that integer: on SQLite the query's statement holds the read transaction while
     /// it stays on its row (one statement instead of `BEGIN`, the query and `ROLLBACK`); on
-    /// PostgreSQL a read transaction does.
+    /// PostgreSQL a read transaction does, begun with `first` in one query (`first` takes no
+    /// values).
     pub fn with_pinned_read<T>(&self, first: &str, f: impl FnOnce(i64) -> T) -> Result<T> {
         match &self.backend {
             Backend::Sqlite(_) => {
@@ -308,9 +309,9 @@ impl Connection {
                 drop(rows);
                 Ok(out)
             }
-            Backend::Pg(_) => {
-                self.begin_read()?;
-                let n = self.query_row(first, [], |r| r.get::<i64>(0));
+            Backend::Pg(c) => {
+                // `BEGIN` and `first` in one round trip.
+                let n = c.begin_read_with(first);
                 let out = n.map(f);
                 let end = self.rollback();
                 let out = out?;

@@ -323,6 +323,30 @@ impl PgConn {
         Ok(())
     }
 
+    /// [`PgConn::begin_read`] and the first column of `first`'s first row (an integer; `first`
+    /// takes no values), in one round trip. The transaction is open when this answers, even
+    /// with an error (end it).
+    pub fn begin_read_with(&self, first: &str) -> Result<i64> {
+        self.ensure_open()?;
+        self.in_transaction.set(true);
+        let sql = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {}",
+            translate(first).sql
+        );
+        let messages = self.client.borrow_mut().simple_query(&sql)?;
+        let value = messages.iter().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => Some(row.get(0)),
+            _ => None,
+        });
+        match value {
+            Some(Some(text)) => text
+                .parse::<i64>()
+                .map_err(|_| Error::type_mismatch(format!("'{text}' is not an integer"))),
+            Some(None) => Err(Error::type_mismatch("NULL read as an integer".into())),
+            None => Err(Error::new(ErrorKind::NoRows, "Query returned no rows")),
+        }
+    }
+
     pub fn end(&self, sql: &str) -> Result<()> {
         let r = self.batch(sql);
         // COMMIT or ROLLBACK ends the transaction even when it fails.
