@@ -17,15 +17,25 @@
 //!   transaction, a savepoint each, `synchronous=FULL`; target >= 0.5: what HTTP, dispatch and
 //!   our batching cost on top of the bare SQL); also, as before, raw rusqlite one transaction
 //!   at a time in WAL and with a rollback journal;
-//! - (c) p50/p99 latencies of each.
+//! - (c) p50/p99 latencies of each;
+//! - (p) (b) on PostgreSQL 15, on a throwaway cluster the bench starts (`fsync=on`): durable
+//!   `payment.setpaid` (`synchronous_commit=on`) from 64 HTTP clients against a PG-backed
+//!   server, against the same with `synchronous_commit=off` (target >= 0.8: group commit hides
+//!   the WAL flush) and against the raw `postgres` crate doing the same writes one transaction
+//!   at a time with `synchronous_commit=on`, one client (target >= 2); and two servers on one
+//!   database (32 clients each) against one server (on 2 CPUs no gain is expected: the figure
+//!   shows what the writers' cross-server lock costs). Skipped, saying so, without PostgreSQL.
 //!
 //! `cargo bench --bench http_load`; `BENCH_SECS` scales the measuring time (default 1.0, about
 //! 20 s in all), `BENCH_READERS` sets the connections of (a) (default 16), `BENCH_WORKERS` the
-//! async workers (as `serve --workers N`; default as `serve`), `BENCH_PARTS=a` or `=b` runs one
-//! part only, `BENCH_PROFILE=view` or `=bare` one side of (a) alone (for `perf`).
+//! async workers (as `serve --workers N`; default as `serve`), `BENCH_PARTS` the parts to run
+//! (letters of `abp`, default all), `BENCH_PROFILE=view` or `=bare` one side of (a) alone (for
+//! `perf`).
 
 #[path = "../tests/support/http1.rs"]
 mod http1;
+#[path = "../tests/support/pg.rs"]
+mod pg;
 #[path = "../tests/support/seed.rs"]
 mod seed;
 
@@ -35,6 +45,8 @@ mod cpu;
 mod load;
 #[path = "support/raw.rs"]
 mod raw;
+#[path = "support/raw_pg.rs"]
+mod raw_pg;
 use axum::Router;
 use axum::http::header;
 use axum::routing::get;
@@ -85,7 +97,13 @@ impl Bench {
     /// A server over a copy of the prepared database, with the credential verified (argon2
     /// once, then cached: as for any client that repeats it).
     fn serve(&self, name: &str, durability: Durability) -> Serving {
-        let serving = self.runtime.serve(open(&self.copy(name), durability));
+        self.serve_db(&self.copy(name), durability)
+    }
+
+    /// A server over the database `db` (a SQLite file or a PostgreSQL URL), the credential
+    /// verified as [`Bench::serve`] does.
+    fn serve_db(&self, db: &Path, durability: Durability) -> Serving {
+        let serving = self.runtime.serve(open(db, durability));
         let answer = Conn::connect(serving.addr, TIMEOUT)
             .and_then(|mut c| c.get(&format!("/billmgr?func=whoami&{}", self.authinfo)))
             .expect("whoami");
@@ -108,7 +126,7 @@ impl Bench {
 fn main() {
     let scale: f64 = env_or("BENCH_SECS", 1.0);
     let readers: usize = env_or("BENCH_READERS", 16);
-    let parts: String = env_or("BENCH_PARTS", "ab".to_string());
+    let parts: String = env_or("BENCH_PARTS", "abp".to_string());
     let dir = std::env::temp_dir().join(format!("billhost-bench-http-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("bench dir");
@@ -135,6 +153,9 @@ fn main() {
     }
     if parts.contains('b') {
         durable_setpaid_against_raw(&bench);
+    }
+    if parts.contains('p') {
+        postgres_setpaid(&bench);
     }
     println!(
         "(c) latencies: in the rows above (p50/p99 per request, as the load generator saw them)"
@@ -357,7 +378,7 @@ fn durable_setpaid_against_raw(bench: &Bench) {
             (Stats::default(), Stats::default(), Stats::default());
         for _ in 0..rounds {
             http.add(setpaid_load(
-                server.addr,
+                &[server.addr],
                 &bench.writers,
                 &mut cursors,
                 &bench.authinfo,
@@ -460,6 +481,128 @@ fn durable_setpaid_against_raw(bench: &Bench) {
         "    a durable commit costs {fsync_us:.0} µs more than a non-durable one (the fsync); \
          durable HTTP reaches {:.0}% of its no-fsync rate",
         100.0 * http.rate() / http_n.rate()
+    );
+    println!();
+}
+
+/// (p) (b) on PostgreSQL: a throwaway cluster, one database prepared as (b)'s and copied (as a
+/// template) for each side, rounds alternating between the sides.
+fn postgres_setpaid(bench: &Bench) {
+    let Some(cluster) = pg::Cluster::start("bench-http") else {
+        return;
+    };
+    let started = Instant::now();
+    let base = cluster.database("base");
+    let writers = prepare(Path::new(&base));
+    let mut admin =
+        postgres::Client::connect(&cluster.url("postgres"), postgres::NoTls).expect("admin");
+    let mut copy = |name: &str| {
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE base"))
+            .expect("copy database");
+        cluster.url(name)
+    };
+    let (on_url, off_url, raw_url, two_url) = (
+        copy("sync_on"),
+        copy("sync_off"),
+        copy("raw_one"),
+        copy("two_servers"),
+    );
+    eprintln!(
+        "PostgreSQL prepared in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let on = bench.serve_db(Path::new(&on_url), Durability::Full);
+    // `Durability::Normal` is `synchronous_commit=off` on every connection of the server.
+    let off = bench.serve_db(Path::new(&off_url), Durability::Normal);
+    let two = [
+        bench.serve_db(Path::new(&two_url), Durability::Full),
+        bench.serve_db(Path::new(&two_url), Durability::Full),
+    ];
+    let mut raw = postgres::Client::connect(&raw_url, postgres::NoTls).expect("raw connection");
+    raw.batch_execute("SET TIME ZONE 'UTC'; SET synchronous_commit = on")
+        .expect("session");
+    let statements = raw_pg::RawPg::prepare(&mut raw).expect("prepare");
+    let mut raw_payments = round_robin(&writers);
+    let (mut c_on, mut c_off, mut c_two) = (
+        vec![0usize; WRITERS],
+        vec![0usize; WRITERS],
+        vec![0usize; WRITERS],
+    );
+    let (mut s_on, mut s_off, mut s_raw, mut s_two) = (
+        Stats::default(),
+        Stats::default(),
+        Stats::default(),
+        Stats::default(),
+    );
+    let now = billhost::clock::now();
+    for _ in 0..2 {
+        let budget = bench.secs(2.0);
+        s_on.add(setpaid_load(
+            &[on.addr],
+            &writers,
+            &mut c_on,
+            &bench.authinfo,
+            budget,
+        ));
+        s_off.add(setpaid_load(
+            &[off.addr],
+            &writers,
+            &mut c_off,
+            &bench.authinfo,
+            budget,
+        ));
+        let start = Instant::now();
+        let mut latencies = Vec::new();
+        while start.elapsed() < bench.secs(1.5) {
+            let Some(id) = raw_payments.next() else { break };
+            let sent = Instant::now();
+            raw_pg::raw_pg_setpaid(&mut raw, &statements, id, &now).expect("raw setpaid");
+            latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
+        s_raw.add(Stats {
+            requests: latencies.len() as u64,
+            elapsed: start.elapsed(),
+            latencies_us: latencies,
+            ..Stats::default()
+        });
+        s_two.add(setpaid_load(
+            &[two[0].addr, two[1].addr],
+            &writers,
+            &mut c_two,
+            &bench.authinfo,
+            budget,
+        ));
+    }
+    for serving in [on, off] {
+        bench.stop(serving);
+    }
+    let [first, second] = two;
+    bench.stop(first);
+    bench.stop(second);
+    drop(raw);
+    let checked = store::connect(Path::new(&raw_url), Durability::Full).expect("check connection");
+    let violations = billhost::ledger::check(&checked).expect("check");
+    assert!(violations.is_empty(), "raw: {violations:?}");
+    println!(
+        "(p) payment.setpaid on PostgreSQL 15 (fsync=on): {WRITERS} HTTP clients, group commit"
+    );
+    s_on.print("HTTP, sync_commit=on");
+    s_off.print("HTTP, sync_commit=off");
+    s_raw.print("raw postgres, 1 at a time");
+    s_two.print("HTTP, two servers");
+    println!(
+        "    (p) ratio HTTP on / HTTP off: {:.2} (target >= 0.8)",
+        s_on.rate() / s_off.rate()
+    );
+    println!(
+        "    (p) ratio HTTP on / raw postgres one transaction at a time, synchronous_commit=on: {:.2} (target >= 2)",
+        s_on.rate() / s_raw.rate()
+    );
+    println!(
+        "    (p) ratio two servers on one database / one server: {:.2} (no gain expected on {} CPUs: the writers' lock is cluster-wide)",
+        s_two.rate() / s_on.rate(),
+        cpus()
     );
     println!();
 }
@@ -730,7 +873,7 @@ fn load(
     target: impl Fn(usize, u64) -> Option<String> + Sync,
 ) -> Stats {
     let ((per_connection, elapsed), server_cpu) = cpu::server_time(|| match client {
-        Client::Threads => load_threads(addr, connections, budget, target),
+        Client::Threads => load_threads(&[addr], connections, budget, target),
         Client::Events => load::run(addr, connections, cpus(), budget, &target),
     });
     let mut stats = Stats {
@@ -748,9 +891,10 @@ fn load(
 /// `threads` keep-alive connections, each on a thread of its own (std `TcpStream`, blocking),
 /// sending `target(thread, i)` and waiting for the answer, for `budget` (or until every
 /// thread's `target` answers `None`). An error document stops the bench. Answers each
-/// connection's requests and latencies, and the time it all took.
+/// connection's requests and latencies, and the time it all took. Connection `t` goes to
+/// `addrs[t % addrs.len()]` (several servers share the load).
 fn load_threads(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     threads: usize,
     budget: Duration,
     target: impl Fn(usize, u64) -> Option<String> + Sync,
@@ -761,6 +905,7 @@ fn load_threads(
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let target = &target;
+                let addr = addrs[t % addrs.len()];
                 s.spawn(move || {
                     cpu::as_generator(|| {
                         let mut conn = Conn::connect(addr, TIMEOUT).expect("connect");
@@ -791,9 +936,10 @@ fn load_threads(
     (per_thread, start.elapsed())
 }
 
-/// `payment.setpaid` of each writer's next payments, one writer per connection.
+/// `payment.setpaid` of each writer's next payments, one writer per connection (connection
+/// `t` to server `t % addrs.len()`).
 fn setpaid_load(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     writers: &[Vec<i64>],
     cursors: &mut [usize],
     authinfo: &str,
@@ -803,13 +949,24 @@ fn setpaid_load(
         .iter()
         .map(|&c| std::sync::atomic::AtomicUsize::new(c))
         .collect();
-    let stats = load(Client::Threads, addr, writers.len(), budget, |t, _| {
+    let target = |t: usize, _| {
         let k = next[t].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let payment = writers[t].get(k)?;
         Some(format!(
             "/billmgr?func=payment.setpaid&elid={payment}&{authinfo}"
         ))
-    });
+    };
+    let ((per_connection, elapsed), server_cpu) =
+        cpu::server_time(|| load_threads(addrs, writers.len(), budget, target));
+    let mut stats = Stats {
+        elapsed,
+        server_cpu,
+        ..Stats::default()
+    };
+    for (n, latencies) in per_connection {
+        stats.requests += n;
+        stats.latencies_us.extend(latencies);
+    }
     // A payment is taken only to be sent at once, so the next round starts after the last one.
     for (cursor, n) in cursors.iter_mut().zip(&next) {
         *cursor = n.load(std::sync::atomic::Ordering::Relaxed);

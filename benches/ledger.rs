@@ -14,14 +14,20 @@
 mod pg;
 #[path = "support/raw.rs"]
 mod raw;
+#[path = "support/raw_pg.rs"]
+mod raw_pg;
 use billhost::auth::Caller;
 use billhost::store::{self, Durability};
 use billhost::{Engine, EngineConfig, Params};
 use raw::raw_setpaid;
+use raw_pg::{RawPg, raw_pg_setpaid};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// Rounds of the SQLite comparison, and of the PostgreSQL one (finer: on a shared machine
+/// each round trip waits for a CPU, so load that shifts during the run must hit both sides).
 const ROUNDS: usize = 4;
+const PG_ROUNDS: usize = 20;
 
 fn must(engine: &Engine, func: &str, params: &[(&str, &str)]) {
     let doc = engine.call(
@@ -81,7 +87,7 @@ fn main() {
     let raw = store::sqlite::open_raw(&raw_path, Durability::Full).expect("raw connection");
     let now = billhost::clock::now();
 
-    let (t_engine, t_raw) = alternate(&engine, n, |id| {
+    let (t_engine, t_raw) = alternate(&engine, n, ROUNDS, |id| {
         raw_setpaid(&raw, id, &now).expect("raw setpaid");
     });
 
@@ -100,14 +106,19 @@ fn main() {
     postgres_side(n);
 }
 
-/// Sets payments 1..=n paid in [`ROUNDS`] rounds, each round first through the engine, then the
+/// Sets payments 1..=n paid in `rounds` rounds, each round first through the engine, then the
 /// same ids through `raw`, so that disk noise hits both alike; checks the engine's ledger and
 /// answers the time each side took.
-fn alternate(engine: &Engine, n: usize, mut raw: impl FnMut(i64)) -> (Duration, Duration) {
-    let per_round = n.div_ceil(ROUNDS);
+fn alternate(
+    engine: &Engine,
+    n: usize,
+    rounds: usize,
+    mut raw: impl FnMut(i64),
+) -> (Duration, Duration) {
+    let per_round = n.div_ceil(rounds);
     let (mut t_engine, mut t_raw) = (Duration::ZERO, Duration::ZERO);
     let root = Caller::superuser();
-    for round in 0..ROUNDS {
+    for round in 0..rounds {
         let ids = (round * per_round + 1)..=((round + 1) * per_round).min(n);
         let start = Instant::now();
         for id in ids.clone() {
@@ -141,7 +152,7 @@ fn postgres_side(n: usize) {
     let mut raw = postgres::Client::connect(&raw_url, postgres::NoTls).expect("raw connection");
     let statements = RawPg::prepare(&mut raw).expect("prepare");
     let now = billhost::clock::now();
-    let (t_engine, t_raw) = alternate(&engine, n, |id| {
+    let (t_engine, t_raw) = alternate(&engine, n, PG_ROUNDS, |id| {
         raw_pg_setpaid(&mut raw, &statements, id, &now).expect("raw setpaid");
     });
     drop(engine);
@@ -161,63 +172,4 @@ fn postgres_side(n: usize) {
 /// [`prepare`] on a database given by path or URL.
 fn prepare_url(url: &str, n: usize) -> Engine {
     prepare(Path::new(url), n)
-}
-
-/// The statements setpaid runs, prepared once on the raw connection (as the engine keeps its
-/// own prepared per connection).
-struct RawPg {
-    lock: postgres::Statement,
-    payment: postgres::Statement,
-    paid: postgres::Statement,
-    balance: postgres::Statement,
-    credit: postgres::Statement,
-    unpaid: postgres::Statement,
-    history: postgres::Statement,
-}
-
-impl RawPg {
-    fn prepare(c: &mut postgres::Client) -> Result<RawPg, postgres::Error> {
-        Ok(RawPg {
-            lock: c.prepare("SELECT pg_advisory_xact_lock($1)")?,
-            payment: c.prepare(
-                "SELECT status, subaccount_id, subaccountamount FROM payment WHERE id = $1",
-            )?,
-            paid: c.prepare("UPDATE payment SET status = 4, paydate = $2 WHERE id = $1")?,
-            balance: c.prepare("SELECT balance FROM subaccount WHERE id = $1")?,
-            credit: c.prepare("UPDATE subaccount SET balance = $2 WHERE id = $1")?,
-            unpaid: c.prepare(
-                "SELECT id FROM expense WHERE subaccount_id = $1 AND notpayd > 0 AND deleted = 0 ORDER BY id LIMIT 1",
-            )?,
-            history: c.prepare(
-                "INSERT INTO history (changedate, object_type, object_id, description, user_login, ip, action)
-                 VALUES ($1, 'payment', $2, $3, 'root', 'local', 'payment.setpaid')",
-            )?,
-        })
-    }
-}
-
-/// What setpaid writes, by the raw `postgres` crate: the statements of `raw_setpaid` in
-/// PostgreSQL's dialect, in one transaction (the writers' advisory lock included, as every
-/// engine write takes it).
-fn raw_pg_setpaid(
-    c: &mut postgres::Client,
-    s: &RawPg,
-    id: i64,
-    now: &str,
-) -> Result<(), postgres::Error> {
-    let mut t = c.transaction()?;
-    t.execute(&s.lock, &[&store::pg::WRITER_LOCK])?;
-    let row = t.query_one(&s.payment, &[&id])?;
-    let (status, subaccount, amount): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
-    assert!(status == 1 || status == 2);
-    t.execute(&s.paid, &[&id, &now])?;
-    let balance: i64 = t.query_one(&s.balance, &[&subaccount])?.get(0);
-    t.execute(&s.credit, &[&subaccount, &(balance + amount)])?;
-    assert!(t.query_opt(&s.unpaid, &[&subaccount])?.is_none());
-    let description = format!(
-        "paid: {}.00 USD credited to subaccount {subaccount}",
-        amount / 100
-    );
-    t.execute(&s.history, &[&now, &id, &description])?;
-    t.commit()
 }

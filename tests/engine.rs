@@ -745,6 +745,53 @@ fn a_batch_of_calls_commits_together_and_each_fails_alone(backend) {
 }
 }
 
+/// A batch's first member runs without a savepoint of its own: when it fails, having written
+/// part of its work, the whole transaction is undone and the next call opens a new batch; the
+/// members after it still fail alone.
+#[test]
+fn a_failing_first_member_leaves_nothing_and_the_batch_goes_on() {
+    let fx = Fixture::new("call-batch-first");
+    let root = Caller::superuser();
+    let p = |pairs: &[(&str, &str)]| Params::from_pairs(pairs.iter().copied());
+    let keep = fx.call("accountgroup.edit", &[("sok", "ok"), ("name", "kept")]);
+    assert!(!keep.is_error(), "{keep:?}");
+    let kept = column(&fx.call("accountgroup", &[]), "id")[0].clone();
+    // Deletes the kept group, then fails on a group that does not exist: nothing is deleted.
+    let half = p(&[("elid", &format!("{kept},9999"))]);
+    let bad = p(&[("sok", "ok"), ("name", "")]);
+    let first = p(&[("sok", "ok"), ("name", "first")]);
+    let second = p(&[("sok", "ok"), ("name", "second")]);
+    let docs = fx.engine.call_batch(&[
+        (&root, "accountgroup.delete", &half),
+        (&root, "accountgroup.edit", &bad),
+        (&root, "accountgroup.edit", &first),
+        (&root, "accountgroup.delete", &half),
+        (&root, "accountgroup.edit", &second),
+    ]);
+    let kinds: Vec<&str> = docs
+        .iter()
+        .map(|d| match d {
+            Doc::Error(_) => error_type(d),
+            _ => "ok",
+        })
+        .collect();
+    assert_eq!(kinds, ["missed", "missed", "ok", "missed", "ok"]);
+    let mut listed = column(&fx.call("accountgroup", &[]), "name");
+    listed.sort();
+    assert_eq!(listed, ["first", "kept", "second"]);
+    assert_eq!(
+        group_history(&fx),
+        3,
+        "the kept group's, first's and second's"
+    );
+    // One write at a time, failing alone, then succeeding.
+    let doc = fx.call("accountgroup.delete", &[("elid", &format!("{kept},9999"))]);
+    assert_eq!(error_type(&doc), "missed");
+    let doc = fx.call("accountgroup.edit", &[("sok", "ok"), ("name", "third")]);
+    assert!(!doc.is_error(), "{doc:?}");
+    assert_eq!(column(&fx.call("accountgroup", &[]), "name").len(), 4);
+}
+
 backends! {
 /// `auth` checks the password on a read snapshot and opens the session in a later write: the
 /// session is refused if the password changed (or the user was disabled) in between.

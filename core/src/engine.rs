@@ -131,6 +131,11 @@ struct WriterInner {
     conn: Connection,
     open_batch: Option<u64>,
     members: usize,
+    /// Members of the open batch that have run (the first runs without a savepoint).
+    ran: usize,
+    /// The last member's savepoint is still open (its release rides with the next member's
+    /// savepoint, or the commit keeps it).
+    open_savepoint: bool,
     next_batch: u64,
     committed_through: u64,
     /// Batches whose commit failed, with the reason (the most recent ones).
@@ -289,6 +294,8 @@ impl WriterInner {
                 self.next_batch += 1;
                 self.open_batch = Some(self.next_batch);
                 self.members = 0;
+                self.ran = 0;
+                self.open_savepoint = false;
                 self.next_batch
             }
         };
@@ -298,18 +305,53 @@ impl WriterInner {
 
     /// Runs one member of the open batch in a savepoint of its own, rolled back if it fails
     /// (or panics). A savepoint that cannot be closed poisons the batch: it will not commit.
+    ///
+    /// The batch's first member runs without a savepoint (two statements fewer, each a round
+    /// trip on PostgreSQL, for a batch of one): the transaction holds nothing else yet, so when
+    /// it fails the whole transaction is rolled back instead and the batch ends there, empty
+    /// (the next writer opens another). Members that join later take savepoints. A member's
+    /// savepoint that it leaves with success stays open until the next member's opens (one
+    /// statement releases the one and opens the other) or the commit, which keeps everything
+    /// the transaction holds, savepoints included.
     fn member<T>(&mut self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
+        let bare = self.ran == 0;
+        self.ran += 1;
         let conn = &self.conn;
-        if let Err(e) = conn.savepoint(Savepoint::Func) {
-            self.poisoned = true;
-            return Err(e.into());
+        if !bare {
+            let opened = if self.open_savepoint {
+                conn.release_and_reopen(Savepoint::Func)
+            } else {
+                conn.savepoint(Savepoint::Func)
+            };
+            self.open_savepoint = false;
+            if let Err(e) = opened {
+                self.poisoned = true;
+                return Err(e.into());
+            }
         }
         IN_WRITE.with(|w| w.set(true));
         let result =
             catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|p| Err(panic_message(p)));
         IN_WRITE.with(|w| w.set(false));
+        if bare {
+            if result.is_err() {
+                match conn.rollback() {
+                    Ok(()) => {
+                        if let Some(batch) = self.open_batch.take() {
+                            self.committed_through = batch;
+                        }
+                    }
+                    // Unknown state: the batch must not commit (its end rolls back again).
+                    Err(_) => self.poisoned = true,
+                }
+            }
+            return result;
+        }
         let end = match result {
-            Ok(_) => conn.release(Savepoint::Func),
+            Ok(_) => {
+                self.open_savepoint = true;
+                Ok(())
+            }
             Err(_) => conn.rollback_to(Savepoint::Func),
         };
         match end {
@@ -330,12 +372,14 @@ impl WriterInner {
         let outcome = if self.poisoned {
             Err("a savepoint could not be closed".to_string())
         } else {
+            // Read before the commit: a sync failure from here on fails this batch.
+            let generation = self.wal_sync.as_ref().map_or(0, |s| s.generation());
             self.conn
                 .commit()
                 .map_err(|e| e.to_string())
                 .and_then(|()| match &self.wal_sync {
                     Some(sync) => {
-                        let pending = sync.committed(batch);
+                        let pending = sync.committed_in(batch, generation);
                         if defer {
                             durable = Some(pending);
                             Ok(())
@@ -426,6 +470,8 @@ impl Engine {
                     conn: writer,
                     open_batch: None,
                     members: 0,
+                    ran: 0,
+                    open_savepoint: false,
                     next_batch: 0,
                     committed_through: 0,
                     failed: VecDeque::new(),
@@ -626,7 +672,9 @@ impl Engine {
         let batch = w.join()?;
         let result = w.member(f);
         let others_waiting = self.writer.waiting.load(Ordering::SeqCst) > 0;
-        if others_waiting && w.members < self.max_batch && !w.poisoned {
+        if w.open_batch != Some(batch) {
+            // The batch's first member failed and rolled the batch back: nothing to commit.
+        } else if others_waiting && w.members < self.max_batch && !w.poisoned {
             // Someone else will commit this batch; wait for it.
             while w.committed_through < batch {
                 w = self
@@ -710,7 +758,7 @@ impl Engine {
         }
         let generation = self.scripts.current();
         let mut w = self.writer.lock();
-        let batch = match w.join() {
+        let mut batch = match w.join() {
             Ok(b) => b,
             Err(e) => {
                 let e = FuncError::from(e);
@@ -723,11 +771,25 @@ impl Engine {
         };
         let mut done: Vec<(J, Doc)> = Vec::with_capacity(self.max_batch);
         let mut item = Some(first);
+        // The members of the batch now open (`join` counted the first).
+        let mut members: usize = 0;
         while let Some(j) = item {
             let (caller, func, params) = args(&j);
-            let doc = w
-                .member(|conn| self.call_on(conn, &generation, caller, func, params))
-                .unwrap_or_else(Doc::Error);
+            let doc = if w.open_batch.is_none() {
+                // A failing first member rolled the batch back: the next call opens another.
+                w.join().map(|b| {
+                    batch = b;
+                    members = 0;
+                })
+            } else {
+                Ok(())
+            }
+            .map_err(FuncError::from)
+            .and_then(|()| {
+                members += 1;
+                w.member(|conn| self.call_on(conn, &generation, caller, func, params))
+            })
+            .unwrap_or_else(Doc::Error);
             done.push((j, doc));
             item = if done.len() < self.max_batch {
                 next(done.len())
@@ -735,10 +797,14 @@ impl Engine {
                 None
             };
         }
-        // `join` counted the batch's first member.
-        w.members += done.len() - 1;
-        let durable = w.commit(batch, true);
-        self.writer.committed.notify_all();
+        let durable = if w.open_batch == Some(batch) {
+            w.members += members.saturating_sub(1);
+            let durable = w.commit(batch, true);
+            self.writer.committed.notify_all();
+            durable
+        } else {
+            None
+        };
         if let Some(e) = w.failure(batch) {
             for (_, doc) in done.iter_mut().filter(|(_, d)| !d.is_error()) {
                 *doc = Doc::Error(e.clone());
@@ -1172,7 +1238,7 @@ impl Engine {
                 validate(conn, caller, decl, params, false)?;
                 for id in ids {
                     let one = || -> FuncResult<()> {
-                        if let Some(object) = decl.object {
+                        if let (Some(object), false) = (decl.object, decl.group_checks_object) {
                             check_object(conn, caller, object, id)?;
                         }
                         f(ctx, id, params)

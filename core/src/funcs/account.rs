@@ -618,7 +618,12 @@ fn change_fields(ctx: &Ctx, account: i64, p: &Params, creating: bool) -> FuncRes
     if creating {
         return Ok(());
     }
-    let owner = owner_user(ctx, account)?;
+    // Only an email or password change touches the owner user.
+    let owner = if p.get("email").is_some() || p.get("passwd").is_some() {
+        owner_user(ctx, account)?
+    } else {
+        None
+    };
     if let Some(email) = p.get("email") {
         let current: String = ctx
             .db

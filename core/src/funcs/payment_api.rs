@@ -20,7 +20,7 @@
 
 use super::PAYMENT;
 use crate::doc::{Doc, Fields};
-use crate::engine::Ctx;
+use crate::engine::{Ctx, check_owner};
 use crate::error::{FuncError, FuncResult};
 use crate::func::{Access, ActionMode, FuncDecl, Param, Registry, Ty};
 use crate::ledger::{self, status};
@@ -74,6 +74,7 @@ pub fn register(reg: &mut Registry) {
             FuncDecl::group(name, title, Access::ADMIN, PAYMENT, move |ctx, id, p| {
                 set_state(ctx, id, target, p)
             })
+            .checks_object()
             .params(state_params()),
         );
     }
@@ -103,11 +104,10 @@ pub fn register(reg: &mut Registry) {
 
 /// Moves a payment to `target` as the module says, or recognises a repeat.
 fn set_state(ctx: &Ctx, id: i64, target: Target, p: &Params) -> FuncResult<()> {
+    // The dispatcher's object check, folded into the payment's own read (`checks_object`).
     let current = ledger::payment(ctx.db, id)?;
-    let (paymethod, stored_ext): (Option<i64>, Option<String>) = ctx
-        .db
-        .prepare_cached("SELECT paymethod_id, external_id FROM payment WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    check_owner(ctx.caller, PAYMENT, id, Some(current.account))?;
+    let (paymethod, stored_ext) = (current.paymethod, current.external_id.clone());
     let ext = p.get("externalid").filter(|e| !e.is_empty());
     if let Some(ext) = ext {
         if let Some(stored) = &stored_ext
@@ -160,7 +160,7 @@ fn set_state(ctx: &Ctx, id: i64, target: Target, p: &Params) -> FuncResult<()> {
         return Err(FuncError::value("elid", id.to_string(), msg));
     }
     match target {
-        Target::Paid => ledger::set_paid(ctx, id)?,
+        Target::Paid => ledger::set_paid_read(ctx, &current)?,
         t => {
             ctx.db
                 .prepare_cached("UPDATE payment SET status = ?2 WHERE id = ?1")?

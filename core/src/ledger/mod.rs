@@ -364,20 +364,40 @@ pub struct Subaccount {
 }
 
 pub fn subaccount(conn: &Connection, id: i64) -> FuncResult<Subaccount> {
-    let row: Option<(i64, i64, i64, i64, i64, bool, i64)> = conn
+    // With its currency in the same statement (one round trip on a networked database).
+    type SubRow = (
+        i64,
+        i64,
+        i64,
+        i64,
+        i64,
+        bool,
+        i64,
+        Option<String>,
+        Option<i64>,
+    );
+    let row: Option<SubRow> = conn
         .prepare_cached(
-            "SELECT account_id, project_id, currency_id, balance, creditlimit, allowpostpaid, status
-             FROM subaccount WHERE id = ?1",
+            "SELECT s.account_id, s.project_id, s.currency_id, s.balance, s.creditlimit, s.allowpostpaid,
+                    s.status, c.iso, c.minor_units
+             FROM subaccount s LEFT JOIN currency c ON c.id = s.currency_id WHERE s.id = ?1",
         )?
         .query_row([id], |r| r.try_into())
         .optional()?;
-    let (account, project, cur, balance, creditlimit, allowpostpaid, st) =
+    let (account, project, cur, balance, creditlimit, allowpostpaid, st, iso, scale) =
         row.ok_or_else(|| FuncError::missed_object("subaccount", id))?;
+    let (Some(iso), Some(scale)) = (iso, scale) else {
+        return Err(FuncError::missed_object("currency", cur));
+    };
     Ok(Subaccount {
         id,
         account,
         project,
-        currency: currency(conn, cur)?,
+        currency: Currency {
+            id: cur,
+            iso,
+            scale: scale.clamp(0, 12) as u32,
+        },
         balance,
         creditlimit,
         allowpostpaid,
@@ -627,6 +647,9 @@ pub struct Payment {
     pub commissionamount: i64,
     pub restrictrefund: bool,
     pub currency: i64,
+    pub paymethod: Option<i64>,
+    /// The gateway's id of the payment, once one is known.
+    pub external_id: Option<String>,
 }
 
 impl Payment {
@@ -638,7 +661,7 @@ impl Payment {
 pub fn payment(conn: &Connection, id: i64) -> FuncResult<Payment> {
     conn.prepare_cached(
         "SELECT number, status, account_id, subaccount_id, subaccountamount, paymethodamount, usedamount,
-                refundedamount, commissionamount, restrictrefund, currency_id
+                refundedamount, commissionamount, restrictrefund, currency_id, paymethod_id, external_id
          FROM payment WHERE id = ?1",
     )?
     .query_row([id], |r| {
@@ -655,6 +678,8 @@ pub fn payment(conn: &Connection, id: i64) -> FuncResult<Payment> {
             commissionamount: r.get(8)?,
             restrictrefund: r.get(9)?,
             currency: r.get(10)?,
+            paymethod: r.get(11)?,
+            external_id: r.get(12)?,
         })
     })
     .optional()?
@@ -665,7 +690,12 @@ pub fn payment(conn: &Connection, id: i64) -> FuncResult<Payment> {
 /// `subaccountamount`; its commission becomes an expense of its own; then unpaid expenses are
 /// paid. Any other status is an error that changes nothing.
 pub fn set_paid(ctx: &Ctx, id: i64) -> FuncResult<()> {
-    let p = payment(ctx.db, id)?;
+    set_paid_read(ctx, &payment(ctx.db, id)?)
+}
+
+/// [`set_paid`] of a payment its caller has just read (in this transaction).
+pub fn set_paid_read(ctx: &Ctx, p: &Payment) -> FuncResult<()> {
+    let id = p.id;
     if p.status != status::NEW && p.status != status::IN_PROGRESS {
         let msg = match p.status {
             status::PAID | status::REFUND_PENDING | status::REFUNDED => {
@@ -678,17 +708,16 @@ pub fn set_paid(ctx: &Ctx, id: i64) -> FuncResult<()> {
         };
         return Err(FuncError::value("elid", id.to_string(), msg));
     }
+    // The subaccount is read once: its balance for the credit, its facts for what follows.
+    let mut sub = subaccount(ctx.db, p.subaccount)?;
+    let credited = money::add_to_balance(sub.balance, p.subaccountamount, "elid", &id.to_string())?;
     ctx.db
         .prepare_cached("UPDATE payment SET status = 4, paydate = ?2 WHERE id = ?1")?
         .execute(params![id, ctx.now])?;
-    move_balance(
-        ctx,
-        p.subaccount,
-        p.subaccountamount,
-        "elid",
-        &id.to_string(),
-    )?;
-    let sub = subaccount(ctx.db, p.subaccount)?;
+    ctx.db
+        .prepare_cached("UPDATE subaccount SET balance = ?2 WHERE id = ?1")?
+        .execute(params![p.subaccount, credited])?;
+    sub.balance = credited;
     if p.commissionamount > 0 {
         // Named after the payment (its id, as `payment_id` on the expense links it), with the
         // invoice number the client knows when that differs.

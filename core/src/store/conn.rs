@@ -96,6 +96,24 @@ pub enum Savepoint {
 }
 
 impl Savepoint {
+    /// Release and open again, as one text.
+    fn reopen(self) -> &'static str {
+        match self {
+            Savepoint::Func => "RELEASE func; SAVEPOINT func",
+            Savepoint::BatchCall => "RELEASE batch_call; SAVEPOINT batch_call",
+            Savepoint::NestedCall => "RELEASE nested_call; SAVEPOINT nested_call",
+        }
+    }
+
+    /// Roll back to and release, as one text.
+    fn undo(self) -> &'static str {
+        match self {
+            Savepoint::Func => "ROLLBACK TO func; RELEASE func",
+            Savepoint::BatchCall => "ROLLBACK TO batch_call; RELEASE batch_call",
+            Savepoint::NestedCall => "ROLLBACK TO nested_call; RELEASE nested_call",
+        }
+    }
+
     /// (open, release, roll back to)
     fn sql(self) -> (&'static str, &'static str, &'static str) {
         match self {
@@ -275,7 +293,8 @@ impl Connection {
     /// Runs `f` inside a read snapshot that the first row of `first` (one integer) opens, and
     /// gives `f` that integer: on SQLite the query's statement holds the read transaction while
     /// it stays on its row (one statement instead of `BEGIN`, the query and `ROLLBACK`); on
-    /// PostgreSQL a read transaction does.
+    /// PostgreSQL a read transaction does, begun with `first` in one query (`first` takes no
+    /// values).
     pub fn with_pinned_read<T>(&self, first: &str, f: impl FnOnce(i64) -> T) -> Result<T> {
         match &self.backend {
             Backend::Sqlite(_) => {
@@ -290,9 +309,9 @@ impl Connection {
                 drop(rows);
                 Ok(out)
             }
-            Backend::Pg(_) => {
-                self.begin_read()?;
-                let n = self.query_row(first, [], |r| r.get::<i64>(0));
+            Backend::Pg(c) => {
+                // `BEGIN` and `first` in one round trip.
+                let n = c.begin_read_with(first);
                 let out = n.map(f);
                 let end = self.rollback();
                 let out = out?;
@@ -311,10 +330,27 @@ impl Connection {
         self.run(sp.sql().1)
     }
 
+    /// [`Connection::release`] then [`Connection::savepoint`] of the same name: one func of a
+    /// batch kept, the next one's begun (one round trip on PostgreSQL).
+    pub fn release_and_reopen(&self, sp: Savepoint) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                self.run(sp.sql().1)?;
+                self.run(sp.sql().0)
+            }
+            Backend::Pg(c) => c.batch(sp.reopen()),
+        }
+    }
+
     /// Undoes what was done since the savepoint, and closes it.
     pub fn rollback_to(&self, sp: Savepoint) -> Result<()> {
-        self.run(sp.sql().2)?;
-        self.run(sp.sql().1)
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                self.run(sp.sql().2)?;
+                self.run(sp.sql().1)
+            }
+            Backend::Pg(c) => c.rollback_to(sp.undo()),
+        }
     }
 
     /// The connection's backend as a word, for messages.

@@ -129,14 +129,28 @@ pub fn open_writer(
     background_checkpoints: bool,
     deferred_sync: bool,
 ) -> Result<Writer> {
-    if is_postgres(db) {
+    let deferred = deferred_sync && durability == Durability::Full;
+    if let Location::Postgres(url) = Location::of(db) {
+        // With a deferred sync the writer commits without waiting for the WAL flush and a
+        // sync point on another connection makes each batch durable before it is answered.
+        let wal_sync = if deferred {
+            Some(walsync::WalSync::postgres(url)?)
+        } else {
+            None
+        };
         return Ok(Writer {
-            conn: open(db, durability)?,
+            conn: open(
+                db,
+                if deferred {
+                    Durability::Normal
+                } else {
+                    durability
+                },
+            )?,
             checkpointer: None,
-            wal_sync: None,
+            wal_sync,
         });
     }
-    let deferred = deferred_sync && durability == Durability::Full;
     let conn = open(
         db,
         if deferred {

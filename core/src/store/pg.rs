@@ -52,6 +52,9 @@ const _: () = assert!(MIGRATIONS.len() == super::MIGRATIONS.len());
 /// The advisory lock every write transaction holds (and migrations): "billhost" in ASCII.
 pub const WRITER_LOCK: i64 = 0x6269_6c6c_686f_7374;
 
+/// What opens a write transaction: `BEGIN` and [`WRITER_LOCK`] in one simple query.
+const BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(7091318301135958900)";
+
 /// Prepared statements kept per connection before the cache starts over (lists build their SQL
 /// from filters, so texts are many but bounded).
 const STATEMENT_CACHE: usize = 512;
@@ -359,16 +362,20 @@ impl PgConn {
         self.in_transaction.get()
     }
 
+    /// `BEGIN` and the writers' lock in one round trip.
     pub fn begin_write(&self) -> Result<()> {
         self.ensure_open()?;
-        self.batch("BEGIN")?;
         self.in_transaction.set(true);
-        let stmt = self.statement("SELECT pg_advisory_xact_lock(?1)")?;
-        if let Err(e) = self.query(&stmt, &[WRITER_LOCK]) {
+        if let Err(e) = self.batch(BEGIN_WRITE) {
             let _ = self.end("ROLLBACK");
             return Err(e);
         }
         Ok(())
+    }
+
+    /// `ROLLBACK TO` a savepoint and its `RELEASE`, given as one text: one round trip.
+    pub fn rollback_to(&self, both: &str) -> Result<()> {
+        self.batch(both)
     }
 
     pub fn begin_read(&self) -> Result<()> {
@@ -376,6 +383,30 @@ impl PgConn {
         self.batch("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
         self.in_transaction.set(true);
         Ok(())
+    }
+
+    /// [`PgConn::begin_read`] and the first column of `first`'s first row (an integer; `first`
+    /// takes no values), in one round trip. The transaction is open when this answers, even
+    /// with an error (end it).
+    pub fn begin_read_with(&self, first: &str) -> Result<i64> {
+        self.ensure_open()?;
+        self.in_transaction.set(true);
+        let sql = format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {}",
+            translate(first).sql
+        );
+        let messages = self.client.borrow_mut().simple_query(&sql)?;
+        let value = messages.iter().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => Some(row.get(0)),
+            _ => None,
+        });
+        match value {
+            Some(Some(text)) => text
+                .parse::<i64>()
+                .map_err(|_| Error::type_mismatch(format!("'{text}' is not an integer"))),
+            Some(None) => Err(Error::type_mismatch("NULL read as an integer".into())),
+            None => Err(Error::new(ErrorKind::NoRows, "Query returned no rows")),
+        }
     }
 
     pub fn end(&self, sql: &str) -> Result<()> {
@@ -833,6 +864,11 @@ mod tests {
             t.sql,
             "INSERT INTO m (a, b) VALUES ($1, $2) ON CONFLICT DO NOTHING"
         );
+    }
+
+    #[test]
+    fn the_write_transaction_takes_the_writers_lock() {
+        assert!(super::BEGIN_WRITE.ends_with(&format!("({})", super::WRITER_LOCK)));
     }
 
     #[test]

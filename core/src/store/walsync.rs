@@ -11,36 +11,62 @@
 //! never makes the database run ahead of a synced WAL.) What changes: a commit is visible to
 //! readers a moment before it is durable, so a read may show a write that a power loss then
 //! takes back; never one that was answered.
+//!
+//! On PostgreSQL the same split: the writer's session commits with `synchronous_commit=off`
+//! (the commit record is in the WAL, not yet flushed, and the writers' advisory lock is free
+//! at once for the next batch), and the sync thread makes a durable sync point on a
+//! connection of its own: one statement that writes a row and commits with
+//! `synchronous_commit=on`, which flushes the WAL up to its commit record, so every batch
+//! committed before it (and waits for a synchronous standby as far, where there is one). A
+//! sync connection that fails (the server dropped it: a failover may have lost what it had
+//! not flushed) fails every batch whose commit began before, even if a later sync point on a
+//! new connection succeeds: each batch carries the sync connection's generation from before
+//! its `COMMIT`, and only a sync point of that generation answers it. The connection is
+//! opened again for the batches committed after.
 
+use super::Durability;
+use super::pg::PgConn;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The WAL file of one database and how far it is known to be on disk.
+/// The WAL file of one database (or a PostgreSQL connection for sync points) and how far it
+/// is known to be on disk.
 pub struct WalSync {
     path: PathBuf,
+    /// The PostgreSQL database, when this syncs one.
+    url: Option<String>,
     /// The newest batch whose `COMMIT` returned (its frames are written, maybe not synced).
     committed: AtomicU64,
+    /// PostgreSQL: bumped whenever the sync connection fails.
+    generation: AtomicU64,
     state: Mutex<State>,
 }
 
 struct State {
     file: Option<File>,
+    pg: Option<PgConn>,
     synced_through: u64,
 }
+
+/// What makes the WAL durable up to here on PostgreSQL: a transaction that writes (a commit
+/// that wrote no WAL before its commit record is flushed lazily, and never waits for a
+/// synchronous standby), here a new version of the schema row, the same value.
+const SYNC_POINT: &str = "UPDATE billhost_schema SET version = version WHERE id = 1";
 
 /// A committed batch whose durability is still to be waited for.
 pub struct Durable {
     sync: Arc<WalSync>,
     batch: u64,
+    generation: u64,
 }
 
 impl Durable {
     /// Blocks until the batch (and every one before it) is on disk.
     pub fn wait(&self) -> io::Result<()> {
-        self.sync.sync_through(self.batch)
+        self.sync.sync_through(self.batch, self.generation)
     }
 
     pub fn batch(&self) -> u64 {
@@ -55,31 +81,91 @@ impl WalSync {
         wal.push("-wal");
         Arc::new(WalSync {
             path: PathBuf::from(wal),
+            url: None,
             committed: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             state: Mutex::new(State {
                 file: None,
+                pg: None,
                 synced_through: 0,
             }),
         })
     }
 
+    /// For the PostgreSQL database at `url`, with a sync connection of its own.
+    pub fn postgres(url: &str) -> super::Result<Arc<WalSync>> {
+        let conn = PgConn::connect(url, Durability::Full)?;
+        Ok(Arc::new(WalSync {
+            path: PathBuf::new(),
+            url: Some(url.to_string()),
+            committed: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            state: Mutex::new(State {
+                file: None,
+                pg: Some(conn),
+                synced_through: 0,
+            }),
+        }))
+    }
+
     /// Records that `batch` committed; answers what to wait for before answering it.
     pub fn committed(self: &Arc<Self>, batch: u64) -> Durable {
+        self.committed_in(batch, self.generation())
+    }
+
+    /// The sync connection's generation, read before a `COMMIT` for [`WalSync::committed_in`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Records that `batch` committed, its `COMMIT` begun in sync `generation`.
+    pub fn committed_in(self: &Arc<Self>, batch: u64, generation: u64) -> Durable {
         self.committed.fetch_max(batch, Ordering::SeqCst);
         Durable {
             sync: self.clone(),
             batch,
+            generation,
         }
     }
 
     /// Syncs the WAL unless a sync that started after `batch` committed already ended. One
     /// fsync covers every batch committed before it starts, so waiters coalesce.
-    fn sync_through(&self, batch: u64) -> io::Result<()> {
+    fn sync_through(&self, batch: u64, generation: u64) -> io::Result<()> {
+        let lost = || io::Error::other("the sync connection to PostgreSQL failed");
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if generation != self.generation() {
+            // Committed before a sync point failed: it may not be on the server that now
+            // answers (a failover), so it is never answered as durable.
+            return Err(lost());
+        }
         if state.synced_through >= batch {
             return Ok(());
         }
         let target = self.committed.load(Ordering::SeqCst).max(batch);
+        if let Some(url) = &self.url {
+            if state.pg.as_ref().is_some_and(PgConn::is_closed) {
+                state.pg = None;
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                return Err(lost());
+            }
+            if state.pg.is_none() {
+                // Failed before this batch's commit began: a new connection serves it.
+                let conn = PgConn::connect(url, Durability::Full)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                state.pg = Some(conn);
+            }
+            let synced = match &state.pg {
+                Some(conn) => conn.batch(SYNC_POINT).is_ok(),
+                None => false,
+            };
+            if !synced {
+                state.pg = None;
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                return Err(lost());
+            }
+            state.synced_through = target;
+            return Ok(());
+        }
         match self.open(&mut state) {
             Ok(file) => file.sync_data()?,
             // No WAL: SQLite removed it after checkpointing (and syncing) all of it.
