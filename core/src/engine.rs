@@ -33,8 +33,13 @@ thread_local! {
 
 /// Page size when `p_num` is given without `p_cnt`.
 pub const DEFAULT_PAGE_SIZE: u64 = 100;
-/// Read connections kept open for reuse.
+/// Read connections kept open for reuse (SQLite: more are opened when every pooled one is busy,
+/// which costs little).
 const READER_POOL: usize = 8;
+/// PostgreSQL read connections open at once, all kept for reuse: a new session costs the server
+/// a process and a login, so readers beyond these wait for one to come back rather than open
+/// more (and two servers stay well inside the default `max_connections` of 100).
+const PG_READERS: usize = 16;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -86,7 +91,9 @@ pub struct Engine {
     scripts: Arc<ScriptHost>,
     writer: Writer,
     /// Idle read connections, each with the thread that used it last.
-    readers: Mutex<Vec<(std::thread::ThreadId, Connection)>>,
+    readers: Mutex<Readers>,
+    /// Signalled when a PostgreSQL read connection comes back or closes.
+    reader_back: std::sync::Condvar,
     /// Verified `authinfo` credentials, so that argon2 is not paid on every request.
     credentials: auth::CredentialCache,
     /// Rung when a func queues mail, for the deliverers of this process.
@@ -262,6 +269,14 @@ impl Batch<'_> {
         }
         result
     }
+}
+
+/// The pool of read connections: the idle ones, with the thread that used each last, and how
+/// many are open (idle or in use; counted for PostgreSQL, whose pool is bounded).
+#[derive(Default)]
+struct Readers {
+    idle: Vec<(std::thread::ThreadId, Connection)>,
+    open: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -482,7 +497,8 @@ impl Engine {
                 committed: Condvar::new(),
                 waiting: AtomicUsize::new(0),
             },
-            readers: Mutex::new(Vec::new()),
+            readers: Mutex::new(Readers::default()),
+            reader_back: std::sync::Condvar::new(),
             credentials: auth::CredentialCache::default(),
             mail_signal: MailSignal::default(),
             periodic: Vec::new(),
@@ -866,26 +882,59 @@ impl Engine {
         // The connection this thread used last, if idle: its page cache and statements are
         // still in this CPU's caches.
         let me = std::thread::current().id();
+        let bounded = store::is_postgres(&self.config.db_path);
         let pooled = {
             let mut pool = lock(&self.readers);
-            match pool.iter().rposition(|(t, _)| *t == me) {
-                Some(i) => Some(pool.swap_remove(i).1),
-                None => pool.pop().map(|(_, c)| c),
+            loop {
+                match pool.idle.iter().rposition(|(t, _)| *t == me) {
+                    Some(i) => break Some(pool.idle.swap_remove(i).1),
+                    None => match pool.idle.pop() {
+                        Some((_, c)) => break Some(c),
+                        None if !bounded || pool.open < PG_READERS => {
+                            pool.open += 1;
+                            break None;
+                        }
+                        None => {
+                            pool = self
+                                .reader_back
+                                .wait(pool)
+                                .unwrap_or_else(|e| e.into_inner());
+                        }
+                    },
+                }
             }
         };
         let conn = match pooled {
             Some(c) => c,
-            None => store::connect_reader(&self.config.db_path, self.config.durability)
-                .map_err(|e| FuncError::internal(e.to_string()))?,
+            None => match store::connect_reader(&self.config.db_path, self.config.durability) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.reader_closed();
+                    return Err(FuncError::internal(e.to_string()));
+                }
+            },
         };
         let result = f(&conn);
-        if !conn.in_transaction() && conn.is_usable() {
-            let mut pool = lock(&self.readers);
-            if pool.len() < READER_POOL {
-                pool.push((me, conn));
-            }
+        let keep = !conn.in_transaction() && conn.is_usable();
+        let mut pool = lock(&self.readers);
+        if keep && (bounded || pool.idle.len() < READER_POOL) {
+            pool.idle.push((me, conn));
+            drop(pool);
+            self.reader_back.notify_one();
+        } else {
+            drop(pool);
+            drop(conn);
+            self.reader_closed();
         }
         result
+    }
+
+    /// A read connection was closed (or never opened): one more may be opened.
+    fn reader_closed(&self) {
+        let mut pool = lock(&self.readers);
+        pool.open = pool.open.saturating_sub(1);
+        drop(pool);
+        self.reader_back.notify_one();
     }
 
     /// Creates the staff user `login` (with `password`, or a generated one), or resets its
