@@ -264,10 +264,10 @@ impl PgConn {
                 "the statement takes {n} values, {given} were given"
             )));
         }
-        Ok(p.sources
+        p.sources
             .iter()
-            .map(|&k| Bind(params.value(k as usize - 1)))
-            .collect())
+            .map(|&k| super::bindable(params.value(k as usize - 1)).map(Bind))
+            .collect()
     }
 
     pub fn execute<P: Params>(&self, p: &Prepared, params: &P) -> Result<usize> {
