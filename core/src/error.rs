@@ -137,11 +137,9 @@ impl From<crate::store::Error> for FuncError {
         match e.kind() {
             // Input no backend stores (the parameters are checked before; this covers what a
             // hook or a plugin hands on).
-            crate::store::ErrorKind::NulText => FuncError::value(
-                "text",
-                "",
-                "NUL characters (%00) are not allowed in text",
-            ),
+            crate::store::ErrorKind::NulText => {
+                FuncError::value("text", "", "NUL characters (%00) are not allowed in text")
+            }
             _ => FuncError::internal(e.to_string()),
         }
     }

@@ -215,7 +215,10 @@ mod tests {
 
     #[test]
     fn nul_is_refused_in_any_name_or_value() {
-        assert_eq!(Params::from_pairs([("a", "1"), ("b", "x y")]).refuse_nul(), Ok(()));
+        assert_eq!(
+            Params::from_pairs([("a", "1"), ("b", "x y")]).refuse_nul(),
+            Ok(())
+        );
         for (k, v) in [("lang", "en\0"), ("su", "\0"), ("a\0b", "1")] {
             let e = Params::from_pairs([("func", "x"), (k, v)])
                 .refuse_nul()

@@ -15,8 +15,8 @@ pub use crate::store_params as params;
 pub use conn::{
     Connection, Error, ErrorKind, MappedRows, OptionalExtension, Row, Rows, Savepoint, Statement,
 };
-pub use value::{FromValue, Lenient, Params, ToValue, Value, ValueRef};
 use value::bindable;
+pub use value::{FromValue, Lenient, Params, ToValue, Value, ValueRef};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// What opening a database can fail with (a [`ErrorKind::TooNew`] database included).
