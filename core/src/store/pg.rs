@@ -477,7 +477,7 @@ fn translate(sql: &str) -> Translated {
                     // only, whatever the database's locale (before `NOT` in `NOT LIKE`).
                     let kept = out.trim_end().len();
                     let not = kept >= 3
-                        && out[..kept].as_bytes()[kept - 3..].eq_ignore_ascii_case(b"NOT")
+                        && out.as_bytes()[kept - 3..kept].eq_ignore_ascii_case(b"NOT")
                         && (kept == 3 || !ident(out.as_bytes()[kept - 4]));
                     if not {
                         out.truncate(kept - 3);
