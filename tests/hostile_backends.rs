@@ -750,7 +750,7 @@ fn sweep(sides: &mut [Side]) -> Vec<String> {
             .collect();
         agree(&what, &outcomes, &mut failures);
         let kind = outcomes[0]
-            .split(' ')
+            .split(['(', ' '])
             .next()
             .unwrap_or_default()
             .to_string();
