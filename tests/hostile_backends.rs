@@ -898,7 +898,7 @@ fn like_filters_match_the_same_rows(backend) {
 }
 
 /// The same on a PostgreSQL database whose character type is not C (as most servers' are):
-/// case-insensitive matching stays ASCII's, as on SQLite.
+/// case-insensitive matching stays ASCII's in LIKE filters, as on SQLite.
 #[test]
 fn like_filters_ignore_the_database_locale() {
     let Some(cluster) = pg::shared() else {
@@ -921,8 +921,24 @@ fn like_filters_ignore_the_database_locale() {
         .expect("a database of the C.UTF-8 locale");
     let url = cluster.url("hostile_like_utf8");
     let results = like_results(Path::new(&url));
+    let engine = Engine::open(EngineConfig::new(&url)).expect("engine");
+    let groups: Vec<String> = ["Ärger", "ärger"]
+        .iter()
+        .map(|name| {
+            outcome(&engine.call(
+                &Caller::superuser(),
+                "accountgroup.edit",
+                Params::from_pairs([("sok", "ok"), ("name", *name)]),
+            ))
+        })
+        .collect();
+    drop(engine);
     let _ = admin.batch_execute("DROP DATABASE IF EXISTS hostile_like_utf8 WITH (FORCE)");
     check_like(&results, "postgresql (C.UTF-8)");
+    // Not yet the same: CITEXT (SQLite's NOCASE names) folds case by the database's default
+    // locale whatever the column's collation, so that two group names differing in the case of
+    // `Ä` are one name here and two on SQLite (docs/postgres.md). Pinned, so that a fix shows.
+    assert_eq!(groups, ["ok", "exists(name)"], "Ärger and ärger");
 }
 
 #[path = "support/http1.rs"]
