@@ -443,8 +443,9 @@ fn the_sandbox_refuses_what_scripts_must_not_reach() {
         let (outcome, why) = run(code);
         assert_eq!(outcome, "refused", "{code} ran: {why}");
     }
-    // Binary chunks are refused by load itself, with a reason.
-    let doc = s.call("eval", &[("code", "\u{1b}LuaT\u{0}")]);
+    // Binary chunks are refused by load itself, with a reason (a NUL byte, which a real chunk
+    // holds, never reaches a script: the engine refuses it in any parameter).
+    let doc = s.call("eval", &[("code", "\u{1b}LuaT\u{19}\u{93}")]);
     assert_eq!(doc.field("outcome"), Some("refused"));
     assert!(doc.field("why").unwrap_or("").contains("binary"), "{doc:?}");
     // An unnamed chunk's errors name it as Lua's own load does, not a line of billhost's source.

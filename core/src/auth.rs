@@ -200,6 +200,8 @@ fn user_row(r: &crate::store::Row<'_>) -> crate::store::Result<UserRow> {
 fn user_by(conn: &Connection, by: By<'_>) -> FuncResult<Option<UserRow>> {
     // One static statement per key: the statement cache finds it without formatting SQL.
     let found = match by {
+        // No login holds a NUL (`%00`), and PostgreSQL's text cannot even be compared with one.
+        By::Login(login) if login.contains('\0') => return Ok(None),
         By::Login(login) => conn
             .prepare_cached(user_query!("u.login = ?1"))?
             .query_row([login], user_row),
@@ -405,6 +407,10 @@ pub fn resolve_session(
         ", s.last_seen, (SELECT login FROM users WHERE id = s.su_from) \
          FROM session s JOIN users u ON u.id = s.user_id WHERE s.id = ?1"
     );
+    // No session id holds a NUL (`%00`): an unknown session, on either backend.
+    if sid.contains('\0') {
+        return Ok(None);
+    }
     let row = conn
         .prepare_cached(SESSION_SQL)?
         .query_row([sid], |r| {

@@ -1167,6 +1167,7 @@ impl Engine {
         params: &Params,
         scope: &CallScope<'_>,
     ) -> FuncResult<Doc> {
+        params.refuse_nul()?;
         match params.get("su") {
             Some(login) => {
                 let switched = auth::switch_user(conn, caller, login)?;

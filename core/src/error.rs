@@ -134,6 +134,13 @@ impl std::error::Error for FuncError {}
 
 impl From<crate::store::Error> for FuncError {
     fn from(e: crate::store::Error) -> Self {
-        FuncError::internal(e.to_string())
+        match e.kind() {
+            // Input no backend stores (the parameters are checked before; this covers what a
+            // hook or a plugin hands on).
+            crate::store::ErrorKind::NulText => {
+                FuncError::value("text", "", "NUL characters (%00) are not allowed in text")
+            }
+            _ => FuncError::internal(e.to_string()),
+        }
     }
 }

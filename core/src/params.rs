@@ -94,6 +94,31 @@ impl Params {
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }
+
+    /// Refuses a parameter whose name or value holds a NUL character (`%00`), whatever the
+    /// func and whether it is declared or not (a session id, a filter, `su`, `lang`): no text
+    /// column of either backend holds one (PostgreSQL's text cannot), so no value with one
+    /// means anything, and refusing it here answers the same `value` error on both backends
+    /// before the database sees it.
+    pub fn refuse_nul(&self) -> FuncResult<()> {
+        match self
+            .pairs
+            .iter()
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            Some((k, v)) => Err(nul_refused(k, v)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The error for a parameter `name` whose value (or name) holds a NUL character.
+pub fn nul_refused(name: &str, value: &str) -> FuncError {
+    FuncError::value(
+        name,
+        truncated(value),
+        "NUL characters (%00) are not allowed",
+    )
 }
 
 pub fn parse_int(name: &str, v: &str) -> FuncResult<i64> {
@@ -186,6 +211,20 @@ mod tests {
         );
         let more: Vec<String> = (1..=MAX_GROUP + 1).map(|i| i.to_string()).collect();
         assert!(parse_id_list("elid", &more.join(",")).is_err());
+    }
+
+    #[test]
+    fn nul_is_refused_in_any_name_or_value() {
+        assert_eq!(
+            Params::from_pairs([("a", "1"), ("b", "x y")]).refuse_nul(),
+            Ok(())
+        );
+        for (k, v) in [("lang", "en\0"), ("su", "\0"), ("a\0b", "1")] {
+            let e = Params::from_pairs([("func", "x"), (k, v)])
+                .refuse_nul()
+                .expect_err(v);
+            assert_eq!((e.kind, e.object.as_str()), (crate::ErrorType::Value, k));
+        }
     }
 
     #[test]

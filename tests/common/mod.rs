@@ -115,6 +115,11 @@ impl Fixture {
 /// `EngineConfig::new` takes: a SQLite file or a PostgreSQL URL.
 pub fn dump(db: &Path) -> String {
     let conn = billhost::store::connect(db, billhost::store::Durability::Full).expect("open db");
+    dump_on(&conn)
+}
+
+/// [`dump`] on a connection the caller keeps (a test that dumps after every call).
+pub fn dump_on(conn: &billhost::store::Connection) -> String {
     let tables = [
         "project",
         "account",

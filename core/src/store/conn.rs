@@ -20,6 +20,9 @@ pub enum ErrorKind {
     Busy,
     /// A column did not hold what it was read as.
     Type,
+    /// A text value to bind held a NUL character, which no text column holds (PostgreSQL's
+    /// text cannot): refused by both backends before the database sees it.
+    NulText,
     /// The database was written by a newer billhost.
     TooNew {
         found: i64,

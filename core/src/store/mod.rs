@@ -15,6 +15,7 @@ pub use crate::store_params as params;
 pub use conn::{
     Connection, Error, ErrorKind, MappedRows, OptionalExtension, Row, Rows, Savepoint, Statement,
 };
+use value::bindable;
 pub use value::{FromValue, Lenient, Params, ToValue, Value, ValueRef};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,8 +2,8 @@
 //! URL (libpq's multi-host form with `target_session_attrs=read-write` follows a failover), the
 //! migrations of [`MIGRATIONS`] recorded in `billhost_schema`, and the dialect: the engine's
 //! SQL is SQLite's, rewritten here once per statement text and kept with its prepared
-//! statement (placeholders `?N` → `$N`, `money(` → `billhost_money(`, `LIKE` → `ILIKE` since
-//! SQLite's `LIKE` ignores ASCII case, `INSERT OR IGNORE` → `ON CONFLICT DO NOTHING`; SQLite's
+//! statement (placeholders `?N` → `$N`, `money(` → `billhost_money(`, `LIKE` → `COLLATE "C"
+//! ILIKE` since SQLite's `LIKE` ignores ASCII case, and ASCII's only, `INSERT OR IGNORE` → `ON CONFLICT DO NOTHING`; SQLite's
 //! `group_concat` is an aggregate of the migration). Values cross in binary with the types the
 //! server inferred for each placeholder; columns come back as the store's values (integers of
 //! every width, booleans as 0/1, integral `numeric` sums as integers, text, bytes).
@@ -329,10 +329,10 @@ impl PgConn {
                 "the statement takes {n} values, {given} were given"
             )));
         }
-        Ok(p.sources
+        p.sources
             .iter()
-            .map(|&k| Bind(params.value(k as usize - 1)))
-            .collect())
+            .map(|&k| super::bindable(params.value(k as usize - 1)).map(Bind))
+            .collect()
     }
 
     pub fn execute<P: Params>(&self, p: &Prepared, params: &P) -> Result<usize> {
@@ -630,7 +630,20 @@ fn translate(sql: &str) -> Translated {
                 };
                 let keeps_is = |w: &str| matches!(w, "NULL" | "TRUE" | "FALSE" | "DISTINCT");
                 if word.eq_ignore_ascii_case("LIKE") {
-                    out.push_str("ILIKE");
+                    // SQLite's LIKE folds ASCII letters only; ILIKE folds by the collation's
+                    // character type, which in most databases (not C) folds `Ä` to `ä` too. The
+                    // operand before it is taken in the C collation, whose ILIKE folds ASCII
+                    // only, whatever the database's locale (before `NOT` in `NOT LIKE`).
+                    let kept = out.trim_end().len();
+                    let not = kept >= 3
+                        && out.as_bytes()[kept - 3..kept].eq_ignore_ascii_case(b"NOT")
+                        && (kept == 3 || !ident(out.as_bytes()[kept - 4]));
+                    if not {
+                        out.truncate(kept - 3);
+                        out.push_str("COLLATE \"C\" NOT ILIKE");
+                    } else {
+                        out.push_str("COLLATE \"C\" ILIKE");
+                    }
                 } else if word.eq_ignore_ascii_case("IS") && !keeps_is(&next_word(next)) {
                     // SQLite's `IS` and `IS NOT` compare NULLs as values.
                     let w = next_word(next);
@@ -848,7 +861,11 @@ mod tests {
         );
         assert_eq!(
             t.sql,
-            "SELECT billhost_money(x, 2), 'it''s ?1 money(' FROM a WHERE n ILIKE $1 AND b = $2 -- ?9\n"
+            "SELECT billhost_money(x, 2), 'it''s ?1 money(' FROM a WHERE n COLLATE \"C\" ILIKE $1 AND b = $2 -- ?9\n"
+        );
+        assert_eq!(
+            translate("SELECT 1 WHERE a.b NOT LIKE ?1 ESCAPE '\\' OR c like 'x'").sql,
+            "SELECT 1 WHERE a.b COLLATE \"C\" NOT ILIKE $1 ESCAPE '\\' OR c COLLATE \"C\" ILIKE 'x'"
         );
         assert_eq!((t.max, t.sources), (4, vec![3, 4]));
         let t = translate(

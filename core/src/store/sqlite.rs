@@ -66,7 +66,7 @@ pub(super) fn bind<P: Params>(stmt: &mut rusqlite::Statement<'_>, params: &P) ->
         )));
     }
     for i in 0..n {
-        stmt.raw_bind_parameter(i + 1, Bind(params.value(i)))?;
+        stmt.raw_bind_parameter(i + 1, Bind(super::bindable(params.value(i))?))?;
     }
     Ok(())
 }

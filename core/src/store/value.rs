@@ -3,7 +3,7 @@
 //! flags, times), text and bytes. There is no float: money never is one, and a type that could
 //! carry it does not exist here.
 
-use super::{Error, Result};
+use super::{Error, ErrorKind, Result};
 
 /// A value owned (the binds of a list query built at run time).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,19 @@ impl ValueRef<'_> {
             ValueRef::Text(t) => Some((*t).to_owned()),
             ValueRef::Blob(b) => Some(String::from_utf8_lossy(b).into_owned()),
         }
+    }
+}
+
+/// `v` as it may be bound: text holding a NUL character is refused ([`ErrorKind::NulText`]) on
+/// both backends, since PostgreSQL's text cannot hold one and SQLite would store it.
+#[inline]
+pub(super) fn bindable(v: ValueRef<'_>) -> Result<ValueRef<'_>> {
+    match v {
+        ValueRef::Text(t) if t.as_bytes().contains(&0) => Err(Error::new(
+            ErrorKind::NulText,
+            "a text value holds a NUL character",
+        )),
+        v => Ok(v),
     }
 }
 
