@@ -246,24 +246,28 @@ fn a_client_certificate_and_channel_binding_are_presented() {
     admin
         .batch_execute("CREATE ROLE scram LOGIN PASSWORD 'pw-scram'")
         .expect("role");
-    std::fs::write(
-        cluster_hba(&cluster),
-        format!(
-            "hostssl all scram 127.0.0.1/32 scram-sha-256\n{}",
-            std::fs::read_to_string(cluster_hba(&cluster)).expect("pg_hba.conf")
-        ),
-    )
-    .expect("pg_hba.conf");
-    admin
-        .batch_execute("SELECT pg_reload_conf()")
-        .expect("reload");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    hba_first(
+        &cluster,
+        &mut admin,
+        "hostssl all scram 127.0.0.1/32 scram-sha-256",
+    );
     let scram = format!(
         "postgres://scram:pw-scram@127.0.0.1:{port}/postgres?sslmode=verify-full&\
          sslrootcert={ca}&channel_binding=require"
     );
     store::connect(Path::new(&scram), Durability::Full)
         .unwrap_or_else(|e| panic!("SCRAM-SHA-256-PLUS: {e}"));
+}
+
+/// Puts `rule` first in the cluster's `pg_hba.conf` and has the server read it again.
+fn hba_first(cluster: &pg::Cluster, admin: &mut postgres::Client, rule: &str) {
+    let hba = cluster_hba(cluster);
+    let rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+    std::fs::write(&hba, format!("{rule}\n{rules}")).expect("pg_hba.conf");
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .expect("reload");
+    std::thread::sleep(std::time::Duration::from_millis(300));
 }
 
 fn cluster_hba(cluster: &pg::Cluster) -> std::path::PathBuf {
@@ -354,18 +358,7 @@ fn prefer_connects_without_tls_after_a_failed_handshake() {
     ] {
         admin.batch_execute(setting).expect("tls versions");
     }
-    std::fs::write(
-        cluster_hba(&cluster),
-        format!(
-            "host all all 127.0.0.1/32 trust\n{}",
-            std::fs::read_to_string(cluster_hba(&cluster)).expect("pg_hba.conf")
-        ),
-    )
-    .expect("pg_hba.conf");
-    admin
-        .batch_execute("SELECT pg_reload_conf()")
-        .expect("reload");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    hba_first(&cluster, &mut admin, "host all all 127.0.0.1/32 trust");
     let url = |query: &str| format!("postgres://postgres@127.0.0.1:{port}/postgres?{query}");
     let err = refused(&url("sslmode=require"));
     assert!(err.contains("127.0.0.1"), "{err}");
