@@ -77,18 +77,7 @@ fn sqlite_side() {
 
     // account.edit change (one durable commit with its history row) vs the same writes.
     let change_engine = rate(Duration::from_secs(3), |i| {
-        let id = (i as i64 % CLIENTS + 1).to_string();
-        let name = format!("renamed {i}");
-        let doc = engine.call(
-            &root,
-            "account.edit",
-            Params::from_pairs([
-                ("elid", id.as_str()),
-                ("sok", "ok"),
-                ("name", name.as_str()),
-            ]),
-        );
-        assert!(!doc.is_error(), "{doc:?}");
+        rename(&engine, &root, i);
     });
     let change_raw = rate(Duration::from_secs(3), |i| {
         let id = i as i64 % CLIENTS + 1;
@@ -269,18 +258,7 @@ fn postgres_side() {
     let (e, r) = alternate(
         Duration::from_secs(6),
         |i| {
-            let id = (i as i64 % CLIENTS + 1).to_string();
-            let name = format!("renamed {i}");
-            let doc = engine.call(
-                &root,
-                "account.edit",
-                Params::from_pairs([
-                    ("elid", id.as_str()),
-                    ("sok", "ok"),
-                    ("name", name.as_str()),
-                ]),
-            );
-            assert!(!doc.is_error(), "{doc:?}");
+            rename(&engine, &root, i);
         },
         |i| {
             // What a correct change needs: the writers' lock (as every engine write takes it),
@@ -417,4 +395,21 @@ fn raw_text(v: rusqlite::types::ValueRef<'_>) -> Option<String> {
         ValueRef::Real(f) => Some(f.to_string()),
         ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
     }
+}
+
+/// The engine side of `account.edit change`: the `i`th rename, one durable commit with its
+/// history row.
+fn rename(engine: &Engine, root: &Caller, i: u64) {
+    let id = (i as i64 % CLIENTS + 1).to_string();
+    let name = format!("renamed {i}");
+    let doc = engine.call(
+        root,
+        "account.edit",
+        Params::from_pairs([
+            ("elid", id.as_str()),
+            ("sok", "ok"),
+            ("name", name.as_str()),
+        ]),
+    );
+    assert!(!doc.is_error(), "{doc:?}");
 }

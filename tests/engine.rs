@@ -718,13 +718,7 @@ fn a_batch_of_calls_commits_together_and_each_fails_alone(backend) {
         (&root, "no.such.func", &second),
         (&root, "accountgroup.edit", &second),
     ]);
-    let kinds: Vec<&str> = docs
-        .iter()
-        .map(|d| match d {
-            Doc::Error(_) => error_type(d),
-            _ => "ok",
-        })
-        .collect();
+    let kinds = outcomes(&docs);
     assert_eq!(kinds, ["ok", "exists", "auth", "missed", "unknown", "ok"]);
     let mut listed = column(&fx.call("accountgroup", &[]), "name");
     listed.sort();
@@ -743,6 +737,16 @@ fn a_batch_of_calls_commits_together_and_each_fails_alone(backend) {
         .expect("outer write");
     assert_eq!(error_type(&nested[0]), "internal");
 }
+}
+
+/// Each document's error type, or `ok`.
+fn outcomes(docs: &[Doc]) -> Vec<&'static str> {
+    docs.iter()
+        .map(|d| match d {
+            Doc::Error(_) => error_type(d),
+            _ => "ok",
+        })
+        .collect()
 }
 
 /// A batch's first member runs without a savepoint of its own: when it fails, having written
@@ -768,13 +772,7 @@ fn a_failing_first_member_leaves_nothing_and_the_batch_goes_on() {
         (&root, "accountgroup.delete", &half),
         (&root, "accountgroup.edit", &second),
     ]);
-    let kinds: Vec<&str> = docs
-        .iter()
-        .map(|d| match d {
-            Doc::Error(_) => error_type(d),
-            _ => "ok",
-        })
-        .collect();
+    let kinds = outcomes(&docs);
     assert_eq!(kinds, ["missed", "missed", "ok", "missed", "ok"]);
     let mut listed = column(&fx.call("accountgroup", &[]), "name");
     listed.sort();
