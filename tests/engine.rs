@@ -739,6 +739,50 @@ fn a_batch_of_calls_commits_together_and_each_fails_alone(backend) {
 }
 }
 
+backends! {
+fn a_batch_member_known_at_an_old_auth_epoch_is_not_run(backend) {
+    // The server's writer runs a write whose caller the credential cache knows only while the
+    // batch's transaction reads the auth epoch the caller was known at; a member before it
+    // that moves the epoch (here: deleting a client) sends it back (`None`) to be
+    // authenticated again.
+    let fx = Fixture::at("call-batch-epoch", |d| backend.db(d));
+    let ann = fx.register("ann@example.com").to_string();
+    let root = Caller::superuser();
+    let epoch = || {
+        fx.engine
+            .read(|c| Ok(c.query_row("SELECT n FROM auth_epoch", [], |r| r.get::<i64>(0))?))
+            .expect("epoch")
+    };
+    let at = epoch();
+    let p = |pairs: &[(&str, &str)]| Params::from_pairs(pairs.iter().copied());
+    let group = |name: &str| p(&[("sok", "ok"), ("name", name)]);
+    let (a, b, c, d, e) = (group("a"), group("b"), group("c"), group("d"), group("e"));
+    let delete = p(&[("elid", ann.as_str())]);
+    let calls = [
+        (&root, "accountgroup.edit", &a, Some(at - 1)),
+        (&root, "accountgroup.edit", &b, Some(at)),
+        (&root, "account.delete", &delete, None),
+        (&root, "accountgroup.edit", &c, Some(at)),
+        (&root, "accountgroup.edit", &d, Some(at + 1)),
+        (&root, "accountgroup.edit", &e, None),
+    ];
+    let mut pending = calls.iter();
+    let (done, durable) = fx.engine.call_batch_pulled(|_| pending.next(), |c| **c);
+    if let Some(durable) = durable {
+        durable.wait().expect("durable");
+    }
+    let ran: Vec<Option<&str>> = done
+        .iter()
+        .map(|(_, doc)| doc.as_ref().map(|d| if d.is_error() { error_type(d) } else { "ok" }))
+        .collect();
+    assert_eq!(ran, [None, Some("ok"), Some("ok"), None, Some("ok"), Some("ok")]);
+    assert_eq!(epoch(), at + 1);
+    let mut listed = column(&fx.call("accountgroup", &[]), "name");
+    listed.sort();
+    assert_eq!(listed, ["b", "d", "e"]);
+}
+}
+
 /// Each document's error type, or `ok`.
 fn outcomes(docs: &[Doc]) -> Vec<&'static str> {
     docs.iter()

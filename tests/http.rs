@@ -487,7 +487,28 @@ fn authinfo_su_and_a_client_refused_another_clients_object(backend) {
     );
     assert_eq!(change.error(), "access");
 
-    // A password change is honoured at once, although the old credentials were just cached.
+    // A write with cached credentials runs on the writer, which checks the auth epoch in the
+    // write's own transaction; when an unrelated change moved the epoch, the write takes the
+    // slow way and still runs.
+    let rename = |name: &str, auth: &str| {
+        s.post("", &format!("func=account.edit&elid={ann}&sok=ok&name={name}&{auth}"))
+    };
+    let name = || {
+        s.get(&format!("func=account.edit&elid={ann}&{}", admin()))
+            .xml_field("name")
+    };
+    rename("Ann1", &ann_auth).ok();
+    assert_eq!(name().as_deref(), Some("Ann1"));
+    s.post(
+        "",
+        &format!("func=account.edit&elid={bob}&sok=ok&passwd=BobSecret789&{}", admin()),
+    )
+    .ok();
+    rename("Ann2", &ann_auth).ok();
+    assert_eq!(name().as_deref(), Some("Ann2"));
+
+    // A password change is honoured at once, although the old credentials were just cached:
+    // by reads and by writes, which change nothing.
     s.post(
         "",
         &format!(
@@ -497,6 +518,8 @@ fn authinfo_su_and_a_client_refused_another_clients_object(backend) {
     )
     .ok();
     assert_eq!(s.get(&format!("func=whoami&{ann_auth}")).error(), "auth");
+    assert_eq!(rename("Ann3", &ann_auth).error(), "auth");
+    assert_eq!(name().as_deref(), Some("Ann2"));
     let new_auth = "authinfo=ann%40example.com:NewSecret456";
     assert_eq!(
         s.get(&format!("func=whoami&{new_auth}"))

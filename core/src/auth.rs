@@ -336,6 +336,18 @@ pub fn login_if_cached(
     Ok(Some(caller_of(user, ip)))
 }
 
+/// The caller these `authinfo` credentials are, as the credential cache knows them without
+/// the database, with the auth epoch that answer holds at (see [`CredentialCache::known_at`]).
+pub fn caller_known_at(
+    cache: &CredentialCache,
+    login: &str,
+    password: &str,
+    ip: &str,
+) -> Option<(Caller, i64)> {
+    let (epoch, known) = cache.known_at(login, password)?;
+    Some((caller_known(known, ip), epoch))
+}
+
 /// The auth epoch (migration 4) as of this transaction: it moves whenever a user or client
 /// changes in a way that could change who a login and password are.
 pub fn auth_epoch(conn: &Connection) -> FuncResult<i64> {

@@ -143,6 +143,9 @@ struct WriterInner {
     /// The last member's savepoint is still open (its release rides with the next member's
     /// savepoint, or the commit keeps it).
     open_savepoint: bool,
+    /// The auth epoch as the open batch reads it now: read with the batch's `BEGIN` or a
+    /// member's savepoint, forgotten as soon as a member runs (it may change users).
+    epoch: Option<i64>,
     next_batch: u64,
     committed_through: u64,
     /// Batches whose commit failed, with the reason (the most recent ones).
@@ -300,12 +303,18 @@ impl Writer {
 }
 
 impl WriterInner {
-    /// Joins the open batch, or opens one; answers its number.
-    fn join(&mut self) -> store::Result<u64> {
+    /// Joins the open batch, or opens one (reading the auth epoch with its `BEGIN` when
+    /// `epoch`: the first member is checked against it); answers its number.
+    fn join(&mut self, epoch: bool) -> store::Result<u64> {
         let batch = match self.open_batch {
             Some(b) => b,
             None => {
-                self.conn.begin_write()?;
+                self.epoch = if epoch {
+                    Some(self.conn.begin_write_with(auth::EPOCH_SQL)?)
+                } else {
+                    self.conn.begin_write()?;
+                    None
+                };
                 self.next_batch += 1;
                 self.open_batch = Some(self.next_batch);
                 self.members = 0;
@@ -329,21 +338,56 @@ impl WriterInner {
     /// statement releases the one and opens the other) or the commit, which keeps everything
     /// the transaction holds, savepoints included.
     fn member<T>(&mut self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
+        match self.member_known_at(None, f) {
+            Some(result) => result,
+            None => Err(FuncError::internal("the caller's credentials changed")),
+        }
+    }
+
+    /// [`WriterInner::member`] for a caller known from the credential cache as of auth epoch
+    /// `known_at`: it runs only if the batch's transaction still reads that epoch (read with
+    /// the member's savepoint, in the same round trip on PostgreSQL), and `None` says it did
+    /// not run: who the credentials are may have changed, and the slow way must decide.
+    fn member_known_at<T>(
+        &mut self,
+        known_at: Option<i64>,
+        f: impl FnOnce(&Connection) -> FuncResult<T>,
+    ) -> Option<FuncResult<T>> {
         let bare = self.ran == 0;
-        self.ran += 1;
         let conn = &self.conn;
+        let wanted = known_at.is_some() && self.epoch.is_none();
         if !bare {
-            let opened = if self.open_savepoint {
-                conn.release_and_reopen(Savepoint::Func)
-            } else {
-                conn.savepoint(Savepoint::Func)
+            let opened = match (wanted, self.open_savepoint) {
+                (true, reopen) => conn
+                    .savepoint_with(Savepoint::Func, reopen, auth::EPOCH_SQL)
+                    .map(Some),
+                (false, true) => conn.release_and_reopen(Savepoint::Func).map(|()| None),
+                (false, false) => conn.savepoint(Savepoint::Func).map(|()| None),
             };
             self.open_savepoint = false;
-            if let Err(e) = opened {
-                self.poisoned = true;
-                return Err(e.into());
+            match opened {
+                Ok(epoch) => self.epoch = epoch.or(self.epoch),
+                Err(e) => {
+                    self.poisoned = true;
+                    return Some(Err(e.into()));
+                }
+            }
+        } else if wanted {
+            // Nothing has run in this transaction yet, and `join` did not read the epoch.
+            match auth::auth_epoch(conn) {
+                Ok(epoch) => self.epoch = Some(epoch),
+                Err(e) => return Some(Err(e)),
             }
         }
+        if let Some(known_at) = known_at
+            && self.epoch != Some(known_at)
+        {
+            // Not run: its savepoint (if any) stays open and empty, released by the next one's.
+            self.open_savepoint = !bare;
+            return None;
+        }
+        self.ran += 1;
+        self.epoch = None;
         IN_WRITE.with(|w| w.set(true));
         let result =
             catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|p| Err(panic_message(p)));
@@ -360,7 +404,7 @@ impl WriterInner {
                     Err(_) => self.poisoned = true,
                 }
             }
-            return result;
+            return Some(result);
         }
         let end = match result {
             Ok(_) => {
@@ -369,14 +413,14 @@ impl WriterInner {
             }
             Err(_) => conn.rollback_to(Savepoint::Func),
         };
-        match end {
+        Some(match end {
             Ok(_) => result,
             // The transaction is in an unknown state: the batch must not commit.
             Err(e) => {
                 self.poisoned = true;
                 Err(e.into())
             }
-        }
+        })
     }
 
     /// Commits (or, when poisoned, rolls back) the open batch and records how it ended. With a
@@ -487,6 +531,7 @@ impl Engine {
                     members: 0,
                     ran: 0,
                     open_savepoint: false,
+                    epoch: None,
                     next_batch: 0,
                     committed_through: 0,
                     failed: VecDeque::new(),
@@ -685,7 +730,7 @@ impl Engine {
             return Err(nested_write());
         }
         let mut w = self.writer.lock();
-        let batch = w.join()?;
+        let batch = w.join(false)?;
         let result = w.member(f);
         let others_waiting = self.writer.waiting.load(Ordering::SeqCst) > 0;
         if w.open_batch != Some(batch) {
@@ -745,14 +790,23 @@ impl Engine {
             return (docs, None);
         }
         let mut pending = calls.iter();
-        let (done, durable) = self.call_batch_pulled(|_| pending.next(), |c| **c);
-        (done.into_iter().map(|(_, doc)| doc).collect(), durable)
+        let (done, durable) =
+            self.call_batch_pulled(|_| pending.next(), |&&(c, f, p)| (c, f, p, None));
+        let docs = done
+            .into_iter()
+            // Never `None`: no call here is known only as of an epoch.
+            .map(|(_, doc)| doc.unwrap_or_else(|| Doc::Error(FuncError::internal("not run"))))
+            .collect();
+        (docs, durable)
     }
 
     /// [`Engine::call_batch_deferred`] over calls pulled one at a time into the open batch:
     /// `next(n)` (with `n` calls run so far) answers the next call, or `None` to commit. The
     /// batch takes at most the backend's batch size, then commits whatever `next` would still
-    /// give. `args` says what each pulled item calls. Answers each item with its document.
+    /// give. `args` says what each pulled item calls, and, for a caller known from the
+    /// credential cache, the auth epoch it is known at. Answers each item with its document,
+    /// or `None` for an item not run because the batch's transaction reads another epoch (its
+    /// caller must be authenticated again, the slow way).
     ///
     /// This lets the server's writer thread keep a batch open while the previous batch's
     /// fsync runs: the calls that arrive meanwhile join it instead of waiting for a batch of
@@ -760,40 +814,36 @@ impl Engine {
     pub fn call_batch_pulled<J>(
         &self,
         mut next: impl FnMut(usize) -> Option<J>,
-        args: impl Fn(&J) -> (&Caller, &str, &Params),
-    ) -> (Vec<(J, Doc)>, Option<Durable>) {
+        args: impl Fn(&J) -> (&Caller, &str, &Params, Option<i64>),
+    ) -> (Vec<(J, Option<Doc>)>, Option<Durable>) {
         let Some(first) = next(0) else {
             return (Vec::new(), None);
         };
-        if IN_WRITE.with(|w| w.get()) {
-            let mut done = vec![(first, Doc::Error(nested_write()))];
+        let all_fail = |first: J, e: FuncError, next: &mut dyn FnMut(usize) -> Option<J>| {
+            let mut done = vec![(first, Some(Doc::Error(e.clone())))];
             while let Some(j) = next(done.len()) {
-                done.push((j, Doc::Error(nested_write())));
+                done.push((j, Some(Doc::Error(e.clone()))));
             }
-            return (done, None);
+            (done, None)
+        };
+        if IN_WRITE.with(|w| w.get()) {
+            return all_fail(first, nested_write(), &mut next);
         }
         let generation = self.scripts.current();
         let mut w = self.writer.lock();
-        let mut batch = match w.join() {
+        let mut batch = match w.join(args(&first).3.is_some()) {
             Ok(b) => b,
-            Err(e) => {
-                let e = FuncError::from(e);
-                let mut done = vec![(first, Doc::Error(e.clone()))];
-                while let Some(j) = next(done.len()) {
-                    done.push((j, Doc::Error(e.clone())));
-                }
-                return (done, None);
-            }
+            Err(e) => return all_fail(first, e.into(), &mut next),
         };
-        let mut done: Vec<(J, Doc)> = Vec::with_capacity(self.max_batch);
+        let mut done: Vec<(J, Option<Doc>)> = Vec::with_capacity(self.max_batch);
         let mut item = Some(first);
         // The members of the batch now open (`join` counted the first).
         let mut members: usize = 0;
         while let Some(j) = item {
-            let (caller, func, params) = args(&j);
+            let (caller, func, params, known_at) = args(&j);
             let doc = if w.open_batch.is_none() {
                 // A failing first member rolled the batch back: the next call opens another.
-                w.join().map(|b| {
+                w.join(known_at.is_some()).map(|b| {
                     batch = b;
                     members = 0;
                 })
@@ -801,11 +851,14 @@ impl Engine {
                 Ok(())
             }
             .map_err(FuncError::from)
-            .and_then(|()| {
+            .map(|()| {
                 members += 1;
-                w.member(|conn| self.call_on(conn, &generation, caller, func, params))
+                w.member_known_at(known_at, |conn| {
+                    self.call_on(conn, &generation, caller, func, params)
+                })
             })
-            .unwrap_or_else(Doc::Error);
+            .unwrap_or_else(|e| Some(Err(e)))
+            .map(|r| r.unwrap_or_else(Doc::Error));
             done.push((j, doc));
             item = if done.len() < self.max_batch {
                 next(done.len())
@@ -822,8 +875,10 @@ impl Engine {
             None
         };
         if let Some(e) = w.failure(batch) {
-            for (_, doc) in done.iter_mut().filter(|(_, d)| !d.is_error()) {
-                *doc = Doc::Error(e.clone());
+            for (_, doc) in done.iter_mut() {
+                if let Some(doc) = doc.as_mut().filter(|d| !d.is_error()) {
+                    *doc = Doc::Error(e.clone());
+                }
             }
         }
         (done, durable)
@@ -1029,6 +1084,28 @@ impl Engine {
         self.read(|conn| Ok(self.authenticate_in(conn, params, session, ip, None)))
             .ok()
             .flatten()
+    }
+
+    /// The caller of a write request when the server can tell without the database: cached
+    /// `authinfo`, with the auth epoch it is known at (the writer runs the call only if its
+    /// transaction reads that epoch: [`Engine::call_batch_pulled`]), or no credentials at all
+    /// (the anonymous caller, no epoch to check). `None`: a session or unknown credentials,
+    /// which [`Engine::authenticate_quick`] or the slow way decide.
+    pub fn caller_known_at(
+        &self,
+        params: &Params,
+        session: Option<&str>,
+        ip: &str,
+    ) -> Option<(Caller, Option<i64>)> {
+        if let Some(authinfo) = params.get("authinfo") {
+            let (user, pass) = authinfo.split_once(':')?;
+            let (caller, epoch) = auth::caller_known_at(&self.credentials, user, pass, ip)?;
+            return Some((caller, Some(epoch)));
+        }
+        match params.get("auth").or(session.filter(|s| !s.is_empty())) {
+            Some(_) => None,
+            None => Some((Caller::anonymous(ip), None)),
+        }
     }
 
     fn authenticate_in(

@@ -190,6 +190,18 @@ impl CredentialCache {
         }
     }
 
+    /// Who these credentials are and the auth epoch they are known at, if they were verified
+    /// within `ttl`: trusted only by a transaction that reads that same epoch (the server's
+    /// writer checks it in the write's own transaction).
+    pub fn known_at(&self, login: &str, password: &str) -> Option<(i64, Known)> {
+        let tag = self.known_tag(login, password)?;
+        let entries = self.lock();
+        match entries.known.get(&tag) {
+            Some((epoch, known, at)) if self.fresh(*at) => Some((*epoch, known.clone())),
+            _ => None,
+        }
+    }
+
     /// Learns who credentials `verified` at that time (on the user row read at auth epoch
     /// `epoch`) are; they stay known as long as their verification does.
     pub fn learn(&self, login: &str, password: &str, epoch: i64, who: Known, verified: Instant) {

@@ -327,7 +327,7 @@ async fn in_lane(
             None => blocking(app, call, ip, deadline).await,
         },
         Lane::Writer => match admit(app, call, ip, deadline).await {
-            Ok(Some((caller, logins))) => queued(app, call, caller, logins, ip, deadline).await,
+            Ok(Some(admitted)) => queued(app, call, admitted, ip, deadline).await,
             Ok(None) => blocking(app, call, ip, deadline).await,
             Err(refused) => refused,
         },
@@ -335,26 +335,52 @@ async fn in_lane(
     }
 }
 
-/// The caller of a write request when quick to tell ([`App::admit_quick`]): where the request
-/// arrived, or, when the database may not be called on an async worker (PostgreSQL), on the
-/// blocking pool, so that the write still goes to the writer thread's batches.
+/// A write request's caller, as its admission found it.
+struct Admitted {
+    caller: Caller,
+    /// The auth epoch the caller is known at, for the writer to check in the write's own
+    /// transaction; `None` when the admission read the database (or there are no credentials).
+    known_at: Option<i64>,
+    logins: Logins,
+}
+
+/// The caller of a write request when quick to tell: from the credential cache alone, where
+/// the request arrived (the writer checks the auth epoch); otherwise ([`App::admit_quick`]: a
+/// session) where the request arrived, or, when the database may not be called on an async
+/// worker (PostgreSQL), on the blocking pool, so that the write still goes to the writer
+/// thread's batches.
 async fn admit(
     app: &Arc<App>,
     call: &Call,
     ip: IpAddr,
     deadline: tokio::time::Instant,
-) -> Result<Option<(Caller, Logins)>, Answer> {
+) -> Result<Option<Admitted>, Answer> {
+    let logins = Logins::of(&call.func, &call.params);
+    if let Some(refused) = app.refused(&logins, ip) {
+        return Err(refused);
+    }
+    let known = app
+        .engine
+        .caller_known_at(&call.params, call.session.as_deref(), &ip.to_string());
+    if let Some((caller, known_at)) = known {
+        return Ok(Some(Admitted {
+            caller,
+            known_at,
+            logins,
+        }));
+    }
     if app.engine.callable_on_async_worker() {
-        return app.admit_quick(&call.func, &call.params, call.session.as_deref(), ip);
+        return Ok(app.admit_quick(&call.params, call.session.as_deref(), ip, logins));
     }
     let task = {
         let app = app.clone();
-        let (func, params, session) =
-            (call.func.clone(), call.params.clone(), call.session.clone());
-        tokio::task::spawn_blocking(move || app.admit_quick(&func, &params, session.as_deref(), ip))
+        let (params, session) = (call.params.clone(), call.session.clone());
+        tokio::task::spawn_blocking(move || {
+            app.admit_quick(&params, session.as_deref(), ip, logins)
+        })
     };
     match tokio::time::timeout_at(deadline, task).await {
-        Ok(Ok(admitted)) => admitted,
+        Ok(Ok(admitted)) => Ok(admitted),
         // The slow way decides (and answers in time or says why not).
         Ok(Err(_)) => Ok(None),
         Err(_) => Err(timed_out(app, call, ip, false)),
@@ -453,10 +479,9 @@ async fn blocking(
 
 /// A write func of an authenticated caller, queued for the writer thread.
 async fn queued(
-    app: &App,
+    app: &Arc<App>,
     call: &Call,
-    caller: Caller,
-    logins: Logins,
+    admitted: Admitted,
     ip: IpAddr,
     deadline: tokio::time::Instant,
 ) -> Answer {
@@ -464,18 +489,22 @@ async fn queued(
     let abandon = Abandon(state.clone());
     let (reply, answer) = tokio::sync::oneshot::channel();
     app.writer.submit(Job {
-        caller,
+        caller: admitted.caller,
+        known_at: admitted.known_at,
         func: call.func.clone(),
         params: call.params.clone(),
         state,
         reply,
     });
     let doc = match tokio::time::timeout_at(deadline, answer).await {
-        Ok(Ok(doc)) => doc,
+        Ok(Ok(Some(doc))) => doc,
+        // Not run: the auth epoch moved since the credentials were cached.
+        Ok(Ok(None)) => return blocking(app, call, ip, deadline).await,
         Ok(Err(_)) => Doc::Error(writer::not_run()),
         Err(_) => return timed_out(app, call, ip, !abandon.abandon()),
     };
-    app.conclude(&call.func, doc, &logins, ip)
+    app.authenticated(&admitted.logins);
+    app.conclude(&call.func, doc, &admitted.logins, ip)
 }
 
 /// `POST /billmgr/callback/{module}[?paymethod=N]`: a payment gateway's notification as the
@@ -974,27 +1003,24 @@ impl App {
         Some(self.conclude(&call.func, doc, &logins, ip))
     }
 
-    /// The caller of a write request when quick to tell (see [`Engine::authenticate_quick`]),
-    /// with the logins it tried; `None` when the blocking pool must decide; or the throttle's
-    /// refusal.
+    /// The caller of a write request when quick to tell on a read transaction (see
+    /// [`Engine::authenticate_quick`]), with the logins it tried; `None` when the blocking
+    /// pool must decide.
     fn admit_quick(
         &self,
-        func: &str,
         params: &Params,
         session: Option<&str>,
         ip: IpAddr,
-    ) -> Result<Option<(Caller, Logins)>, Answer> {
-        let logins = Logins::of(func, params);
-        if let Some(refused) = self.refused(&logins, ip) {
-            return Err(refused);
-        }
+        logins: Logins,
+    ) -> Option<Admitted> {
         let caller = self
             .engine
-            .authenticate_quick(params, session, &ip.to_string());
-        if caller.is_some() {
-            self.authenticated(&logins);
-        }
-        Ok(caller.map(|c| (c, logins)))
+            .authenticate_quick(params, session, &ip.to_string())?;
+        Some(Admitted {
+            caller,
+            known_at: None,
+            logins,
+        })
     }
 
     /// What the func's outcome means for the throttle and the session cookie.

@@ -36,11 +36,14 @@ pub const ABANDONED: u8 = 2;
 /// One write request for the writer thread.
 pub struct Job {
     pub caller: Caller,
+    /// The auth epoch `caller` is known at, from the credential cache: the call runs only if
+    /// the batch's transaction reads that epoch, and is answered `None` (not run) otherwise.
+    pub known_at: Option<i64>,
     pub func: String,
     pub params: Params,
     /// [`WAITING`] until the writer takes it; the request sets [`ABANDONED`] when it gives up.
     pub state: Arc<AtomicU8>,
-    pub reply: oneshot::Sender<Doc>,
+    pub reply: oneshot::Sender<Option<Doc>>,
 }
 
 enum Msg {
@@ -58,7 +61,7 @@ pub struct WriterThread {
 /// A committed batch's answers, sent once it is durable.
 struct Settling {
     durable: Durable,
-    replies: Vec<(oneshot::Sender<Doc>, Doc)>,
+    replies: Vec<(oneshot::Sender<Option<Doc>>, Doc)>,
 }
 
 impl WriterThread {
@@ -194,12 +197,18 @@ fn run(
             }
         };
         let (done, durable) = engine.call_batch_pulled(next, |job: &Job| {
-            (&job.caller, job.func.as_str(), &job.params)
+            (&job.caller, job.func.as_str(), &job.params, job.known_at)
         });
-        let replies: Vec<(oneshot::Sender<Doc>, Doc)> = done
-            .into_iter()
-            .map(|(job, doc)| (job.reply, doc))
-            .collect();
+        let mut replies = Vec::with_capacity(done.len());
+        for (job, doc) in done {
+            match doc {
+                Some(doc) => replies.push((job.reply, doc)),
+                // Not run (its caller must be authenticated again): nothing to wait for.
+                None => {
+                    let _ = job.reply.send(None);
+                }
+            }
+        }
         match durable {
             Some(durable) => {
                 in_sync.fetch_add(1, Ordering::AcqRel);
@@ -211,7 +220,7 @@ fn run(
             }
             None => {
                 for (reply, doc) in replies {
-                    let _ = reply.send(doc);
+                    let _ = reply.send(Some(doc));
                 }
             }
         }
@@ -222,7 +231,7 @@ fn answer_when_durable(s: Settling) {
     let (replies, mut docs): (Vec<_>, Vec<Doc>) = s.replies.into_iter().unzip();
     settle(&mut docs, &s.durable);
     for (reply, doc) in replies.into_iter().zip(docs) {
-        let _ = reply.send(doc);
+        let _ = reply.send(Some(doc));
     }
 }
 

@@ -271,6 +271,41 @@ impl Connection {
         }
     }
 
+    /// [`Connection::begin_write`], then the first row of `first` (one integer, a query that
+    /// takes no values): one round trip on PostgreSQL.
+    pub fn begin_write_with(&self, first: &str) -> Result<i64> {
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                self.begin_write()?;
+                self.first_int(first)
+            }
+            Backend::Pg(c) => c.begin_write_with(first),
+        }
+    }
+
+    /// Opens `sp` (after releasing the one of that name still open, when `reopen`), then reads
+    /// the first row of `first` (one integer, a query that takes no values) inside it: one
+    /// round trip on PostgreSQL.
+    pub fn savepoint_with(&self, sp: Savepoint, reopen: bool, first: &str) -> Result<i64> {
+        match &self.backend {
+            Backend::Sqlite(_) => {
+                if reopen {
+                    self.release_and_reopen(sp)?;
+                } else {
+                    self.savepoint(sp)?;
+                }
+                self.first_int(first)
+            }
+            Backend::Pg(c) => {
+                c.control_then_int(if reopen { sp.reopen() } else { sp.sql().0 }, first)
+            }
+        }
+    }
+
+    fn first_int(&self, sql: &str) -> Result<i64> {
+        self.prepare_cached(sql)?.query_row([], |r| r.get(0))
+    }
+
     /// Opens a read transaction: one snapshot until it ends.
     pub fn begin_read(&self) -> Result<()> {
         match &self.backend {

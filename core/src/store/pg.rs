@@ -391,15 +391,37 @@ impl PgConn {
     pub fn begin_read_with(&self, first: &str) -> Result<i64> {
         self.ensure_open()?;
         self.in_transaction.set(true);
-        let sql = format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; {}",
-            translate(first).sql
-        );
+        self.control_then_int("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", first)
+    }
+
+    /// [`PgConn::begin_write`] and the first column of `first`'s first row, in one round trip.
+    pub fn begin_write_with(&self, first: &str) -> Result<i64> {
+        self.ensure_open()?;
+        self.in_transaction.set(true);
+        let n = self.control_then_int(BEGIN_WRITE, first);
+        if n.is_err() {
+            let _ = self.end("ROLLBACK");
+        }
+        n
+    }
+
+    /// Runs `control` (transaction control, static text) and then `first` (a query without
+    /// values answering one integer) as one simple query: one round trip. Answers the integer.
+    pub fn control_then_int(&self, control: &str, first: &str) -> Result<i64> {
+        let sql = format!("{control}; {}", translate(first).sql);
         let messages = self.client.borrow_mut().simple_query(&sql)?;
-        let value = messages.iter().find_map(|m| match m {
-            postgres::SimpleQueryMessage::Row(row) => Some(row.get(0)),
-            _ => None,
-        });
+        // The first row of the last statement (`control` may answer rows of its own: the
+        // writers' lock does).
+        let (mut value, mut first_row) = (None, None);
+        for m in &messages {
+            match m {
+                postgres::SimpleQueryMessage::Row(row) if first_row.is_none() => {
+                    first_row = Some(row.get(0));
+                }
+                postgres::SimpleQueryMessage::CommandComplete(_) => value = first_row.take(),
+                _ => {}
+            }
+        }
         match value {
             Some(Some(text)) => text
                 .parse::<i64>()
