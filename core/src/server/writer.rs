@@ -47,7 +47,7 @@ pub struct Job {
 }
 
 enum Msg {
-    Call(Job),
+    Call(Box<Job>),
     /// The sync thread answered what it had: a batch kept open for it may commit.
     Synced,
     Stop,
@@ -94,7 +94,7 @@ impl WriterThread {
     /// Queues a call. Once the writer has stopped the call is dropped unrun, and so is its
     /// `reply`: the request learns it from its receiver.
     pub fn submit(&self, job: Job) {
-        let _ = self.queue.send(Msg::Call(job));
+        let _ = self.queue.send(Msg::Call(Box::new(job)));
     }
 
     /// Lets the calls queued so far run and commit, then ends the thread and waits for it.
@@ -192,7 +192,7 @@ fn run(
                     .compare_exchange(WAITING, STARTED, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
                 {
-                    return Some(job);
+                    return Some(*job);
                 }
             }
         };
