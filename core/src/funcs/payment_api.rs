@@ -105,7 +105,7 @@ pub fn register(reg: &mut Registry) {
 /// Moves a payment to `target` as the module says, or recognises a repeat.
 fn set_state(ctx: &Ctx, id: i64, target: Target, p: &Params) -> FuncResult<()> {
     // The dispatcher's object check, folded into the payment's own read (`checks_object`).
-    let current = ledger::payment(ctx.db, id)?;
+    let (current, sub) = ledger::payment_and_subaccount(ctx.db, id)?;
     check_owner(ctx.caller, PAYMENT, id, Some(current.account))?;
     let (paymethod, stored_ext) = (current.paymethod, current.external_id.clone());
     let ext = p.get("externalid").filter(|e| !e.is_empty());
@@ -160,7 +160,7 @@ fn set_state(ctx: &Ctx, id: i64, target: Target, p: &Params) -> FuncResult<()> {
         return Err(FuncError::value("elid", id.to_string(), msg));
     }
     match target {
-        Target::Paid => ledger::set_paid_read(ctx, &current)?,
+        Target::Paid => ledger::set_paid_read(ctx, &current, sub)?,
         t => {
             ctx.db
                 .prepare_cached("UPDATE payment SET status = ?2 WHERE id = ?1")?

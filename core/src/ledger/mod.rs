@@ -365,27 +365,64 @@ pub struct Subaccount {
 
 pub fn subaccount(conn: &Connection, id: i64) -> FuncResult<Subaccount> {
     // With its currency in the same statement (one round trip on a networked database).
-    type SubRow = (
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        bool,
-        i64,
-        Option<String>,
-        Option<i64>,
-    );
     let row: Option<SubRow> = conn
-        .prepare_cached(
-            "SELECT s.account_id, s.project_id, s.currency_id, s.balance, s.creditlimit, s.allowpostpaid,
-                    s.status, c.iso, c.minor_units
-             FROM subaccount s LEFT JOIN currency c ON c.id = s.currency_id WHERE s.id = ?1",
-        )?
-        .query_row([id], |r| r.try_into())
+        .prepare_cached(&format!(
+            "SELECT {SUBACCOUNT_COLUMNS} FROM subaccount s {SUBACCOUNT_CURRENCY} WHERE s.id = ?1"
+        ))?
+        .query_row([id], |r| sub_row(r, 0))
         .optional()?;
+    subaccount_of(id, row)
+}
+
+/// A subaccount's columns with its currency's (`s` and `c`), in [`SubRow`]'s order.
+const SUBACCOUNT_COLUMNS: &str = "s.account_id, s.project_id, s.currency_id, s.balance, \
+    s.creditlimit, s.allowpostpaid, s.status, c.iso, c.minor_units";
+const SUBACCOUNT_CURRENCY: &str = "LEFT JOIN currency c ON c.id = s.currency_id";
+
+type SubRow = (
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<bool>,
+    Option<i64>,
+    Option<String>,
+    Option<i64>,
+);
+
+/// [`SUBACCOUNT_COLUMNS`] from column `at` on (all NULL when a left join found no subaccount).
+fn sub_row(r: &crate::store::Row<'_>, at: usize) -> crate::store::Result<SubRow> {
+    Ok((
+        r.get(at)?,
+        r.get(at + 1)?,
+        r.get(at + 2)?,
+        r.get(at + 3)?,
+        r.get(at + 4)?,
+        r.get(at + 5)?,
+        r.get(at + 6)?,
+        r.get(at + 7)?,
+        r.get(at + 8)?,
+    ))
+}
+
+/// The subaccount `id` from its [`SubRow`], or why there is none.
+fn subaccount_of(id: i64, row: Option<SubRow>) -> FuncResult<Subaccount> {
+    let missed = || FuncError::missed_object("subaccount", id);
     let (account, project, cur, balance, creditlimit, allowpostpaid, st, iso, scale) =
-        row.ok_or_else(|| FuncError::missed_object("subaccount", id))?;
+        row.ok_or_else(missed)?;
+    let (
+        Some(account),
+        Some(project),
+        Some(cur),
+        Some(balance),
+        Some(creditlimit),
+        Some(allowpostpaid),
+        Some(st),
+    ) = (account, project, cur, balance, creditlimit, allowpostpaid, st)
+    else {
+        return Err(missed());
+    };
     let (Some(iso), Some(scale)) = (iso, scale) else {
         return Err(FuncError::missed_object("currency", cur));
     };
@@ -659,42 +696,65 @@ impl Payment {
 }
 
 pub fn payment(conn: &Connection, id: i64) -> FuncResult<Payment> {
-    conn.prepare_cached(
-        "SELECT number, status, account_id, subaccount_id, subaccountamount, paymethodamount, usedamount,
-                refundedamount, commissionamount, restrictrefund, currency_id, paymethod_id, external_id
-         FROM payment WHERE id = ?1",
-    )?
-    .query_row([id], |r| {
-        Ok(Payment {
-            id,
-            number: r.get(0)?,
-            status: r.get(1)?,
-            account: r.get(2)?,
-            subaccount: r.get(3)?,
-            subaccountamount: r.get(4)?,
-            paymethodamount: r.get(5)?,
-            usedamount: r.get(6)?,
-            refundedamount: r.get(7)?,
-            commissionamount: r.get(8)?,
-            restrictrefund: r.get(9)?,
-            currency: r.get(10)?,
-            paymethod: r.get(11)?,
-            external_id: r.get(12)?,
-        })
+    conn.prepare_cached(&format!("SELECT {PAYMENT_COLUMNS} FROM payment p WHERE p.id = ?1"))?
+        .query_row([id], |r| payment_row(id, r))
+        .optional()?
+        .ok_or_else(|| FuncError::missed_object("payment", id))
+}
+
+/// [`payment`] and its subaccount (or why that cannot be read), in one statement: one round
+/// trip on a networked database.
+pub fn payment_and_subaccount(
+    conn: &Connection,
+    id: i64,
+) -> FuncResult<(Payment, FuncResult<Subaccount>)> {
+    let (p, sub) = conn
+        .prepare_cached(&format!(
+            "SELECT {PAYMENT_COLUMNS}, {SUBACCOUNT_COLUMNS} FROM payment p
+             LEFT JOIN subaccount s ON s.id = p.subaccount_id {SUBACCOUNT_CURRENCY} WHERE p.id = ?1"
+        ))?
+        .query_row([id], |r| Ok((payment_row(id, r)?, sub_row(r, 13)?)))
+        .optional()?
+        .ok_or_else(|| FuncError::missed_object("payment", id))?;
+    let sub = subaccount_of(p.subaccount, Some(sub));
+    Ok((p, sub))
+}
+
+/// A payment's 13 columns (`p`), as [`payment_row`] reads them.
+const PAYMENT_COLUMNS: &str = "p.number, p.status, p.account_id, p.subaccount_id, \
+    p.subaccountamount, p.paymethodamount, p.usedamount, p.refundedamount, p.commissionamount, \
+    p.restrictrefund, p.currency_id, p.paymethod_id, p.external_id";
+
+fn payment_row(id: i64, r: &crate::store::Row<'_>) -> crate::store::Result<Payment> {
+    Ok(Payment {
+        id,
+        number: r.get(0)?,
+        status: r.get(1)?,
+        account: r.get(2)?,
+        subaccount: r.get(3)?,
+        subaccountamount: r.get(4)?,
+        paymethodamount: r.get(5)?,
+        usedamount: r.get(6)?,
+        refundedamount: r.get(7)?,
+        commissionamount: r.get(8)?,
+        restrictrefund: r.get(9)?,
+        currency: r.get(10)?,
+        paymethod: r.get(11)?,
+        external_id: r.get(12)?,
     })
-    .optional()?
-    .ok_or_else(|| FuncError::missed_object("payment", id))
 }
 
 /// Credits a new or in-progress payment: status 4, `paydate`, the balance raised by
 /// `subaccountamount`; its commission becomes an expense of its own; then unpaid expenses are
 /// paid. Any other status is an error that changes nothing.
 pub fn set_paid(ctx: &Ctx, id: i64) -> FuncResult<()> {
-    set_paid_read(ctx, &payment(ctx.db, id)?)
+    let (p, sub) = payment_and_subaccount(ctx.db, id)?;
+    set_paid_read(ctx, &p, sub)
 }
 
-/// [`set_paid`] of a payment its caller has just read (in this transaction).
-pub fn set_paid_read(ctx: &Ctx, p: &Payment) -> FuncResult<()> {
+/// [`set_paid`] of a payment its caller has just read with its subaccount
+/// ([`payment_and_subaccount`], in this transaction).
+pub fn set_paid_read(ctx: &Ctx, p: &Payment, sub: FuncResult<Subaccount>) -> FuncResult<()> {
     let id = p.id;
     if p.status != status::NEW && p.status != status::IN_PROGRESS {
         let msg = match p.status {
@@ -708,8 +768,9 @@ pub fn set_paid_read(ctx: &Ctx, p: &Payment) -> FuncResult<()> {
         };
         return Err(FuncError::value("elid", id.to_string(), msg));
     }
-    // The subaccount is read once: its balance for the credit, its facts for what follows.
-    let mut sub = subaccount(ctx.db, p.subaccount)?;
+    // The subaccount is read once, with the payment: its balance for the credit, its facts for
+    // what follows.
+    let mut sub = sub?;
     let credited = money::add_to_balance(sub.balance, p.subaccountamount, "elid", &id.to_string())?;
     ctx.db
         .prepare_cached("UPDATE payment SET status = 4, paydate = ?2 WHERE id = ?1")?
