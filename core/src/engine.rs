@@ -194,7 +194,8 @@ impl<'g> Ctx<'_, 'g> {
                 "INSERT INTO history (changedate, object_type, object_id, description, user_login, ip, action)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![
+            // Sent with the next statement (one round trip fewer on PostgreSQL).
+            .execute_deferred(params![
                 self.now,
                 object_type,
                 object_id,
@@ -1256,6 +1257,22 @@ impl Engine {
 
     /// The protocol, on a connection already inside the func's transaction.
     fn dispatch(
+        &self,
+        conn: &Connection,
+        caller: &Caller,
+        decl: &FuncDecl,
+        params: &Params,
+        scope: &CallScope<'_>,
+    ) -> FuncResult<Doc> {
+        let doc = self.dispatch_deferring(conn, caller, decl, params, scope)?;
+        // The writes the func deferred (`Statement::execute_deferred`) are sent before its
+        // outcome is decided: their failure is the func's.
+        conn.flush()?;
+        Ok(doc)
+    }
+
+    /// [`Engine::dispatch`] but for the writes the func deferred, which may still be unsent.
+    fn dispatch_deferring(
         &self,
         conn: &Connection,
         caller: &Caller,

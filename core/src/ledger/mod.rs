@@ -419,7 +419,15 @@ fn subaccount_of(id: i64, row: Option<SubRow>) -> FuncResult<Subaccount> {
         Some(creditlimit),
         Some(allowpostpaid),
         Some(st),
-    ) = (account, project, cur, balance, creditlimit, allowpostpaid, st)
+    ) = (
+        account,
+        project,
+        cur,
+        balance,
+        creditlimit,
+        allowpostpaid,
+        st,
+    )
     else {
         return Err(missed());
     };
@@ -696,10 +704,12 @@ impl Payment {
 }
 
 pub fn payment(conn: &Connection, id: i64) -> FuncResult<Payment> {
-    conn.prepare_cached(&format!("SELECT {PAYMENT_COLUMNS} FROM payment p WHERE p.id = ?1"))?
-        .query_row([id], |r| payment_row(id, r))
-        .optional()?
-        .ok_or_else(|| FuncError::missed_object("payment", id))
+    conn.prepare_cached(&format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payment p WHERE p.id = ?1"
+    ))?
+    .query_row([id], |r| payment_row(id, r))
+    .optional()?
+    .ok_or_else(|| FuncError::missed_object("payment", id))
 }
 
 /// [`payment`] and its subaccount (or why that cannot be read), in one statement: one round
@@ -772,12 +782,13 @@ pub fn set_paid_read(ctx: &Ctx, p: &Payment, sub: FuncResult<Subaccount>) -> Fun
     // what follows.
     let mut sub = sub?;
     let credited = money::add_to_balance(sub.balance, p.subaccountamount, "elid", &id.to_string())?;
+    // Both sent with the next statement (one round trip on PostgreSQL).
     ctx.db
         .prepare_cached("UPDATE payment SET status = 4, paydate = ?2 WHERE id = ?1")?
-        .execute(params![id, ctx.now])?;
+        .execute_deferred(params![id, ctx.now])?;
     ctx.db
         .prepare_cached("UPDATE subaccount SET balance = ?2 WHERE id = ?1")?
-        .execute(params![p.subaccount, credited])?;
+        .execute_deferred(params![p.subaccount, credited])?;
     sub.balance = credited;
     if p.commissionamount > 0 {
         // Named after the payment (its id, as `payment_id` on the expense links it), with the

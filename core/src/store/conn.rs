@@ -56,6 +56,11 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
+
+    /// The text without the kind's prefix (a database error: the server's message).
+    pub(crate) fn message(&self) -> &str {
+        &self.msg
+    }
 }
 
 impl fmt::Display for Error {
@@ -359,6 +364,15 @@ impl Connection {
         }
     }
 
+    /// Sends the writes deferred by [`Statement::execute_deferred`] and waits for them: their
+    /// failure is the error. Nothing to do on SQLite, which defers nothing.
+    pub fn flush(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Pg(c) => c.flush(),
+        }
+    }
+
     pub fn savepoint(&self, sp: Savepoint) -> Result<()> {
         self.run(sp.sql().0)
     }
@@ -434,6 +448,23 @@ impl Statement<'_> {
         }
     }
 
+    /// [`Statement::execute`] for a write whose row count nobody needs: on PostgreSQL it is
+    /// sent with the next statement, in the same round trip (SQLite runs it now). Its values
+    /// are checked now; should the statement itself fail, the next statement sent (or
+    /// [`Connection::flush`]) answers that error. The dispatcher flushes a func's deferred
+    /// writes before it decides the func's outcome.
+    #[inline]
+    pub fn execute_deferred<P: Params>(&mut self, params: P) -> Result<()> {
+        match &mut self.inner {
+            StmtInner::Sqlite(s) => {
+                sqlite::bind(s, &params)?;
+                s.raw_execute()?;
+                Ok(())
+            }
+            StmtInner::Pg { conn, stmt } => conn.execute_deferred(stmt, &params),
+        }
+    }
+
     /// The rows of the query with `params`, read one at a time.
     #[inline]
     pub fn query<P: Params>(&mut self, params: P) -> Result<Rows<'_>> {
@@ -484,8 +515,8 @@ impl Statement<'_> {
 enum RowsInner<'s> {
     Sqlite(rusqlite::Rows<'s>),
     Pg {
-        rows: std::vec::IntoIter<postgres::Row>,
-        current: Option<postgres::Row>,
+        rows: std::vec::IntoIter<tokio_postgres::Row>,
+        current: Option<tokio_postgres::Row>,
     },
 }
 
@@ -533,7 +564,7 @@ impl<T, F: FnMut(&Row<'_>) -> Result<T>> Iterator for MappedRows<'_, F> {
 
 enum RowInner<'r> {
     Sqlite(&'r rusqlite::Row<'r>),
-    Pg(&'r postgres::Row),
+    Pg(&'r tokio_postgres::Row),
 }
 
 /// One row of a query.

@@ -1,4 +1,4 @@
-//! The PostgreSQL backend (the synchronous `postgres` crate): connecting from a `postgres://`
+//! The PostgreSQL backend (tokio-postgres driven synchronously, [`client`]): connecting from a `postgres://`
 //! URL (libpq's multi-host form with `target_session_attrs=read-write` follows a failover), the
 //! migrations of [`MIGRATIONS`] recorded in `billhost_schema`, and the dialect: the engine's
 //! SQL is SQLite's, rewritten here once per statement text and kept with its prepared
@@ -15,18 +15,20 @@
 //!
 //! TLS (libpq's `sslmode` and certificate parameters, with rustls) is [`tls`].
 
+pub mod client;
 pub mod tls;
 
 use super::conn::{Error, ErrorKind};
-use super::value::{Params, ValueRef};
+use super::value::{FromValue, Params, Value, ValueRef};
 use super::{Durability, Result};
 use bytes::BytesMut;
-use postgres::types::{IsNull, ToSql, Type};
-use postgres::{Client, Config, NoTls, Statement};
+use client::{Answer, Client, Last};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::str::FromStr;
 use tls::SslMode;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::{Config, NoTls, Statement};
 
 /// Each entry upgrades the PostgreSQL schema from version `index` to `index + 1`, with the same
 /// numbers as SQLite's [`super::MIGRATIONS`].
@@ -124,9 +126,9 @@ pub fn redacted(url: &str) -> String {
     out
 }
 
-impl From<postgres::Error> for Error {
-    fn from(e: postgres::Error) -> Self {
-        use postgres::error::SqlState;
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        use tokio_postgres::error::SqlState;
         let kind = match e.code() {
             Some(c) if *c == SqlState::UNIQUE_VIOLATION => ErrorKind::Unique,
             Some(c)
@@ -188,6 +190,8 @@ pub struct PgConn {
     client: RefCell<Client>,
     statements: RefCell<HashMap<String, Prepared>>,
     in_transaction: Cell<bool>,
+    /// Writes deferred by [`PgConn::execute_deferred`], sent with the next statement.
+    deferred: RefCell<Vec<(Prepared, Vec<Value>)>>,
 }
 
 impl PgConn {
@@ -200,7 +204,7 @@ impl PgConn {
         // handshake has a name to give.
         if config.get_hosts().is_empty() {
             for addr in config.get_hostaddrs().to_vec() {
-                config.host(&addr.to_string());
+                config.host(addr.to_string());
             }
         }
         // As in libpq, sslmode does not apply to Unix sockets (the server has no TLS there).
@@ -209,11 +213,11 @@ impl PgConn {
             && config
                 .get_hosts()
                 .iter()
-                .all(|h| matches!(h, postgres::config::Host::Unix(_)));
+                .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
         #[cfg(not(unix))]
         let sockets_only = false;
         if sockets_only {
-            config.ssl_mode(postgres::config::SslMode::Disable);
+            config.ssl_mode(tokio_postgres::config::SslMode::Disable);
         }
         let target = Target {
             config,
@@ -227,6 +231,7 @@ impl PgConn {
             client: RefCell::new(client),
             statements: RefCell::new(HashMap::new()),
             in_transaction: Cell::new(false),
+            deferred: RefCell::new(Vec::new()),
         })
     }
 
@@ -238,6 +243,7 @@ impl PgConn {
             *self.client.borrow_mut() = client;
             self.statements.borrow_mut().clear();
             self.in_transaction.set(false);
+            self.deferred.borrow_mut().clear();
         }
         Ok(())
     }
@@ -246,8 +252,59 @@ impl PgConn {
         self.client.borrow().is_closed()
     }
 
+    /// Runs `sql` (static text, no values) as one simple query, after the deferred writes, in
+    /// the same round trip.
     pub fn batch(&self, sql: &str) -> Result<()> {
-        Ok(self.client.borrow_mut().batch_execute(sql)?)
+        self.with_deferred(Last::Batch(sql)).map(drop)
+    }
+
+    /// Runs `last` after the deferred writes, sent together (one round trip), and forgets them.
+    fn with_deferred(&self, last: Last<'_>) -> Result<Answer> {
+        let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
+        // (Their values were checked when they were deferred.)
+        let binds: Vec<Vec<Bind<'_>>> = deferred
+            .iter()
+            .map(|(p, values)| {
+                p.sources
+                    .iter()
+                    .map(|&k| Bind(values[k as usize - 1].as_ref()))
+                    .collect()
+            })
+            .collect();
+        let queued: Vec<client::Queued<'_>> = deferred
+            .iter()
+            .zip(&binds)
+            .map(|((p, _), b)| {
+                (
+                    &p.stmt,
+                    b.iter().map(|b| b as &(dyn ToSql + Sync)).collect(),
+                )
+            })
+            .collect();
+        self.client.borrow_mut().pipelined(&queued, last)
+    }
+
+    /// Forgets the deferred writes unsent: what a rollback (of the transaction, or to a
+    /// savepoint opened before them, as every open one was: opening one sends them) would undo.
+    fn drop_deferred(&self) {
+        self.deferred.borrow_mut().clear();
+    }
+
+    /// Runs `p` with `params` later: with the next statement sent, in the same round trip.
+    /// The values are checked now; a failure of the statement itself is the next statement's
+    /// error (the engine sends what a func deferred before it decides the func's outcome).
+    pub fn execute_deferred<P: Params>(&self, p: &Prepared, params: &P) -> Result<()> {
+        Self::binds(p, params)?;
+        let values = (0..p.takes as usize)
+            .map(|i| Value::from_value(params.value(i)))
+            .collect::<Result<_>>()?;
+        self.deferred.borrow_mut().push((p.clone(), values));
+        Ok(())
+    }
+
+    /// Whether writes wait to be sent ([`PgConn::execute_deferred`]).
+    pub fn has_deferred(&self) -> bool {
+        !self.deferred.borrow().is_empty()
     }
 
     /// The prepared statement of `sql` (SQLite's dialect), prepared on first use.
@@ -264,7 +321,10 @@ impl PgConn {
             // runs in a savepoint of its own (which writes nothing, so takes no subtransaction).
             let guarded = self.in_transaction.get();
             if guarded {
+                // (Sends the deferred writes first: they run before what follows.)
                 self.batch("SAVEPOINT billhost_prepare")?;
+            } else {
+                self.flush()?;
             }
             let prepared = if types.is_empty() {
                 self.client.borrow_mut().prepare(&t.sql)
@@ -281,11 +341,10 @@ impl PgConn {
             match prepared {
                 Ok(stmt) => break stmt,
                 Err(e) => {
-                    let undetermined = e.as_db_error().and_then(|db| {
-                        db.message()
-                            .strip_prefix("could not determine data type of parameter $")
-                            .and_then(|n| n.parse::<usize>().ok())
-                    });
+                    let undetermined = e
+                        .message()
+                        .strip_prefix("could not determine data type of parameter $")
+                        .and_then(|n| n.parse::<usize>().ok());
                     match undetermined {
                         Some(n)
                             if n >= 1
@@ -302,7 +361,7 @@ impl PgConn {
                             if std::env::var_os("BILLHOST_SQL_DEBUG").is_some() {
                                 eprintln!("billhost: PostgreSQL refused: {}: {e}", t.sql);
                             }
-                            return Err(e.into());
+                            return Err(e);
                         }
                     }
                 }
@@ -339,14 +398,28 @@ impl PgConn {
         let binds = Self::binds(p, params)?;
         let refs: Vec<&(dyn ToSql + Sync)> =
             binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
-        Ok(self.client.borrow_mut().execute(&p.stmt, &refs)? as usize)
+        match self.with_deferred(Last::Execute(&p.stmt, &refs))? {
+            Answer::Count(n) => Ok(n as usize),
+            _ => Err(Error::other("the server's answer was not a row count")),
+        }
     }
 
-    pub fn query<P: Params>(&self, p: &Prepared, params: &P) -> Result<Vec<postgres::Row>> {
+    pub fn query<P: Params>(&self, p: &Prepared, params: &P) -> Result<Vec<tokio_postgres::Row>> {
         let binds = Self::binds(p, params)?;
         let refs: Vec<&(dyn ToSql + Sync)> =
             binds.iter().map(|b| b as &(dyn ToSql + Sync)).collect();
-        Ok(self.client.borrow_mut().query(&p.stmt, &refs)?)
+        match self.with_deferred(Last::Query(&p.stmt, &refs))? {
+            Answer::Rows(rows) => Ok(rows),
+            _ => Err(Error::other("the server's answer was not rows")),
+        }
+    }
+
+    /// Sends the deferred writes now and waits for them: their failure is the error.
+    pub fn flush(&self) -> Result<()> {
+        if self.has_deferred() {
+            self.with_deferred(Last::Nothing)?;
+        }
+        Ok(())
     }
 
     pub fn last_insert_rowid(&self) -> Result<i64> {
@@ -373,8 +446,10 @@ impl PgConn {
         Ok(())
     }
 
-    /// `ROLLBACK TO` a savepoint and its `RELEASE`, given as one text: one round trip.
+    /// `ROLLBACK TO` a savepoint and its `RELEASE`, given as one text: one round trip. The
+    /// deferred writes, all made since that savepoint, are dropped unsent.
     pub fn rollback_to(&self, both: &str) -> Result<()> {
+        self.drop_deferred();
         self.batch(both)
     }
 
@@ -409,16 +484,19 @@ impl PgConn {
     /// values answering one integer) as one simple query: one round trip. Answers the integer.
     pub fn control_then_int(&self, control: &str, first: &str) -> Result<i64> {
         let sql = format!("{control}; {}", translate(first).sql);
-        let messages = self.client.borrow_mut().simple_query(&sql)?;
+        let messages = match self.with_deferred(Last::Simple(&sql))? {
+            Answer::Simple(messages) => messages,
+            _ => return Err(Error::other("the server's answer was not a simple query's")),
+        };
         // The first row of the last statement (`control` may answer rows of its own: the
         // writers' lock does).
         let (mut value, mut first_row) = (None, None);
         for m in &messages {
             match m {
-                postgres::SimpleQueryMessage::Row(row) if first_row.is_none() => {
+                tokio_postgres::SimpleQueryMessage::Row(row) if first_row.is_none() => {
                     first_row = Some(row.get(0));
                 }
-                postgres::SimpleQueryMessage::CommandComplete(_) => value = first_row.take(),
+                tokio_postgres::SimpleQueryMessage::CommandComplete(_) => value = first_row.take(),
                 _ => {}
             }
         }
@@ -432,6 +510,9 @@ impl PgConn {
     }
 
     pub fn end(&self, sql: &str) -> Result<()> {
+        if sql == "ROLLBACK" {
+            self.drop_deferred();
+        }
         let r = self.batch(sql);
         // COMMIT or ROLLBACK ends the transaction even when it fails.
         self.in_transaction.set(false);
@@ -517,34 +598,33 @@ impl Target {
     /// else a plain one, as libpq does.
     fn open(&self, durability: Durability) -> Result<Client> {
         let client = match self.tls.mode {
-            _ if self.sockets_only => self.config.connect(NoTls)?,
-            SslMode::Disable => self.config.connect(NoTls)?,
-            SslMode::Allow => match self.config.connect(NoTls) {
+            _ if self.sockets_only => Client::connect(&self.config, NoTls)?,
+            SslMode::Disable => Client::connect(&self.config, NoTls)?,
+            SslMode::Allow => match Client::connect(&self.config, NoTls) {
                 Ok(client) => client,
                 Err(plain) => {
                     let mut config = self.config.clone();
-                    config.ssl_mode(postgres::config::SslMode::Require);
-                    config
-                        .connect(self.connector()?)
+                    config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                    Client::connect(&config, self.connector()?)
                         .map_err(|e| Error::other(format!("without TLS: {plain}; with TLS: {e}")))?
                 }
             },
             // libpq's `prefer`: a handshake that fails is tried again without TLS.
             SslMode::Prefer => {
                 let connector = self.connector()?;
-                match self.config.connect(connector.clone()) {
+                match Client::connect(&self.config, connector.clone()) {
                     Ok(client) => client,
                     Err(tls) if connector.handshake_failed() => {
                         let mut config = self.config.clone();
-                        config.ssl_mode(postgres::config::SslMode::Disable);
-                        config.connect(NoTls).map_err(|plain| {
+                        config.ssl_mode(tokio_postgres::config::SslMode::Disable);
+                        Client::connect(&config, NoTls).map_err(|plain| {
                             Error::other(format!("with TLS: {tls}; without TLS: {plain}"))
                         })?
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => return Err(e),
                 }
             }
-            _ => self.config.connect(self.connector()?)?,
+            _ => Client::connect(&self.config, self.connector()?)?,
         };
         session(client, durability)
     }
@@ -571,7 +651,7 @@ fn unspecified() -> Type {
     Type::new(
         "unspecified".into(),
         0,
-        postgres::types::Kind::Simple,
+        tokio_postgres::types::Kind::Simple,
         "pg_catalog".into(),
     )
 }
@@ -759,7 +839,7 @@ impl ToSql for Bind<'_> {
         true
     }
 
-    postgres::types::to_sql_checked!();
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// An integer as PostgreSQL's binary `numeric`.
@@ -815,7 +895,7 @@ fn decode_numeric(raw: &[u8]) -> std::result::Result<i64, String> {
 }
 
 /// Column `i` of a PostgreSQL row as a store value.
-pub fn value_ref(row: &postgres::Row, i: usize) -> Result<ValueRef<'_>> {
+pub fn value_ref(row: &tokio_postgres::Row, i: usize) -> Result<ValueRef<'_>> {
     let ty = row
         .columns()
         .get(i)
@@ -862,7 +942,7 @@ pub fn value_ref(row: &postgres::Row, i: usize) -> Result<ValueRef<'_>> {
 /// A column's bytes, whatever its type.
 struct Raw<'a>(&'a [u8]);
 
-impl<'a> postgres::types::FromSql<'a> for Raw<'a> {
+impl<'a> tokio_postgres::types::FromSql<'a> for Raw<'a> {
     fn from_sql(_: &Type, raw: &'a [u8]) -> std::result::Result<Self, BoxError> {
         Ok(Raw(raw))
     }
