@@ -783,6 +783,42 @@ fn a_batch_member_known_at_an_old_auth_epoch_is_not_run(backend) {
 }
 }
 
+backends! {
+fn a_member_whose_history_row_is_refused_fails_alone_wherever_it_is_in_the_batch(backend) {
+    // On PostgreSQL a func's history row is sent with the next statement, which for a batch
+    // member is the next member's savepoint or the batch's flush before its commit: a refusal
+    // found there is still the member's own failure, and undoes only that member.
+    let fx = Fixture::at("call-batch-deferred", |d| backend.db(d));
+    fx.engine
+        .write(|c| {
+            let refuse = if c.backend_name() == "sqlite" {
+                "CREATE TRIGGER poison BEFORE INSERT ON history WHEN NEW.description LIKE '%poison%'
+                 BEGIN SELECT RAISE(ABORT, 'poisoned history row'); END"
+            } else {
+                "ALTER TABLE history ADD CONSTRAINT poison CHECK (description NOT LIKE '%poison%')"
+            };
+            c.execute(refuse, [])?;
+            Ok(())
+        })
+        .expect("the refusing rule");
+    let root = Caller::superuser();
+    let group = |name: &str| Params::from_pairs([("sok", "ok"), ("name", name)]);
+    let batch = |names: &[&str]| {
+        let params: Vec<Params> = names.iter().map(|n| group(n)).collect();
+        let calls: Vec<(&Caller, &str, &Params)> =
+            params.iter().map(|p| (&root, "accountgroup.edit", p)).collect();
+        outcomes(&fx.engine.call_batch(&calls))
+    };
+    assert_eq!(batch(&["poison1", "a", "b"]), ["internal", "ok", "ok"]);
+    assert_eq!(batch(&["c", "poison2", "d"]), ["ok", "internal", "ok"]);
+    assert_eq!(batch(&["e", "poison3"]), ["ok", "internal"]);
+    let mut listed = column(&fx.call("accountgroup", &[]), "name");
+    listed.sort();
+    assert_eq!(listed, ["a", "b", "c", "d", "e"]);
+    assert_eq!(group_history(&fx), 5);
+}
+}
+
 /// Each document's error type, or `ok`.
 fn outcomes(docs: &[Doc]) -> Vec<&'static str> {
     docs.iter()

@@ -146,6 +146,10 @@ struct WriterInner {
     /// The auth epoch as the open batch reads it now: read with the batch's `BEGIN` or a
     /// member's savepoint, forgotten as soon as a member runs (it may change users).
     epoch: Option<i64>,
+    /// The failure of the last member that succeeded, found after it ended: its deferred
+    /// writes failed when they were sent (with the next member's savepoint, or before the
+    /// commit). Taken by [`Engine::call_batch_pulled`], which answers it instead.
+    last_failure: Option<FuncError>,
     next_batch: u64,
     committed_through: u64,
     /// Batches whose commit failed, with the reason (the most recent ones).
@@ -236,7 +240,12 @@ impl<'g> Ctx<'_, 'g> {
             self.db.savepoint(Savepoint::NestedCall)?;
             let result = self
                 .engine
-                .dispatch(self.db, self.caller, &decl, &params, self.scope);
+                .dispatch(self.db, self.caller, &decl, &params, self.scope)
+                // Its deferred writes are sent before its outcome is decided.
+                .and_then(|doc| {
+                    self.db.flush()?;
+                    Ok(doc)
+                });
             match &result {
                 Ok(_) => self.db.release(Savepoint::NestedCall)?,
                 Err(_) => self.db.rollback_to(Savepoint::NestedCall)?,
@@ -358,12 +367,33 @@ impl WriterInner {
         let conn = &self.conn;
         let wanted = known_at.is_some() && self.epoch.is_none();
         if !bare {
+            // (Sends the previous member's deferred writes first, in the same round trip.)
             let opened = match (wanted, self.open_savepoint) {
                 (true, reopen) => conn
                     .savepoint_with(Savepoint::Func, reopen, auth::EPOCH_SQL)
                     .map(Some),
                 (false, true) => conn.release_and_reopen(Savepoint::Func).map(|()| None),
                 (false, false) => conn.savepoint(Savepoint::Func).map(|()| None),
+            };
+            let opened = match opened {
+                Err(e) if e.kind() == store::ErrorKind::Deferred && self.open_savepoint => {
+                    // The previous member's deferred writes failed: it fails, undone within
+                    // its savepoint, which stays open (empty) as this member's.
+                    self.last_failure = Some(e.into());
+                    match conn.rollback_within(Savepoint::Func) {
+                        Ok(()) if wanted => match auth::auth_epoch(conn) {
+                            Ok(epoch) => Ok(Some(epoch)),
+                            Err(e) => {
+                                self.open_savepoint = false;
+                                self.poisoned = true;
+                                return Some(Err(e));
+                            }
+                        },
+                        Ok(()) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
+                opened => opened,
             };
             self.open_savepoint = false;
             match opened {
@@ -394,6 +424,12 @@ impl WriterInner {
             catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|p| Err(panic_message(p)));
         IN_WRITE.with(|w| w.set(false));
         if bare {
+            // The batch's first member sends its deferred writes now (it has no savepoint to
+            // be undone within, should they fail later).
+            let result = result.and_then(|doc| {
+                conn.flush()?;
+                Ok(doc)
+            });
             if result.is_err() {
                 match conn.rollback() {
                     Ok(()) => {
@@ -409,6 +445,8 @@ impl WriterInner {
         }
         let end = match result {
             Ok(_) => {
+                // Its deferred writes go with the next member's savepoint, or the commit's
+                // flush ([`WriterInner::flush_last`]).
                 self.open_savepoint = true;
                 Ok(())
             }
@@ -422,6 +460,22 @@ impl WriterInner {
                 Err(e.into())
             }
         })
+    }
+
+    /// Before the commit: sends the last member's deferred writes; when they fail, that member
+    /// is undone (within its savepoint) and its failure kept in `last_failure`.
+    fn flush_last(&mut self) {
+        if !self.conn.has_deferred() {
+            return;
+        }
+        if let Err(e) = self.conn.flush() {
+            let undone = self.open_savepoint && self.conn.rollback_to(Savepoint::Func).is_ok();
+            self.open_savepoint = false;
+            if !undone {
+                self.poisoned = true;
+            }
+            self.last_failure = Some(e.into());
+        }
     }
 
     /// Commits (or, when poisoned, rolls back) the open batch and records how it ended. With a
@@ -473,6 +527,20 @@ impl WriterInner {
         self.failed.iter().find(|(b, _)| *b == batch).map(|(_, e)| {
             FuncError::internal(format!("the commit failed ({e}); nothing was changed"))
         })
+    }
+}
+
+/// A batch member that had succeeded fails after all: its deferred writes failed when they
+/// were sent (it was undone within its savepoint).
+fn failed_late<J>(
+    done: &mut [(J, Option<Doc>)],
+    last_ok: &mut Option<usize>,
+    e: Option<FuncError>,
+) {
+    if let (Some(e), Some(i)) = (e, last_ok.take())
+        && let Some((_, doc)) = done.get_mut(i)
+    {
+        *doc = Some(Doc::Error(e));
     }
 }
 
@@ -533,6 +601,7 @@ impl Engine {
                     ran: 0,
                     open_savepoint: false,
                     epoch: None,
+                    last_failure: None,
                     next_batch: 0,
                     committed_through: 0,
                     failed: VecDeque::new(),
@@ -840,6 +909,8 @@ impl Engine {
         let mut item = Some(first);
         // The members of the batch now open (`join` counted the first).
         let mut members: usize = 0;
+        // The last member that succeeded, whose deferred writes may still be unsent.
+        let mut last_ok: Option<usize> = None;
         while let Some(j) = item {
             let (caller, func, params, known_at) = args(&j);
             let doc = if w.open_batch.is_none() {
@@ -855,11 +926,17 @@ impl Engine {
             .map(|()| {
                 members += 1;
                 w.member_known_at(known_at, |conn| {
-                    self.call_on(conn, &generation, caller, func, params)
+                    self.call_on_deferring(conn, &generation, caller, func, params)
                 })
             })
             .unwrap_or_else(|e| Some(Err(e)))
             .map(|r| r.unwrap_or_else(Doc::Error));
+            // The member before may have failed after all (its deferred writes, sent with this
+            // member's savepoint).
+            failed_late(&mut done, &mut last_ok, w.last_failure.take());
+            if doc.as_ref().is_some_and(|d| !d.is_error()) {
+                last_ok = Some(done.len());
+            }
             done.push((j, doc));
             item = if done.len() < self.max_batch {
                 next(done.len())
@@ -869,6 +946,8 @@ impl Engine {
         }
         let durable = if w.open_batch == Some(batch) {
             w.members += members.saturating_sub(1);
+            w.flush_last();
+            failed_late(&mut done, &mut last_ok, w.last_failure.take());
             let durable = w.commit(batch, true);
             self.writer.committed.notify_all();
             durable
@@ -1231,13 +1310,45 @@ impl Engine {
         func: &str,
         params: &Params,
     ) -> FuncResult<Doc> {
-        let scope = CallScope::new(generation);
-        let decl = self.decl(generation, func)?;
-        self.dispatch_as(conn, caller, &decl, params, &scope)
+        let doc = self.call_on_deferring(conn, generation, caller, func, params)?;
+        conn.flush()?;
+        Ok(doc)
     }
 
-    /// [`Engine::dispatch`] as `caller`, or as the user `su=LOGIN` names (staff only).
+    /// [`Engine::call_on`] that leaves the writes the func deferred unsent: the writer's batch
+    /// sends them with the next member's savepoint (or before its commit), and answers their
+    /// failure as the func's ([`WriterInner::member_known_at`]).
+    fn call_on_deferring(
+        &self,
+        conn: &Connection,
+        generation: &Generation,
+        caller: &Caller,
+        func: &str,
+        params: &Params,
+    ) -> FuncResult<Doc> {
+        let scope = CallScope::new(generation);
+        let decl = self.decl(generation, func)?;
+        self.dispatch_as_deferring(conn, caller, &decl, params, &scope)
+    }
+
+    /// [`Engine::dispatch`] as `caller`, or as the user `su=LOGIN` names (staff only). The
+    /// writes the func deferred (`Statement::execute_deferred`) are sent before its outcome is
+    /// decided: their failure is the func's.
     fn dispatch_as(
+        &self,
+        conn: &Connection,
+        caller: &Caller,
+        decl: &FuncDecl,
+        params: &Params,
+        scope: &CallScope<'_>,
+    ) -> FuncResult<Doc> {
+        let doc = self.dispatch_as_deferring(conn, caller, decl, params, scope)?;
+        conn.flush()?;
+        Ok(doc)
+    }
+
+    /// [`Engine::dispatch_as`] but for the writes the func deferred, which may be unsent.
+    fn dispatch_as_deferring(
         &self,
         conn: &Connection,
         caller: &Caller,
@@ -1257,22 +1368,6 @@ impl Engine {
 
     /// The protocol, on a connection already inside the func's transaction.
     fn dispatch(
-        &self,
-        conn: &Connection,
-        caller: &Caller,
-        decl: &FuncDecl,
-        params: &Params,
-        scope: &CallScope<'_>,
-    ) -> FuncResult<Doc> {
-        let doc = self.dispatch_deferring(conn, caller, decl, params, scope)?;
-        // The writes the func deferred (`Statement::execute_deferred`) are sent before its
-        // outcome is decided: their failure is the func's.
-        conn.flush()?;
-        Ok(doc)
-    }
-
-    /// [`Engine::dispatch`] but for the writes the func deferred, which may still be unsent.
-    fn dispatch_deferring(
         &self,
         conn: &Connection,
         caller: &Caller,

@@ -23,6 +23,9 @@ pub enum ErrorKind {
     /// A text value to bind held a NUL character, which no text column holds (PostgreSQL's
     /// text cannot): refused by both backends before the database sees it.
     NulText,
+    /// A write deferred by [`Statement::execute_deferred`] failed when it was sent, with a
+    /// later statement (which did not run).
+    Deferred,
     /// The database was written by a newer billhost.
     TooNew {
         found: i64,
@@ -370,6 +373,22 @@ impl Connection {
         match &self.backend {
             Backend::Sqlite(_) => Ok(()),
             Backend::Pg(c) => c.flush(),
+        }
+    }
+
+    /// Whether writes deferred by [`Statement::execute_deferred`] wait to be sent.
+    pub fn has_deferred(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => false,
+            Backend::Pg(c) => c.has_deferred(),
+        }
+    }
+
+    /// Undoes what was done since the savepoint `sp`, which stays open (empty).
+    pub fn rollback_within(&self, sp: Savepoint) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => self.run(sp.sql().2),
+            Backend::Pg(c) => c.rollback_to(sp.sql().2),
         }
     }
 

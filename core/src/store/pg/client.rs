@@ -4,7 +4,7 @@
 //! answer it does not need) together with the statement that follows them, and waits for all
 //! the answers at once: one round trip instead of one each.
 
-use super::super::conn::Error;
+use super::super::conn::{Error, ErrorKind};
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::Poll;
@@ -218,9 +218,10 @@ enum Failed<E> {
 impl From<Failed<tokio_postgres::Error>> for Error {
     fn from(f: Failed<tokio_postgres::Error>) -> Error {
         match f {
-            Failed::Before(e) => {
-                Error::other(format!("a deferred write failed: {}", Error::from(e)))
-            }
+            Failed::Before(e) => Error::new(
+                ErrorKind::Deferred,
+                format!("a deferred write failed: {}", Error::from(e)),
+            ),
             Failed::Last(e) => Error::from(e),
         }
     }
