@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("v7_session_key.sql"),
     include_str!("v8_directory_alias.sql"),
     include_str!("v9_scheduled_runs.sql"),
+    include_str!("v10_payment_indexes.sql"),
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

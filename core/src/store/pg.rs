@@ -47,6 +47,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("pg/v7_session_key.sql"),
     include_str!("pg/v8_directory_alias.sql"),
     include_str!("pg/v9_scheduled_runs.sql"),
+    include_str!("pg/v10_payment_indexes.sql"),
 ];
 
 const _: () = assert!(MIGRATIONS.len() == super::MIGRATIONS.len());
