@@ -14,12 +14,13 @@ use tokio::net::TcpStream;
 /// What one connection did: requests answered and each one's latency in µs.
 pub type Done = (u64, Vec<u32>);
 
-/// `connections` keep-alive connections on `threads` threads, connection `c` sending
-/// `target(c, i)` as its `i`-th request and waiting for the answer, until `budget` is spent or
-/// its `target` answers `None`. Every answer must be a 200 without an error document. Answers
-/// each connection's outcome and the time it all took.
+/// `connections` keep-alive connections on `threads` threads, connection `c` (to
+/// `addrs[c % addrs.len()]`: several servers share the load) sending `target(c, i)` as its
+/// `i`-th request and waiting for the answer, until `budget` is spent or its `target` answers
+/// `None`. Every answer must be a 200 without an error document. Answers each connection's
+/// outcome and the time it all took.
 pub fn run(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     connections: usize,
     threads: usize,
     budget: Duration,
@@ -39,7 +40,7 @@ pub fn run(
                             .expect("client runtime");
                         let mine = (t..connections).step_by(threads);
                         runtime.block_on(join_all(
-                            mine.map(|c| connection(addr, c, deadline, target))
+                            mine.map(|c| connection(addrs[c % addrs.len()], c, deadline, target))
                                 .collect(),
                         ))
                     })
