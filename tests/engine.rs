@@ -816,6 +816,22 @@ fn a_member_whose_history_row_is_refused_fails_alone_wherever_it_is_in_the_batch
     listed.sort();
     assert_eq!(listed, ["a", "b", "c", "d", "e"]);
     assert_eq!(group_history(&fx), 5);
+
+    // A write of its own (a call-out's) whose deferred row is refused fails, and keeps nothing.
+    let written = fx.engine.write(|c| {
+        c.prepare_cached(
+            "INSERT INTO accountgroup (name, created) VALUES ('kept only with its history', '2026-01-01 00:00:00')",
+        )?
+        .execute([])?;
+        c.prepare_cached(
+            "INSERT INTO history (changedate, object_type, object_id, description, user_login, ip, action)
+             VALUES ('2026-01-01 00:00:00', 'accountgroup', 0, 'poison4', 'root', '', 'test')",
+        )?
+        .execute_deferred([])?;
+        Ok(())
+    });
+    assert!(written.is_err(), "{written:?}");
+    assert_eq!(column(&fx.call("accountgroup", &[]), "name").len(), 5);
 }
 }
 

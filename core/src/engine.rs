@@ -347,7 +347,16 @@ impl WriterInner {
     /// savepoint that it leaves with success stays open until the next member's opens (one
     /// statement releases the one and opens the other) or the commit, which keeps everything
     /// the transaction holds, savepoints included.
+    ///
+    /// What `f` deferred is sent before `f`'s outcome is decided: the writer thread that joins
+    /// this batch next must not meet it (only [`Engine::call_batch_pulled`] answers a failure
+    /// found there).
     fn member<T>(&mut self, f: impl FnOnce(&Connection) -> FuncResult<T>) -> FuncResult<T> {
+        let f = |conn: &Connection| {
+            let out = f(conn)?;
+            conn.flush()?;
+            Ok(out)
+        };
         match self.member_known_at(None, f) {
             Some(result) => result,
             None => Err(FuncError::internal("the caller's credentials changed")),
