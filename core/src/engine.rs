@@ -375,7 +375,30 @@ impl WriterInner {
         let bare = self.ran == 0;
         let conn = &self.conn;
         let wanted = known_at.is_some() && self.epoch.is_none();
-        if !bare {
+        // Where the backend pipelines (PostgreSQL), the savepoint and the epoch's read go with
+        // the func's first statement instead of a round trip of their own: the func learns
+        // nothing before the epoch is known to be `known_at` (the statement answers only
+        // then), and what it did otherwise is undone, unseen ([`WriterInner::settle_guard`]).
+        let guarded = match known_at {
+            Some(expect) if wanted && !bare => {
+                match conn.savepoint_expecting(
+                    Savepoint::Func,
+                    self.open_savepoint,
+                    auth::EPOCH_SQL,
+                    expect,
+                ) {
+                    Ok(queued) => queued,
+                    Err(e) => {
+                        self.poisoned = true;
+                        return Some(Err(e.into()));
+                    }
+                }
+            }
+            _ => false,
+        };
+        if guarded {
+            self.open_savepoint = false;
+        } else if !bare {
             // (Sends the previous member's deferred writes first, in the same round trip.)
             let opened = match (wanted, self.open_savepoint) {
                 (true, reopen) => conn
@@ -419,7 +442,8 @@ impl WriterInner {
                 Err(e) => return Some(Err(e)),
             }
         }
-        if let Some(known_at) = known_at
+        if !guarded
+            && let Some(known_at) = known_at
             && self.epoch != Some(known_at)
         {
             // Not run: its savepoint (if any) stays open and empty, released by the next one's.
@@ -432,6 +456,14 @@ impl WriterInner {
         let result =
             catch_unwind(AssertUnwindSafe(|| f(conn))).unwrap_or_else(|p| Err(panic_message(p)));
         IN_WRITE.with(|w| w.set(false));
+        if guarded {
+            match self.settle_guard() {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+        let conn = &self.conn;
         if bare {
             // The batch's first member sends its deferred writes now (it has no savepoint to
             // be undone within, should they fail later).
@@ -469,6 +501,32 @@ impl WriterInner {
                 Err(e.into())
             }
         })
+    }
+
+    /// After a member whose savepoint [`Connection::savepoint_expecting`] queued: whether it
+    /// ran (its savepoint open, the epoch as its caller was known at). When not, what it did
+    /// is undone within its savepoint, which stays open (empty) for the next one; when the
+    /// member before failed after all (its deferred writes, sent with the savepoint), that
+    /// member is undone so and its failure kept in `last_failure`; when the savepoint itself
+    /// failed, the batch is poisoned and the member fails with that error.
+    fn settle_guard(&mut self) -> FuncResult<bool> {
+        match self.conn.guard_outcome() {
+            Ok(store::pg::Guarded::Passed) => Ok(true),
+            Ok(outcome) => {
+                if let store::pg::Guarded::Broken(e) = outcome {
+                    self.last_failure = Some(e.into());
+                }
+                match self.conn.rollback_within(Savepoint::Func) {
+                    Ok(()) => self.open_savepoint = true,
+                    Err(_) => self.poisoned = true,
+                }
+                Ok(false)
+            }
+            Err(e) => {
+                self.poisoned = true;
+                Err(e.into())
+            }
+        }
     }
 
     /// Before the commit: sends the last member's deferred writes; when they fail, that member

@@ -310,6 +310,38 @@ impl Connection {
         }
     }
 
+    /// [`Connection::savepoint_with`] with the integer read expected to be `expect`, without a
+    /// round trip of its own where the backend pipelines (PostgreSQL): the savepoint and the
+    /// read go with the next statement, and statements from there answer only if the read
+    /// held `expect`. Answers whether it was queued so; if so, [`Connection::guard_outcome`]
+    /// must be read before the transaction goes on. `false` (SQLite): nothing was done.
+    pub fn savepoint_expecting(
+        &self,
+        sp: Savepoint,
+        reopen: bool,
+        first: &str,
+        expect: i64,
+    ) -> Result<bool> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(false),
+            Backend::Pg(c) => {
+                let (open, release, _) = sp.sql();
+                let steps: &[&str] = if reopen { &[release, open] } else { &[open] };
+                c.savepoint_expecting(steps, first, expect)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// How the savepoint of [`Connection::savepoint_expecting`] went (sent now if nothing
+    /// sent it yet). An error: its own statements failed, the transaction's state unknown.
+    pub fn guard_outcome(&self) -> Result<super::pg::Guarded> {
+        match &self.backend {
+            Backend::Sqlite(_) => Err(Error::other("no savepoint was queued to be checked")),
+            Backend::Pg(c) => c.guard_outcome(),
+        }
+    }
+
     fn first_int(&self, sql: &str) -> Result<i64> {
         self.prepare_cached(sql)?.query_row([], |r| r.get(0))
     }

@@ -191,8 +191,49 @@ pub struct PgConn {
     client: RefCell<Client>,
     statements: RefCell<HashMap<String, Prepared>>,
     in_transaction: Cell<bool>,
-    /// Writes deferred by [`PgConn::execute_deferred`], sent with the next statement.
-    deferred: RefCell<Vec<(Prepared, Vec<Value>)>>,
+    /// Writes deferred by [`PgConn::execute_deferred`] and savepoints opened by
+    /// [`PgConn::savepoint_expecting`], sent with the next statement.
+    deferred: RefCell<Vec<Deferred>>,
+    /// Where the savepoint that [`PgConn::savepoint_expecting`] queued stands.
+    guard: RefCell<GuardState>,
+}
+
+/// What waits to be sent with the next statement.
+enum Deferred {
+    Write(Prepared, Vec<Value>),
+    /// A savepoint (its statements, e.g. `RELEASE` and `SAVEPOINT`) and then a check that
+    /// `check` reads `expect`.
+    Guard {
+        steps: Vec<Prepared>,
+        check: Prepared,
+        expect: i64,
+    },
+}
+
+/// How the savepoint queued by [`PgConn::savepoint_expecting`] went.
+enum GuardState {
+    Idle,
+    /// Queued, not yet sent.
+    Pending,
+    Passed,
+    /// The check read another value: what followed it must be undone, unseen.
+    Stale,
+    /// A write deferred before the savepoint failed (so the savepoint was never opened).
+    Broken(Error),
+    /// The savepoint's own statements failed.
+    Failed(Error),
+}
+
+/// How a savepoint opened by [`PgConn::savepoint_expecting`] went, once sent.
+pub enum Guarded {
+    /// Opened, and the check read the value expected.
+    Passed,
+    /// Opened, but the check read another value: everything after it (what the statements sent
+    /// with it did) is to be undone within the savepoint, unseen by whoever issued them.
+    Stale,
+    /// Not opened: a write deferred before it failed (that error), and the transaction is
+    /// aborted back to the savepoint open before.
+    Broken(Error),
 }
 
 impl PgConn {
@@ -233,6 +274,7 @@ impl PgConn {
             statements: RefCell::new(HashMap::new()),
             in_transaction: Cell::new(false),
             deferred: RefCell::new(Vec::new()),
+            guard: RefCell::new(GuardState::Idle),
         })
     }
 
@@ -244,7 +286,7 @@ impl PgConn {
             *self.client.borrow_mut() = client;
             self.statements.borrow_mut().clear();
             self.in_transaction.set(false);
-            self.deferred.borrow_mut().clear();
+            self.forget_deferred();
         }
         Ok(())
     }
@@ -260,35 +302,146 @@ impl PgConn {
     }
 
     /// Runs `last` after the deferred writes, sent together (one round trip), and forgets them.
+    /// With a savepoint of [`PgConn::savepoint_expecting`] among them, `last` answers only if
+    /// the savepoint's check read the value expected; otherwise (and from then on, until
+    /// [`PgConn::guard_outcome`] is read) statements fail unanswered.
     fn with_deferred(&self, last: Last<'_>) -> Result<Answer> {
+        match &*self.guard.borrow() {
+            GuardState::Idle | GuardState::Pending | GuardState::Passed => {}
+            GuardState::Stale | GuardState::Broken(_) | GuardState::Failed(_) => {
+                return Err(Error::other(
+                    "not run: the savepoint it follows did not hold what was expected",
+                ));
+            }
+        }
         let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
-        // (Their values were checked when they were deferred.)
-        let binds: Vec<Vec<Bind<'_>>> = deferred
+        // The statements to send before `last`, with their values (checked when deferred),
+        // and where the guarded savepoint's are: (its first, its check, the value expected).
+        let mut sent: Vec<(&Prepared, Vec<Bind<'_>>, bool)> = Vec::new();
+        let mut guard = None;
+        for d in &deferred {
+            match d {
+                Deferred::Write(p, values) => sent.push((
+                    p,
+                    p.sources
+                        .iter()
+                        .map(|&k| Bind(values[k as usize - 1].as_ref()))
+                        .collect(),
+                    false,
+                )),
+                Deferred::Guard {
+                    steps,
+                    check,
+                    expect,
+                } => {
+                    let start = sent.len();
+                    sent.extend(steps.iter().map(|p| (p, Vec::new(), false)));
+                    guard = Some((start, sent.len(), *expect));
+                    sent.push((check, Vec::new(), true));
+                }
+            }
+        }
+        let queued: Vec<client::Queued<'_>> = sent
             .iter()
-            .map(|(p, values)| {
-                p.sources
-                    .iter()
-                    .map(|&k| Bind(values[k as usize - 1].as_ref()))
-                    .collect()
+            .map(|(p, b, reads)| client::Queued {
+                stmt: &p.stmt,
+                params: b.iter().map(|b| b as &(dyn ToSql + Sync)).collect(),
+                reads: *reads,
             })
             .collect();
-        let queued: Vec<client::Queued<'_>> = deferred
-            .iter()
-            .zip(&binds)
-            .map(|((p, _), b)| {
-                (
-                    &p.stmt,
-                    b.iter().map(|b| b as &(dyn ToSql + Sync)).collect(),
-                )
-            })
-            .collect();
-        self.client.borrow_mut().pipelined(&queued, last)
+        let answer = self.client.borrow_mut().pipelined(&queued, last)?;
+        let Some((start, check, expect)) = guard else {
+            return answer.into_last();
+        };
+        let mut before = answer.before;
+        let failed = before.iter().position(Result::is_err);
+        let state = match failed {
+            Some(i) if i < start => match before.swap_remove(i) {
+                Err(e) => GuardState::Broken(client::deferred_failed(&e)),
+                Ok(_) => GuardState::Failed(Error::other("a deferred write failed")),
+            },
+            Some(i) if i <= check => match before.swap_remove(i) {
+                Err(e) => GuardState::Failed(e),
+                Ok(_) => GuardState::Failed(Error::other("the savepoint failed")),
+            },
+            _ => match before.get(check) {
+                Some(Ok(Some(n))) if *n == expect => GuardState::Passed,
+                _ => GuardState::Stale,
+            },
+        };
+        let passed = matches!(state, GuardState::Passed);
+        *self.guard.borrow_mut() = state;
+        if !passed {
+            return Err(Error::other(
+                "not run: the savepoint it follows did not hold what was expected",
+            ));
+        }
+        // What followed the savepoint is the caller's own.
+        client::Pipelined {
+            before: before.split_off(check + 1),
+            last: answer.last,
+        }
+        .into_last()
     }
 
-    /// Forgets the deferred writes unsent: what a rollback (of the transaction, or to a
-    /// savepoint opened before them, as every open one was: opening one sends them) would undo.
+    /// Forgets the deferred writes unsent: what a rollback to a savepoint opened before them
+    /// undoes. Every savepoint open was opened by a statement sent, which sent what was
+    /// deferred before it, except one queued by [`PgConn::savepoint_expecting`]: that one, and
+    /// what was deferred before it, stay queued.
     fn drop_deferred(&self) {
+        let mut deferred = self.deferred.borrow_mut();
+        let keep = deferred
+            .iter()
+            .rposition(|d| matches!(d, Deferred::Guard { .. }))
+            .map_or(0, |g| g + 1);
+        deferred.truncate(keep);
+    }
+
+    /// Forgets everything deferred, a queued savepoint too: what ending the transaction undoes.
+    fn forget_deferred(&self) {
         self.deferred.borrow_mut().clear();
+        *self.guard.borrow_mut() = GuardState::Idle;
+    }
+
+    /// Queues, to be sent with the next statement (no round trip now): `steps` (static texts:
+    /// a savepoint's `RELEASE` and `SAVEPOINT`), then `check` (a query without values that
+    /// reads one integer). Once sent, statements answer only if `check` read `expect`;
+    /// [`PgConn::guard_outcome`] says how it went.
+    pub fn savepoint_expecting(&self, steps: &[&str], check: &str, expect: i64) -> Result<()> {
+        let steps = steps
+            .iter()
+            .map(|sql| self.fixed_statement(sql))
+            .collect::<Result<Vec<_>>>()?;
+        let check = self.fixed_statement(check)?;
+        self.deferred.borrow_mut().push(Deferred::Guard {
+            steps,
+            check,
+            expect,
+        });
+        *self.guard.borrow_mut() = GuardState::Pending;
+        Ok(())
+    }
+
+    /// How the savepoint of [`PgConn::savepoint_expecting`] went, sending it now if it is still
+    /// queued (with what was deferred before and after it); statements answer again after
+    /// this. An error: the savepoint's own statements failed (the transaction's state is not
+    /// known).
+    pub fn guard_outcome(&self) -> Result<Guarded> {
+        if matches!(*self.guard.borrow(), GuardState::Pending)
+            && let Err(e) = self.with_deferred(Last::Nothing)
+            && matches!(*self.guard.borrow(), GuardState::Pending)
+        {
+            *self.guard.borrow_mut() = GuardState::Failed(e);
+        }
+        match std::mem::replace(&mut *self.guard.borrow_mut(), GuardState::Idle) {
+            GuardState::Passed => Ok(Guarded::Passed),
+            GuardState::Stale => Ok(Guarded::Stale),
+            GuardState::Broken(e) => Ok(Guarded::Broken(e)),
+            GuardState::Failed(e) => Err(e),
+            GuardState::Idle | GuardState::Pending => {
+                Err(Error::other("no savepoint was queued to be checked"))
+            }
+        }
     }
 
     /// Runs `p` with `params` later: with the next statement sent, in the same round trip.
@@ -299,7 +452,9 @@ impl PgConn {
         let values = (0..p.takes as usize)
             .map(|i| Value::from_value(params.value(i)))
             .collect::<Result<_>>()?;
-        self.deferred.borrow_mut().push((p.clone(), values));
+        self.deferred
+            .borrow_mut()
+            .push(Deferred::Write(p.clone(), values));
         Ok(())
     }
 
@@ -373,6 +528,28 @@ impl PgConn {
             sources: t.sources.into(),
             takes: t.max,
         };
+        self.keep(sql, prepared)
+    }
+
+    /// [`PgConn::statement`] for a text of the engine's own that the server always prepares
+    /// (no values, no placeholder to infer): prepared without the guarding savepoint, so that
+    /// nothing deferred is sent first.
+    fn fixed_statement(&self, sql: &str) -> Result<Prepared> {
+        if let Some(s) = self.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let t = translate(sql);
+        let stmt = self.client.borrow_mut().prepare(&t.sql)?;
+        let prepared = Prepared {
+            stmt,
+            sources: t.sources.into(),
+            takes: t.max,
+        };
+        self.keep(sql, prepared)
+    }
+
+    /// Keeps `prepared` in the statement cache under its SQLite text.
+    fn keep(&self, sql: &str, prepared: Prepared) -> Result<Prepared> {
         let mut cache = self.statements.borrow_mut();
         if cache.len() >= STATEMENT_CACHE {
             cache.clear();
@@ -512,7 +689,7 @@ impl PgConn {
 
     pub fn end(&self, sql: &str) -> Result<()> {
         if sql == "ROLLBACK" {
-            self.drop_deferred();
+            self.forget_deferred();
         }
         let r = self.batch(sql);
         // COMMIT or ROLLBACK ends the transaction even when it fails.

@@ -26,9 +26,6 @@ pub struct Client {
     ended: bool,
 }
 
-/// A statement and its values, to run in a pipeline.
-pub type Queued<'a> = (&'a Statement, Vec<&'a (dyn ToSql + Sync)>);
-
 impl Client {
     pub fn connect<T>(config: &Config, tls: T) -> Result<Client>
     where
@@ -55,7 +52,7 @@ impl Client {
     }
 
     pub fn batch_execute(&mut self, sql: &str) -> Result<()> {
-        self.pipelined(&[], Last::Batch(sql)).map(drop)
+        self.pipelined(&[], Last::Batch(sql))?.into_last().map(drop)
     }
 
     pub fn prepare(&mut self, sql: &str) -> Result<Statement> {
@@ -82,11 +79,11 @@ impl Client {
         drive(runtime, connection, ended, client.prepare_typed(sql, types))
     }
 
-    /// Sends the `before` statements (each answered by a row count nobody reads) and then
-    /// `last`, without waiting between them, and waits for every answer: one round trip. The
-    /// first of the `before` statements to fail is the error (the server has then refused
-    /// `last` too, the transaction being aborted); else `last`'s answer.
-    pub fn pipelined(&mut self, before: &[Queued<'_>], last: Last<'_>) -> Result<Answer> {
+    /// Sends the `before` statements and then `last`, without waiting between them, and waits
+    /// for every answer: one round trip. Answers each `before` statement's outcome (a write's
+    /// row count is not read; a check answers the integer it read) and `last`'s. Once one of
+    /// them fails, the server refuses the rest (the transaction is aborted).
+    pub fn pipelined(&mut self, before: &[Queued<'_>], last: Last<'_>) -> Result<Pipelined> {
         let Client {
             runtime,
             client,
@@ -96,7 +93,16 @@ impl Client {
         let client = &*client;
         let writes: Vec<_> = before
             .iter()
-            .map(|(stmt, params)| Box::pin(client.execute(*stmt, params)))
+            .map(|q| {
+                Box::pin(async move {
+                    if q.reads {
+                        let rows = client.query(q.stmt, &q.params).await?;
+                        Ok(rows.first().and_then(|r| r.try_get::<_, i64>(0).ok()))
+                    } else {
+                        client.execute(q.stmt, &q.params).await.map(|_| None)
+                    }
+                })
+            })
             .collect();
         let last = async move {
             Ok(match last {
@@ -110,8 +116,48 @@ impl Client {
                 Last::Query(stmt, params) => Answer::Rows(client.query(stmt, params).await?),
             })
         };
-        drive(runtime, connection, ended, all_then(writes, last))
+        let work = async move { Ok::<_, tokio_postgres::Error>(all_then(writes, last).await) };
+        let (before, last) = drive(runtime, connection, ended, work)?;
+        Ok(Pipelined {
+            before: before.into_iter().map(|r| r.map_err(Error::from)).collect(),
+            last: last.map_err(Error::from),
+        })
     }
+}
+
+/// A statement of a pipeline before its last one, with its values: a write whose row count
+/// nobody reads, or (`reads`) a query whose first row's first column, an integer, is answered.
+pub struct Queued<'a> {
+    pub stmt: &'a Statement,
+    pub params: Vec<&'a (dyn ToSql + Sync)>,
+    pub reads: bool,
+}
+
+/// The outcomes of a pipeline ([`Client::pipelined`]), statement by statement.
+pub struct Pipelined {
+    /// Each `before` statement's: nothing for a write, the integer read for a check (`None`
+    /// when it read no row, or no integer).
+    pub before: Vec<Result<Option<i64>>>,
+    pub last: Result<Answer>,
+}
+
+impl Pipelined {
+    /// The first failure of a `before` statement, as [`ErrorKind::Deferred`] (so that the
+    /// statement it rode with is not taken for the one refused: a unique key it never
+    /// touched), else `last`'s outcome.
+    pub fn into_last(self) -> Result<Answer> {
+        for out in self.before {
+            if let Err(e) = out {
+                return Err(deferred_failed(&e));
+            }
+        }
+        self.last
+    }
+}
+
+/// A deferred write's failure, found when it was sent with a later statement.
+pub fn deferred_failed(e: &Error) -> Error {
+    Error::new(ErrorKind::Deferred, format!("a deferred write failed: {e}"))
 }
 
 /// What a pipeline ends with ([`Client::pipelined`]).
@@ -170,12 +216,11 @@ fn drive<T, E: Into<Error>>(
 }
 
 /// Polls every future of `first` and then `last`, in that order on the first poll (so that
-/// their requests go out in that order), until all have answered; answers the first error of
-/// `first`, else `last`'s outcome.
+/// their requests go out in that order), until all have answered; answers every outcome.
 async fn all_then<A, T, E>(
     mut first: Vec<Pin<Box<impl Future<Output = std::result::Result<A, E>>>>>,
     last: impl Future<Output = std::result::Result<T, E>>,
-) -> std::result::Result<T, Failed<E>> {
+) -> (Vec<std::result::Result<A, E>>, std::result::Result<T, E>) {
     let mut last = pin!(last);
     let mut outcomes: Vec<Option<std::result::Result<A, E>>> = first.iter().map(|_| None).collect();
     let mut last_outcome = None;
@@ -201,28 +246,5 @@ async fn all_then<A, T, E>(
         }
     })
     .await;
-    for out in outcomes.into_iter().flatten() {
-        out.map_err(Failed::Before)?;
-    }
-    last_outcome.map_err(Failed::Last)
-}
-
-/// Which statement of a pipeline failed.
-enum Failed<E> {
-    /// A deferred write: reported as a failure of its own kind, so that the statement it rode
-    /// with is not taken for the one refused (a unique key it never touched).
-    Before(E),
-    Last(E),
-}
-
-impl From<Failed<tokio_postgres::Error>> for Error {
-    fn from(f: Failed<tokio_postgres::Error>) -> Error {
-        match f {
-            Failed::Before(e) => Error::new(
-                ErrorKind::Deferred,
-                format!("a deferred write failed: {}", Error::from(e)),
-            ),
-            Failed::Last(e) => Error::from(e),
-        }
-    }
+    (outcomes.into_iter().flatten().collect(), last_outcome)
 }
