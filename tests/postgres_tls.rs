@@ -369,3 +369,127 @@ fn prefer_connects_without_tls_after_a_failed_handshake() {
     assert!(sessions.iter().all(|ssl| !ssl), "{sessions:?}");
     drop(engine);
 }
+
+/// `billhost` with `--db` and the `PG*` variables of `vars` (and no other `PG*` of this
+/// process's environment).
+fn billhost_env(db: &str, vars: &[(&str, &str)], args: &[&str]) -> Output {
+    let scripts = common::TempDir::new("env-scripts");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_billhost"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PG") {
+            c.env_remove(k);
+        }
+    }
+    c.envs(vars.iter().copied())
+        .args(["--db", db, "--scripts"])
+        .arg(scripts.path())
+        .args(args)
+        .output()
+        .expect("run billhost")
+}
+
+/// What a connection string leaves out comes from libpq's variables and password file, as
+/// for `psql`: the host, port, user and TLS settings from `PGHOST`, `PGPORT`, `PGUSER`,
+/// `PGSSLMODE`, `PGSSLROOTCERT`, `PGAPPNAME` (the server logs the session as encrypted), the
+/// password from `PGPASSWORD` or from the file `PGPASSFILE` names, which is not read while
+/// others may read it; what the string gives wins over a variable.
+#[test]
+fn libpq_variables_and_the_password_file_fill_in_what_the_string_leaves_out() {
+    let Some((cluster, certs)) = pg::Cluster::start_tls("tls-env") else {
+        return;
+    };
+    let port = cluster.port.to_string();
+    let ca = certs.ca.display().to_string();
+    let mut admin = cluster.socket_admin();
+    admin
+        .batch_execute("CREATE ROLE biller LOGIN PASSWORD 'pw:bill\\er'")
+        .expect("role");
+    admin
+        .batch_execute("CREATE DATABASE pwdb OWNER biller")
+        .expect("database");
+    hba_first(
+        &cluster,
+        &mut admin,
+        "hostssl pwdb all 127.0.0.1/32 scram-sha-256",
+    );
+    let tls = [
+        ("PGHOST", "localhost"),
+        ("PGPORT", port.as_str()),
+        ("PGSSLMODE", "verify-full"),
+        ("PGSSLROOTCERT", ca.as_str()),
+        ("PGAPPNAME", "env_tls"),
+    ];
+
+    // Host, port, user and TLS from the variables.
+    let mut vars = tls.to_vec();
+    vars.push(("PGUSER", "postgres"));
+    let db = cluster.socket_database("envbilling");
+    let out = billhost_env(
+        &format!("dbname={db}"),
+        &vars,
+        &["init", "--admin-password", "Secret123"],
+    );
+    assert!(out.status.success(), "init: {out:?}");
+    let log = cluster.log();
+    let sessions: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("connection authorized") && l.contains("application_name=env_tls"))
+        .collect();
+    assert!(!sessions.is_empty(), "{log}");
+    assert!(
+        sessions.iter().all(|l| l.contains("SSL enabled")),
+        "{sessions:?}"
+    );
+    // The string's sslmode wins over PGSSLMODE: without TLS the server refuses it.
+    let out = billhost_env(
+        &format!("dbname={db} sslmode=disable"),
+        &vars,
+        &["call", "project"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no encryption"),
+        "{out:?}"
+    );
+
+    // The password: wrong in PGPASSWORD, right in it, then from the password file.
+    let url = "postgres:///pwdb?user=biller";
+    let mut wrong = tls.to_vec();
+    wrong.push(("PGPASSWORD", "nope"));
+    let out = billhost_env(url, &wrong, &["call", "project"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("password authentication failed"),
+        "{out:?}"
+    );
+    let mut right = tls.to_vec();
+    right.push(("PGPASSWORD", "pw:bill\\er"));
+    let out = billhost_env(url, &right, &["init", "--admin-password", "Secret123"]);
+    assert!(out.status.success(), "PGPASSWORD: {out:?}");
+
+    let dir = common::TempDir::new("pgpass");
+    let file = dir.path().join("pgpass");
+    std::fs::write(
+        &file,
+        format!(
+            "# billing\nlocalhost:{port}:other:biller:wrong\nlocalhost:{port}:pwdb:biller:pw\\:bill\\\\er\n"
+        ),
+    )
+    .expect("pgpass");
+    let passfile = file.display().to_string();
+    let mut from_file = tls.to_vec();
+    from_file.push(("PGPASSFILE", passfile.as_str()));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let out = billhost_env(url, &from_file, &["call", "project", "--out", "text"]);
+    assert!(out.status.success(), "PGPASSFILE: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("id=1"),
+        "{out:?}"
+    );
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = billhost_env(url, &from_file, &["call", "project"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("may be read by others"), "{err}");
+}

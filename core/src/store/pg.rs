@@ -16,6 +16,7 @@
 //! TLS (libpq's `sslmode` and certificate parameters, with rustls) is [`tls`].
 
 pub mod client;
+mod env;
 pub mod tls;
 
 use super::conn::{Error, ErrorKind};
@@ -241,6 +242,7 @@ impl PgConn {
         let invalid = |e: String| Error::other(format!("the PostgreSQL URL is not valid: {e}"));
         let (rest, tls) = tls::split(url).map_err(invalid)?;
         let mut config = Config::from_str(&rest).map_err(|e| invalid(e.to_string()))?;
+        env::fill(&mut config, &env::process).map_err(invalid)?;
         config.ssl_mode(tls.mode.negotiated());
         // Only addresses (`hostaddr`): the certificate is checked against the address, and the
         // handshake has a name to give.

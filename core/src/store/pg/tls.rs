@@ -17,6 +17,7 @@
 //! `sslrootcert=system` takes the roots built in (webpki-roots, Mozilla's list) and, as in libpq,
 //! makes `verify-full` the default and refuses a weaker mode. Files are read on every connect.
 
+use super::env;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -155,40 +156,73 @@ impl Given {
 }
 
 /// Splits a `postgres://` URL or a `key=value` connection string into the text the postgres
-/// crate's `Config` parses (without our parameters) and the TLS settings.
+/// crate's `Config` parses (without our parameters) and the TLS settings. A parameter of
+/// [`env::PARAMETERS`] that the string does not give is taken from its `PG*` variable.
 pub fn split(conninfo: &str) -> Result<(String, Settings), String> {
+    split_with(conninfo, &env::process)
+}
+
+pub(super) fn split_with(
+    conninfo: &str,
+    vars: env::Lookup<'_>,
+) -> Result<(String, Settings), String> {
     let mut given = Given::default();
-    let rest = if super::is_uri(conninfo) {
+    let mut seen = Vec::new();
+    let uri = super::is_uri(conninfo);
+    let (base, mut kept) = if uri {
         match conninfo.split_once('?') {
-            None => conninfo.to_string(),
+            None => (conninfo.to_string(), Vec::new()),
             Some((base, query)) => {
                 let mut kept = Vec::new();
                 for pair in query.split('&').filter(|p| !p.is_empty()) {
                     let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                    if !given.take(&percent_decode(k)?, percent_decode(v)?) {
-                        kept.push(pair);
+                    let key = percent_decode(k)?;
+                    seen.push(key.clone());
+                    if !given.take(&key, percent_decode(v)?) {
+                        kept.push(pair.to_string());
                     }
                 }
-                if kept.is_empty() {
-                    base.to_string()
-                } else {
-                    format!("{base}?{}", kept.join("&"))
-                }
+                (base.to_string(), kept)
             }
         }
     } else {
         let mut kept = Vec::new();
         for (k, v) in keyword_pairs(conninfo)? {
+            seen.push(k.clone());
             if !given.take(&k, v.clone()) {
-                kept.push(format!(
-                    "{k}='{}'",
-                    v.replace('\\', "\\\\").replace('\'', "\\'")
-                ));
+                kept.push(keyword_pair(&k, &v));
             }
         }
-        kept.join(" ")
+        (String::new(), kept)
+    };
+    for (key, var) in env::PARAMETERS {
+        if seen.iter().any(|k| k == key) {
+            continue;
+        }
+        if let Some(value) = vars(var)
+            && !given.take(key, value.clone())
+        {
+            kept.push(if uri {
+                format!("{key}={}", env::percent_encode(&value))
+            } else {
+                keyword_pair(key, &value)
+            });
+        }
+    }
+    let rest = match (uri, kept.is_empty()) {
+        (true, true) => base,
+        (true, false) => format!("{base}?{}", kept.join("&")),
+        (false, _) => kept.join(" "),
     };
     Ok((rest, given.settings()?))
+}
+
+/// `key='value'` in libpq's keyword form, quoted and escaped.
+fn keyword_pair(key: &str, value: &str) -> String {
+    format!(
+        "{key}='{}'",
+        value.replace('\\', "\\\\").replace('\'', "\\'")
+    )
 }
 
 /// `%XX` escapes of a URL's query decoded (libpq decodes them in every part of the URL).
@@ -698,7 +732,39 @@ fn signature_algorithm(der: &[u8]) -> Option<&[u8]> {
 
 #[cfg(test)]
 mod tests {
-    use super::{SslMode, split};
+    use super::{Settings, SslMode, split_with};
+
+    /// Without the process's `PG*` variables.
+    fn split(conninfo: &str) -> Result<(String, Settings), String> {
+        split_with(conninfo, &|_| None)
+    }
+
+    #[test]
+    fn variables_stand_in_for_the_parameters_the_string_leaves_out() {
+        let vars = |k: &str| match k {
+            "PGSSLMODE" => Some("require".to_string()),
+            "PGAPPNAME" => Some("a b&c".to_string()),
+            "PGTARGETSESSIONATTRS" => Some("read-write".to_string()),
+            _ => None,
+        };
+        let (rest, s) = split_with("postgres://u@h/db?application_name=given", &vars).expect("url");
+        assert_eq!(
+            rest,
+            "postgres://u@h/db?application_name=given&target_session_attrs=read-write"
+        );
+        assert_eq!(s.mode, SslMode::Require);
+        let (rest, s) = split_with("host=h sslmode=disable", &vars).expect("key=value");
+        assert_eq!(
+            rest,
+            "host='h' target_session_attrs='read-write' application_name='a b&c'"
+        );
+        assert_eq!(s.mode, SslMode::Disable);
+        let (rest, _) = split_with("postgres://u@h/db", &vars).expect("url");
+        assert_eq!(
+            rest,
+            "postgres://u@h/db?target_session_attrs=read-write&application_name=a%20b%26c"
+        );
+    }
 
     #[test]
     fn our_parameters_are_taken_out_of_both_forms() {
