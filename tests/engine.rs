@@ -766,15 +766,7 @@ fn a_batch_member_known_at_an_old_auth_epoch_is_not_run(backend) {
         (&root, "accountgroup.edit", &d, Some(at + 1)),
         (&root, "accountgroup.edit", &e, None),
     ];
-    let mut pending = calls.iter();
-    let (done, durable) = fx.engine.call_batch_pulled(|_| pending.next(), |c| **c);
-    if let Some(durable) = durable {
-        durable.wait().expect("durable");
-    }
-    let ran: Vec<Option<&str>> = done
-        .iter()
-        .map(|(_, doc)| doc.as_ref().map(|d| if d.is_error() { error_type(d) } else { "ok" }))
-        .collect();
+    let (ran, _) = pulled_batch(&fx, &calls);
     assert_eq!(ran, [None, Some("ok"), Some("ok"), None, Some("ok"), Some("ok")]);
     assert_eq!(epoch(), at + 1);
     let mut listed = column(&fx.call("accountgroup", &[]), "name");
@@ -830,17 +822,9 @@ fn a_member_whose_history_row_is_refused_fails_alone_wherever_it_is_in_the_batch
         .iter()
         .map(|p| (&root, "accountgroup.edit", p, Some(at)))
         .collect();
-    let mut pending = calls.iter();
-    let (done, durable) = fx.engine.call_batch_pulled(|_| pending.next(), |c| **c);
-    if let Some(durable) = durable {
-        durable.wait().expect("durable");
-    }
-    let ran: Vec<Option<&str>> = done
-        .iter()
-        .map(|(_, doc)| doc.as_ref().map(|d| if d.is_error() { error_type(d) } else { "ok" }))
-        .collect();
+    let (ran, done) = pulled_batch(&fx, &calls);
     let after_refused = if backend.is_postgres() { None } else { Some("ok") };
-    assert_eq!(ran, [Some("ok"), Some("internal"), after_refused, Some("ok")], "{:?}", done.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>());
+    assert_eq!(ran, [Some("ok"), Some("internal"), after_refused, Some("ok")], "{:?}", done);
     let mut listed = column(&fx.call("accountgroup", &[]), "name");
     listed.sort();
     let mut expected = vec!["a", "b", "c", "d", "e", "f", "h"];
@@ -867,6 +851,28 @@ fn a_member_whose_history_row_is_refused_fails_alone_wherever_it_is_in_the_batch
     assert!(written.is_err(), "{written:?}");
     assert_eq!(column(&fx.call("accountgroup", &[]), "name").len(), expected.len());
 }
+}
+
+/// One batch of `calls` through `Engine::call_batch_pulled`, waited until durable: each
+/// member's error type, `ok`, or `None` for a member sent back unrun; and the documents.
+fn pulled_batch(
+    fx: &Fixture,
+    calls: &[(&Caller, &str, &Params, Option<i64>)],
+) -> (Vec<Option<&'static str>>, Vec<Option<Doc>>) {
+    let mut pending = calls.iter();
+    let (done, durable) = fx.engine.call_batch_pulled(|_| pending.next(), |c| **c);
+    if let Some(durable) = durable {
+        durable.wait().expect("durable");
+    }
+    let docs: Vec<Option<Doc>> = done.into_iter().map(|(_, doc)| doc).collect();
+    let ran = docs
+        .iter()
+        .map(|doc| {
+            doc.as_ref()
+                .map(|d| if d.is_error() { error_type(d) } else { "ok" })
+        })
+        .collect();
+    (ran, docs)
 }
 
 /// Each document's error type, or `ok`.

@@ -279,13 +279,7 @@ fn cluster_hba(cluster: &pg::Cluster) -> std::path::PathBuf {
 }
 
 fn billhost(db: &str, args: &[&str]) -> Output {
-    let scripts = common::TempDir::new("tls-scripts");
-    Command::new(env!("CARGO_BIN_EXE_billhost"))
-        .args(["--db", db, "--scripts"])
-        .arg(scripts.path())
-        .args(args)
-        .output()
-        .expect("run billhost")
+    billhost_env(db, &[], args)
 }
 
 #[test]
@@ -373,7 +367,7 @@ fn prefer_connects_without_tls_after_a_failed_handshake() {
 /// `billhost` with `--db` and the `PG*` variables of `vars` (and no other `PG*` of this
 /// process's environment).
 fn billhost_env(db: &str, vars: &[(&str, &str)], args: &[&str]) -> Output {
-    let scripts = common::TempDir::new("env-scripts");
+    let scripts = common::TempDir::new("tls-scripts");
     let mut c = Command::new(env!("CARGO_BIN_EXE_billhost"));
     for (k, _) in std::env::vars() {
         if k.starts_with("PG") {
