@@ -225,6 +225,11 @@ enum GuardState {
     Failed(Error),
 }
 
+/// The error of a statement not run because the savepoint queued before it did not hold.
+fn not_run() -> Error {
+    Error::other("not run: the savepoint it follows did not hold what was expected")
+}
+
 /// How a savepoint opened by [`PgConn::savepoint_expecting`] went, once sent.
 pub enum Guarded {
     /// Opened, and the check read the value expected.
@@ -311,9 +316,7 @@ impl PgConn {
         match &*self.guard.borrow() {
             GuardState::Idle | GuardState::Pending | GuardState::Passed => {}
             GuardState::Stale | GuardState::Broken(_) | GuardState::Failed(_) => {
-                return Err(Error::other(
-                    "not run: the savepoint it follows did not hold what was expected",
-                ));
+                return Err(not_run());
             }
         }
         let deferred = std::mem::take(&mut *self.deferred.borrow_mut());
@@ -374,9 +377,7 @@ impl PgConn {
         let passed = matches!(state, GuardState::Passed);
         *self.guard.borrow_mut() = state;
         if !passed {
-            return Err(Error::other(
-                "not run: the savepoint it follows did not hold what was expected",
-            ));
+            return Err(not_run());
         }
         // What followed the savepoint is the caller's own.
         client::Pipelined {
@@ -525,12 +526,7 @@ impl PgConn {
                 }
             }
         };
-        let prepared = Prepared {
-            stmt,
-            sources: t.sources.into(),
-            takes: t.max,
-        };
-        self.keep(sql, prepared)
+        self.keep(sql, t, stmt)
     }
 
     /// [`PgConn::statement`] for a text of the engine's own that the server always prepares
@@ -542,16 +538,16 @@ impl PgConn {
         }
         let t = translate(sql);
         let stmt = self.client.borrow_mut().prepare(&t.sql)?;
+        self.keep(sql, t, stmt)
+    }
+
+    /// Keeps `stmt`, prepared from `t`, in the statement cache under its SQLite text.
+    fn keep(&self, sql: &str, t: Translated, stmt: Statement) -> Result<Prepared> {
         let prepared = Prepared {
             stmt,
             sources: t.sources.into(),
             takes: t.max,
         };
-        self.keep(sql, prepared)
-    }
-
-    /// Keeps `prepared` in the statement cache under its SQLite text.
-    fn keep(&self, sql: &str, prepared: Prepared) -> Result<Prepared> {
         let mut cache = self.statements.borrow_mut();
         if cache.len() >= STATEMENT_CACHE {
             cache.clear();

@@ -226,19 +226,6 @@ fn fields(line: &str) -> Option<[String; 5]> {
     (field == 4).then_some(out)
 }
 
-/// `s` percent-encoded for a URL's query (everything but the unreserved characters).
-pub(super) fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -203,7 +203,7 @@ pub(super) fn split_with(
             && !given.take(key, value.clone())
         {
             kept.push(if uri {
-                format!("{key}={}", env::percent_encode(&value))
+                format!("{key}={}", percent_encode(&value))
             } else {
                 keyword_pair(key, &value)
             });
@@ -223,6 +223,19 @@ fn keyword_pair(key: &str, value: &str) -> String {
         "{key}='{}'",
         value.replace('\\', "\\\\").replace('\'', "\\'")
     )
+}
+
+/// `s` percent-encoded for a URL's query (everything but the unreserved characters).
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `%XX` escapes of a URL's query decoded (libpq decodes them in every part of the URL).
