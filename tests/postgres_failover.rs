@@ -210,7 +210,10 @@ fn a_synchronous_standby_takes_over_a_killed_primary_with_nothing_answered_lost(
     while after.load(Ordering::Relaxed) < 100 {
         assert!(
             Instant::now() < deadline,
-            "billhost did not come back after the promotion: {}",
+            "billhost did not come back after the promotion ({} answered ok after it); the \
+             new primary's sessions:\n{}\nthe server's stderr: {}",
+            after.load(Ordering::Relaxed),
+            standby.activity(),
             std::fs::read_to_string(&server.stderr).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(20));

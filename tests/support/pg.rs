@@ -274,6 +274,41 @@ impl Cluster {
         );
     }
 
+    /// What every session of the cluster is doing (`pg_stat_activity`), and its synchronous
+    /// standby setting, one line each: for a test's failure message.
+    pub fn activity(&self) -> String {
+        let mut admin = match postgres::Client::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres connect_timeout=5",
+                self.port
+            ),
+            postgres::NoTls,
+        ) {
+            Ok(c) => c,
+            Err(e) => return format!("(no connection to the cluster: {e})"),
+        };
+        let rows = admin.query(
+            "SELECT concat_ws(' | ', pid::text, application_name, backend_type, state,
+                    wait_event_type, wait_event, now() - xact_start, left(query, 120))
+             FROM pg_stat_activity ORDER BY pid",
+            &[],
+        );
+        let standbys = admin
+            .query_one("SHOW synchronous_standby_names", &[])
+            .map(|r| r.get::<_, String>(0))
+            .unwrap_or_default();
+        match rows {
+            Ok(rows) => format!(
+                "synchronous_standby_names = '{standbys}'\n{}",
+                rows.iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ),
+            Err(e) => format!("(pg_stat_activity: {e})"),
+        }
+    }
+
     /// A connection to the cluster's `postgres` database as the superuser.
     fn admin(&self) -> postgres::Client {
         postgres::Client::connect(
