@@ -3,7 +3,8 @@
 //! lets TCP clients in only under TLS (`support/pg.rs`, `Cluster::start_tls`): through the
 //! engine (`Engine::open` with the URL) and through the binary (`--db URL`). Whether a session
 //! was encrypted is asked of the server (`pg_stat_ssl`, its connection log), not taken from the
-//! client.
+//! client. And how the rest of a connection string is read: libpq's variables and password
+//! file, and the bounds on connecting to a host that never answers.
 
 mod common;
 #[path = "support/pg.rs"]
@@ -486,4 +487,114 @@ fn libpq_variables_and_the_password_file_fill_in_what_the_string_leaves_out() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("may be read by others"), "{err}");
+}
+
+/// A host that takes the TCP connection and never answers a byte (a server stuck in start-up,
+/// a proxy whose backend is gone), as the first of a URL's hosts.
+struct Silent {
+    port: u16,
+    _keep: std::thread::JoinHandle<()>,
+}
+
+fn silent_host() -> Silent {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let keep = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    Silent { port, _keep: keep }
+}
+
+/// Runs billhost (without the process's `PG*` variables) and answers its output and how long
+/// it took; one still running after `limit` is killed and fails the test.
+fn billhost_within(db: &str, args: &[&str], limit: std::time::Duration) -> (Output, f64) {
+    let scripts = common::TempDir::new("bound-scripts");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_billhost"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PG") {
+            c.env_remove(k);
+        }
+    }
+    let started = std::time::Instant::now();
+    let mut child = c
+        .args(["--db", db, "--scripts"])
+        .arg(scripts.path())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run billhost");
+    while child.try_wait().expect("wait").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "billhost {args:?} was still connecting after {limit:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    (out, started.elapsed().as_secs_f64())
+}
+
+/// Each host's whole connection attempt is bounded (`connect_timeout`, 10 s when the string
+/// says nothing), not only its TCP connect: a first host that takes the connection and never
+/// answers is given up on, and the next host of the URL serves; alone, it fails with a
+/// message that says so, in bounded time.
+#[test]
+fn a_host_that_never_answers_is_given_up_after_connect_timeout() {
+    let Some(cluster) = pg::Cluster::start("connect-bound") else {
+        return;
+    };
+    cluster.database("bounded");
+    let silent = silent_host();
+    let minute = std::time::Duration::from_secs(60);
+    let both = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/bounded?connect_timeout=2",
+        silent.port, cluster.port
+    );
+    let (out, took) = billhost_within(&both, &["init", "--admin-password", "Secret123"], minute);
+    assert!(out.status.success(), "init past a silent host: {out:?}");
+    assert!(
+        took >= 2.0,
+        "the silent host was not waited for ({took:.1} s)"
+    );
+    let (out, _) = billhost_within(&both, &["call", "project"], minute);
+    assert!(out.status.success(), "call past a silent host: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("<id>1</id>"),
+        "{out:?}"
+    );
+
+    let alone = |query: &str| {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/bounded{query}",
+            silent.port
+        )
+    };
+    let (out, took) = billhost_within(&alone("?connect_timeout=2"), &["call", "project"], minute);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no answer within connect_timeout (2 s)"),
+        "{stderr}"
+    );
+    assert!(took < 10.0, "connect_timeout=2 took {took:.1} s");
+    // The default bound, where the string gives none (libpq would wait for ever).
+    let (out, took) = billhost_within(&alone(""), &["call", "project"], minute);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no answer within connect_timeout (10 s)"),
+        "{stderr}"
+    );
+    assert!(
+        (10.0..30.0).contains(&took),
+        "the default bound took {took:.1} s"
+    );
 }

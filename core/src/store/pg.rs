@@ -248,6 +248,7 @@ impl PgConn {
         let (rest, tls) = tls::split(url).map_err(invalid)?;
         let mut config = Config::from_str(&rest).map_err(|e| invalid(e.to_string()))?;
         env::fill(&mut config, &env::process).map_err(invalid)?;
+        tls.network_defaults(&mut config);
         config.ssl_mode(tls.mode.negotiated());
         // Only addresses (`hostaddr`): the certificate is checked against the address, and the
         // handshake has a name to give.

@@ -9,6 +9,7 @@ use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::Poll;
 use tokio::runtime::Runtime;
+use tokio_postgres::config::{Host, LoadBalanceHosts};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Config, Row, SimpleQueryMessage, Socket, Statement};
@@ -27,9 +28,14 @@ pub struct Client {
 }
 
 impl Client {
+    /// Connects to the first host of `config` that lets it in (and passes its
+    /// `target_session_attrs` check), in order, or shuffled with `load_balance_hosts=random`.
+    /// Each host's whole attempt (the socket, TLS, start-up, authentication, the check) gets
+    /// `connect_timeout`, as in libpq; the postgres crate's own bounds only its socket. When
+    /// every host fails, the error names each host and why.
     pub fn connect<T>(config: &Config, tls: T) -> Result<Client>
     where
-        T: MakeTlsConnect<Socket> + 'static + Send,
+        T: MakeTlsConnect<Socket> + Clone + 'static + Send,
         T::TlsConnect: Send,
         T::Stream: Send + 'static,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
@@ -38,12 +44,50 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| Error::other(format!("no runtime for the PostgreSQL client: {e}")))?;
-        let (client, connection) = runtime.block_on(config.connect(tls))?;
-        Ok(Client {
-            runtime,
-            client,
-            connection: Box::pin(connection),
-            ended: false,
+        let hosts = config.get_hosts().len().max(config.get_hostaddrs().len());
+        let mut order: Vec<usize> = (0..hosts).collect();
+        if config.get_load_balance_hosts() == LoadBalanceHosts::Random {
+            shuffle(&mut order);
+        }
+        let mut failed = Vec::new();
+        for i in order {
+            let one = only_host(config, i);
+            let attempt = one.connect(tls.clone());
+            let outcome = match config.get_connect_timeout() {
+                // The timer is made inside the runtime (it needs its time driver).
+                Some(&limit) => {
+                    match runtime.block_on(async { tokio::time::timeout(limit, attempt).await }) {
+                        Ok(outcome) => outcome.map_err(Error::from),
+                        Err(_) => Err(Error::other(format!(
+                            "error connecting to server: no answer within connect_timeout ({} s)",
+                            limit.as_secs_f64()
+                        ))),
+                    }
+                }
+                None => runtime.block_on(attempt).map_err(Error::from),
+            };
+            match outcome {
+                Ok((client, connection)) => {
+                    return Ok(Client {
+                        runtime,
+                        client,
+                        connection: Box::pin(connection),
+                        ended: false,
+                    });
+                }
+                Err(e) => failed.push((host_name(&one), e)),
+            }
+        }
+        Err(match failed.len() {
+            0 => Error::other("error connecting to server: the connection string names no host"),
+            1 => failed.remove(0).1,
+            _ => Error::other(
+                failed
+                    .iter()
+                    .map(|(host, e)| format!("{host}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
         })
     }
 
@@ -179,6 +223,86 @@ pub enum Answer {
     Rows(Vec<Row>),
 }
 
+/// `config` with its `i`th host (and address, and port) alone: every other setting copied.
+fn only_host(config: &Config, i: usize) -> Config {
+    let mut one = Config::new();
+    if let Some(user) = config.get_user() {
+        one.user(user);
+    }
+    if let Some(password) = config.get_password() {
+        one.password(password);
+    }
+    if let Some(dbname) = config.get_dbname() {
+        one.dbname(dbname);
+    }
+    if let Some(options) = config.get_options() {
+        one.options(options);
+    }
+    if let Some(name) = config.get_application_name() {
+        one.application_name(name);
+    }
+    match config.get_hosts().get(i) {
+        Some(Host::Tcp(host)) => {
+            one.host(host);
+        }
+        #[cfg(unix)]
+        Some(Host::Unix(path)) => {
+            one.host_path(path);
+        }
+        None => {}
+    }
+    if let Some(addr) = config.get_hostaddrs().get(i) {
+        one.hostaddr(*addr);
+    }
+    let ports = config.get_ports();
+    if let Some(port) = ports.get(i).or(ports.first()) {
+        one.port(*port);
+    }
+    if let Some(t) = config.get_connect_timeout() {
+        one.connect_timeout(*t);
+    }
+    if let Some(t) = config.get_tcp_user_timeout() {
+        one.tcp_user_timeout(*t);
+    }
+    one.ssl_mode(config.get_ssl_mode())
+        .ssl_negotiation(config.get_ssl_negotiation())
+        .keepalives(config.get_keepalives())
+        .keepalives_idle(config.get_keepalives_idle())
+        .target_session_attrs(config.get_target_session_attrs())
+        .channel_binding(config.get_channel_binding())
+        .load_balance_hosts(config.get_load_balance_hosts());
+    if let Some(t) = config.get_keepalives_interval() {
+        one.keepalives_interval(t);
+    }
+    if let Some(n) = config.get_keepalives_retries() {
+        one.keepalives_retries(n);
+    }
+    one
+}
+
+/// How an error names the host of a one-host `config`: `host:port` (or the socket folder).
+fn host_name(config: &Config) -> String {
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    match (config.get_hosts().first(), config.get_hostaddrs().first()) {
+        (Some(Host::Tcp(host)), _) => format!("{host}:{port}"),
+        #[cfg(unix)]
+        (Some(Host::Unix(path)), _) => format!("{}:{port}", path.display()),
+        (None, Some(addr)) => format!("{addr}:{port}"),
+        (None, None) => format!(":{port}"),
+    }
+}
+
+/// Shuffles `order` (Fisher-Yates), seeded by the standard library's per-process random keys.
+fn shuffle(order: &mut [usize]) {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    for i in (1..order.len()).rev() {
+        hasher.write_usize(i);
+        let j = (hasher.finish() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+}
+
 /// Runs `work` on the client's runtime, driving the connection meanwhile. A connection that
 /// ends while `work` waits is an error (the answers will never come).
 fn drive<T, E: Into<Error>>(
@@ -247,4 +371,40 @@ async fn all_then<A, T, E>(
     })
     .await;
     (outcomes.into_iter().flatten().collect(), last_outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{host_name, only_host, shuffle};
+    use std::str::FromStr;
+    use tokio_postgres::Config;
+
+    #[test]
+    fn one_host_keeps_every_other_setting() {
+        let full = "postgres://u:pw@h1:1,h2:2/db?options=-c%20a%3Db&application_name=app&\
+                    sslmode=require&connect_timeout=7&tcp_user_timeout=9&keepalives=0&\
+                    keepalives_idle=11&keepalives_interval=12&keepalives_retries=13&\
+                    target_session_attrs=read-write&channel_binding=require&\
+                    load_balance_hosts=random";
+        let config = Config::from_str(full).expect("config");
+        let second = only_host(&config, 1);
+        let alone = Config::from_str(&full.replace("h1:1,h2:2", "h2:2")).expect("config");
+        // Debug shows every field but the TLS negotiation (and the password as `_`).
+        assert_eq!(format!("{second:?}"), format!("{alone:?}"));
+        assert_eq!(second.get_ssl_negotiation(), config.get_ssl_negotiation());
+        assert_eq!(second.get_password(), Some(&b"pw"[..]));
+        assert_eq!(host_name(&second), "h2:2");
+        // One port for all hosts.
+        let config = Config::from_str("host=a,/run/pg port=6000 user=u").expect("config");
+        assert_eq!(host_name(&only_host(&config, 0)), "a:6000");
+        assert_eq!(host_name(&only_host(&config, 1)), "/run/pg:6000");
+    }
+
+    #[test]
+    fn a_shuffle_keeps_every_host_once() {
+        let mut order: Vec<usize> = (0..8).collect();
+        shuffle(&mut order);
+        order.sort_unstable();
+        assert_eq!(order, (0..8).collect::<Vec<_>>());
+    }
 }

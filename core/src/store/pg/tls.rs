@@ -16,6 +16,11 @@
 //!
 //! `sslrootcert=system` takes the roots built in (webpki-roots, Mozilla's list) and, as in libpq,
 //! makes `verify-full` the default and refuses a weaker mode. Files are read on every connect.
+//!
+//! [`split`] also takes out `tcp_user_timeout`, which libpq reads in milliseconds and the
+//! postgres crate in seconds, and notes which network timeouts the string leaves out, for
+//! [`Settings::network_defaults`]: libpq waits for ever where a billing server must not (a host
+//! that accepts the connection and never answers, a peer gone without a reset).
 
 use super::env;
 use rustls::client::WebPkiServerVerifier;
@@ -32,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::Socket;
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
@@ -102,7 +108,27 @@ pub struct Settings {
     roots: Option<Roots>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    /// libpq's `tcp_user_timeout` (milliseconds; 0 is the system's default), else
+    /// [`TCP_USER_TIMEOUT`].
+    tcp_user_timeout: Option<Duration>,
+    /// Which of [`NETWORK_DEFAULTS`] neither the string nor a variable gives.
+    left_out: Vec<&'static str>,
 }
+
+/// How long transmitted data may stay unacknowledged before the connection counts as broken
+/// (`TCP_USER_TIMEOUT`), where the string does not say: a statement sent to a host that is
+/// gone fails after this instead of waiting for the kernel's retransmissions (15 minutes).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What billhost uses for a libpq parameter that neither the string nor a variable gives, and
+/// libpq leaves unbounded: each host's whole connection attempt (TCP, TLS, start-up,
+/// authentication, the `target_session_attrs` check) is given `connect_timeout` seconds; an
+/// idle connection is probed after `keepalives_idle` seconds, so that one whose peer vanished
+/// (a waited-for answer that will never come) fails within [`TCP_USER_TIMEOUT`] of the probe.
+pub const NETWORK_DEFAULTS: &[(&str, Duration)] = &[
+    ("connect_timeout", Duration::from_secs(10)),
+    ("keepalives_idle", Duration::from_secs(10)),
+];
 
 /// The parameters taken out of a connection string, as they were given.
 #[derive(Default)]
@@ -111,6 +137,7 @@ struct Given {
     rootcert: Option<String>,
     cert: Option<String>,
     key: Option<String>,
+    tcp_user_timeout: Option<String>,
 }
 
 impl Given {
@@ -121,13 +148,26 @@ impl Given {
             "sslrootcert" => &mut self.rootcert,
             "sslcert" => &mut self.cert,
             "sslkey" => &mut self.key,
+            "tcp_user_timeout" => &mut self.tcp_user_timeout,
             _ => return false,
         };
         *slot = Some(value);
         true
     }
 
-    fn settings(self) -> Result<Settings, String> {
+    fn settings(self, left_out: Vec<&'static str>) -> Result<Settings, String> {
+        let tcp_user_timeout = match self.tcp_user_timeout.as_deref().map(str::trim) {
+            None | Some("") => Some(TCP_USER_TIMEOUT),
+            Some(ms) => match ms.parse::<u64>() {
+                Ok(0) => None,
+                Ok(ms) => Some(Duration::from_millis(ms)),
+                Err(_) => {
+                    return Err(format!(
+                        "tcp_user_timeout={ms} is not a number of milliseconds"
+                    ));
+                }
+            },
+        };
         let roots = match self.rootcert.as_deref() {
             None | Some("") => None,
             Some("system") => Some(Roots::System),
@@ -151,7 +191,28 @@ impl Given {
             roots,
             cert: path(self.cert),
             key: path(self.key),
+            tcp_user_timeout,
+            left_out,
         })
+    }
+}
+
+impl Settings {
+    /// Sets the network timeouts the connection string left to billhost ([`NETWORK_DEFAULTS`],
+    /// [`TCP_USER_TIMEOUT`]) on `config`.
+    pub fn network_defaults(&self, config: &mut tokio_postgres::Config) {
+        for (key, value) in NETWORK_DEFAULTS {
+            if !self.left_out.contains(key) {
+                continue;
+            }
+            match *key {
+                "connect_timeout" => config.connect_timeout(*value),
+                _ => config.keepalives_idle(*value),
+            };
+        }
+        if let Some(t) = self.tcp_user_timeout {
+            config.tcp_user_timeout(t);
+        }
     }
 }
 
@@ -199,22 +260,28 @@ pub(super) fn split_with(
         if seen.iter().any(|k| k == key) {
             continue;
         }
-        if let Some(value) = vars(var)
-            && !given.take(key, value.clone())
-        {
-            kept.push(if uri {
-                format!("{key}={}", percent_encode(&value))
-            } else {
-                keyword_pair(key, &value)
-            });
+        if let Some(value) = vars(var) {
+            seen.push(key.to_string());
+            if !given.take(key, value.clone()) {
+                kept.push(if uri {
+                    format!("{key}={}", percent_encode(&value))
+                } else {
+                    keyword_pair(key, &value)
+                });
+            }
         }
     }
+    let left_out = NETWORK_DEFAULTS
+        .iter()
+        .map(|(key, _)| *key)
+        .filter(|key| !seen.iter().any(|k| k == key))
+        .collect();
     let rest = match (uri, kept.is_empty()) {
         (true, true) => base,
         (true, false) => format!("{base}?{}", kept.join("&")),
         (false, _) => kept.join(" "),
     };
-    Ok((rest, given.settings()?))
+    Ok((rest, given.settings(left_out)?))
 }
 
 /// `key='value'` in libpq's keyword form, quoted and escaped.
@@ -806,6 +873,38 @@ mod tests {
             split("postgres://u@h/db").expect("plain").1.mode,
             SslMode::Prefer
         );
+    }
+
+    #[test]
+    fn network_timeouts_left_out_get_billhost_s_bounds() {
+        use std::str::FromStr;
+        use std::time::Duration;
+        let config = |conninfo: &str, vars: &dyn Fn(&str) -> Option<String>| {
+            let (rest, s) = split_with(conninfo, vars).expect("conninfo");
+            let mut config = tokio_postgres::Config::from_str(&rest).expect("config");
+            s.network_defaults(&mut config);
+            config
+        };
+        let none = |_: &str| None;
+        let c = config("postgres://u@h/db", &none);
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(10)));
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(10));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&super::TCP_USER_TIMEOUT));
+        // Given: as given, tcp_user_timeout in libpq's milliseconds; 0 is libpq's "for ever".
+        let c = config(
+            "host=h connect_timeout=0 keepalives_idle=99 tcp_user_timeout=1500",
+            &none,
+        );
+        assert_eq!(c.get_connect_timeout(), None);
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(99));
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_millis(1500)));
+        let c = config("postgres://u@h/db?tcp_user_timeout=0", &|k: &str| {
+            (k == "PGCONNECT_TIMEOUT").then(|| "3".to_string())
+        });
+        assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(3)));
+        assert_eq!(c.get_tcp_user_timeout(), None);
+        let err = split("host=h tcp_user_timeout=soon").unwrap_err();
+        assert!(err.contains("not a number of milliseconds"), "{err}");
     }
 
     #[test]
