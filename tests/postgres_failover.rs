@@ -301,3 +301,91 @@ fn a_synchronous_standby_takes_over_a_killed_primary_with_nothing_answered_lost(
     let expected: Vec<i64> = (1..=numbers.len() as i64).collect();
     assert_eq!(numbers, expected);
 }
+
+/// A sync point vouches only for commits on its own server. Two primaries that both take
+/// writes (a split brain, which the failover tool fences, but not at once), in one URL: the
+/// writer stays on the first while the sync connection is cut and the first refuses new
+/// sessions, so that the sync connection comes back on the second. A write committed on the
+/// first is then not answered as durable (a sync point on the second proves nothing of it),
+/// and once the writer too is on the second, writes are answered again.
+#[test]
+fn a_sync_point_on_another_server_does_not_vouch_for_a_commit() {
+    let Some(first) = pg::Cluster::start("split-first") else {
+        return;
+    };
+    let second = pg::Cluster::start("split-second").expect("a second cluster");
+    first.database("billing");
+    second.database("billing");
+    let url_of = |c: &pg::Cluster| format!("postgres://postgres@127.0.0.1:{}/billing", c.port);
+    drop(Engine::open(EngineConfig::new(url_of(&second))).expect("migrate the second"));
+    let both = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/billing?target_session_attrs=read-write",
+        first.port, second.port
+    );
+    let engine = Engine::open(EngineConfig {
+        deferred_sync: true,
+        ..EngineConfig::new(&both)
+    })
+    .expect("open");
+    seed::usd_bank(&engine, ADMIN_PASSWORD);
+    let client = |email: &str| {
+        engine.call(
+            &billhost::auth::Caller::superuser(),
+            "account.edit",
+            billhost::Params::from_pairs([("sok", "ok"), ("email", email)]),
+        )
+    };
+    assert!(!client("before@split.test").is_error());
+
+    let mut admin = first.socket_admin();
+    let hba: String = admin
+        .query_one("SHOW hba_file", &[])
+        .expect("hba_file")
+        .get(0);
+    let rules = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+    std::fs::write(&hba, format!("host all all 127.0.0.1/32 reject\n{rules}")).expect("hba");
+    admin
+        .batch_execute("SELECT pg_reload_conf()")
+        .expect("reload");
+    let cut: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE query LIKE 'UPDATE billhost_schema SET version = version%'",
+            &[],
+        )
+        .expect("terminate the sync session")
+        .get(0);
+    assert_eq!(cut, 1, "the sync session");
+
+    // The cut is found by the next sync point: that write is not known durable either.
+    let _ = client("cut@split.test");
+    let doc = client("split@split.test");
+    assert!(
+        doc.is_error(),
+        "answered ok from a sync point on the other server"
+    );
+    assert!(
+        format!("{doc:?}").contains("committed on another server"),
+        "{doc:?}"
+    );
+    drop(admin);
+    let mut billing = first.socket_client("billing");
+    let on_first: i64 = billing
+        .query_one(
+            "SELECT count(*) FROM account WHERE email = 'split@split.test'",
+            &[],
+        )
+        .expect("count")
+        .get(0);
+    assert_eq!(on_first, 1, "the write was committed on the first");
+
+    // The writer's session cut too: it comes back on the second, and so does durability.
+    billing
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = 'billing' AND pid <> pg_backend_pid()",
+        )
+        .expect("terminate the writer's session");
+    let answered = (0..3).any(|k| !client(&format!("after{k}@split.test")).is_error());
+    assert!(answered, "no write answered once both are on the second");
+}

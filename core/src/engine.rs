@@ -555,12 +555,13 @@ impl WriterInner {
         } else {
             // Read before the commit: a sync failure from here on fails this batch.
             let generation = self.wal_sync.as_ref().map_or(0, |s| s.generation());
+            let server = self.conn.server();
             self.conn
                 .commit()
                 .map_err(|e| e.to_string())
                 .and_then(|()| match &self.wal_sync {
                     Some(sync) => {
-                        let pending = sync.committed_in(batch, generation);
+                        let pending = sync.committed_in(batch, generation, server);
                         if defer {
                             durable = Some(pending);
                             Ok(())

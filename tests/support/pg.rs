@@ -688,9 +688,15 @@ impl Cluster {
     /// A connection to the `postgres` database as the superuser over the Unix socket (no TLS
     /// there, whatever `pg_hba.conf` asks of TCP clients).
     pub fn socket_admin(&self) -> postgres::Client {
+        self.socket_client("postgres")
+    }
+
+    /// The superuser on database `dbname`, over the Unix socket (which `pg_hba.conf` rules for
+    /// TCP do not touch).
+    pub fn socket_client(&self, dbname: &str) -> postgres::Client {
         postgres::Client::connect(
             &format!(
-                "host={} port={} user=postgres dbname=postgres",
+                "host={} port={} user=postgres dbname={dbname}",
                 self.dir.display(),
                 self.port
             ),

@@ -354,6 +354,15 @@ impl Connection {
         }
     }
 
+    /// Which database server process the session is on, where that can change under it (a
+    /// PostgreSQL connection follows a failover): see [`PgConn::server`]. `None` on SQLite.
+    pub fn server(&self) -> Option<i64> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Pg(c) => Some(c.server()),
+        }
+    }
+
     pub fn commit(&self) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(_) => self.run("COMMIT"),

@@ -192,6 +192,8 @@ pub struct PgConn {
     client: RefCell<Client>,
     statements: RefCell<HashMap<String, Prepared>>,
     in_transaction: Cell<bool>,
+    /// Which server process the session is on ([`PgConn::server`]).
+    server: Cell<i64>,
     /// Writes deferred by [`PgConn::execute_deferred`] and savepoints opened by
     /// [`PgConn::savepoint_expecting`], sent with the next statement.
     deferred: RefCell<Vec<Deferred>>,
@@ -274,13 +276,14 @@ impl PgConn {
             tls,
             sockets_only,
         };
-        let client = target.open(durability)?;
+        let (client, server) = target.open(durability)?;
         Ok(PgConn {
             target,
             durability,
             client: RefCell::new(client),
             statements: RefCell::new(HashMap::new()),
             in_transaction: Cell::new(false),
+            server: Cell::new(server),
             deferred: RefCell::new(Vec::new()),
             guard: RefCell::new(GuardState::Idle),
         })
@@ -290,8 +293,9 @@ impl PgConn {
     /// again, on whichever host of the URL now takes writes.
     fn ensure_open(&self) -> Result<()> {
         if self.client.borrow().is_closed() {
-            let client = self.target.open(self.durability)?;
+            let (client, server) = self.target.open(self.durability)?;
             *self.client.borrow_mut() = client;
+            self.server.set(server);
             self.statements.borrow_mut().clear();
             self.in_transaction.set(false);
             self.forget_deferred();
@@ -301,6 +305,14 @@ impl PgConn {
 
     pub fn is_closed(&self) -> bool {
         self.client.borrow().is_closed()
+    }
+
+    /// The server process this session is on: when its postmaster started, in microseconds
+    /// since 1970. A standby promoted to primary keeps its own; a restarted server gets a new
+    /// one. A sync point proves a commit durable only on the server the commit was made on
+    /// ([`crate::store::walsync`]).
+    pub fn server(&self) -> i64 {
+        self.server.get()
     }
 
     /// Runs `sql` (static text, no values) as one simple query, after the deferred writes, in
@@ -773,7 +785,7 @@ impl Target {
     /// A new session; with `sslmode=allow` a plain one, else (the server wants TLS) one under
     /// TLS; with `prefer`, one under TLS if the server offers it and the handshake succeeds,
     /// else a plain one, as libpq does.
-    fn open(&self, durability: Durability) -> Result<Client> {
+    fn open(&self, durability: Durability) -> Result<(Client, i64)> {
         let client = match self.tls.mode {
             _ if self.sockets_only => Client::connect(&self.config, NoTls)?,
             SslMode::Disable => Client::connect(&self.config, NoTls)?,
@@ -811,16 +823,33 @@ impl Target {
     }
 }
 
-fn session(mut client: Client, durability: Durability) -> Result<Client> {
+fn session(mut client: Client, durability: Durability) -> Result<(Client, i64)> {
     // Times and ids are handled by the engine; the session only needs UTC and its durability.
     let sync = match durability {
         Durability::Full => "on",
         Durability::Normal => "off",
     };
-    client.batch_execute(&format!(
-        "SET TIME ZONE 'UTC'; SET synchronous_commit = {sync}"
-    ))?;
-    Ok(client)
+    let answer = client
+        .pipelined(
+            &[],
+            Last::Simple(&format!(
+                "SET TIME ZONE 'UTC'; SET synchronous_commit = {sync}; \
+                 SELECT (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint"
+            )),
+        )?
+        .into_last()?;
+    let server = match answer {
+        Answer::Simple(messages) => messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                row.get(0).and_then(|v| v.parse::<i64>().ok())
+            }
+            _ => None,
+        }),
+        _ => None,
+    };
+    let server =
+        server.ok_or_else(|| Error::other("the server did not say when its postmaster started"))?;
+    Ok((client, server))
 }
 
 /// A placeholder type the server infers (OID 0 in the protocol).

@@ -23,6 +23,15 @@
 //! new connection succeeds: each batch carries the sync connection's generation from before
 //! its `COMMIT`, and only a sync point of that generation answers it. The connection is
 //! opened again for the batches committed after.
+//!
+//! A sync point flushes the WAL of the server it runs on, so it answers only the batches
+//! committed on that same server process: each batch carries the writer session's server
+//! ([`crate::store::pg::PgConn::server`], when its postmaster started), and a sync connection
+//! on another one is made again, once; if it still lands elsewhere the batch is not answered
+//! as durable. Without this, a writer left on an old primary that still takes writes (a
+//! split brain the failover tool has not fenced yet, a backend that outlived its postmaster)
+//! would have its commits, made with `synchronous_commit=off`, vouched for by a sync point on
+//! the new primary.
 
 use super::Durability;
 use super::pg::PgConn;
@@ -49,6 +58,8 @@ struct State {
     file: Option<File>,
     pg: Option<PgConn>,
     synced_through: u64,
+    /// The server the sync that reached `synced_through` ran on (PostgreSQL).
+    synced_on: Option<i64>,
 }
 
 /// What makes the WAL durable up to here on PostgreSQL: a transaction that writes (a commit
@@ -61,12 +72,14 @@ pub struct Durable {
     sync: Arc<WalSync>,
     batch: u64,
     generation: u64,
+    server: Option<i64>,
 }
 
 impl Durable {
     /// Blocks until the batch (and every one before it) is on disk.
     pub fn wait(&self) -> io::Result<()> {
-        self.sync.sync_through(self.batch, self.generation)
+        self.sync
+            .sync_through(self.batch, self.generation, self.server)
     }
 
     pub fn batch(&self) -> u64 {
@@ -88,6 +101,7 @@ impl WalSync {
                 file: None,
                 pg: None,
                 synced_through: 0,
+                synced_on: None,
             }),
         })
     }
@@ -104,13 +118,15 @@ impl WalSync {
                 file: None,
                 pg: Some(conn),
                 synced_through: 0,
+                synced_on: None,
             }),
         }))
     }
 
-    /// Records that `batch` committed; answers what to wait for before answering it.
+    /// Records that `batch` committed (on SQLite); answers what to wait for before answering
+    /// it.
     pub fn committed(self: &Arc<Self>, batch: u64) -> Durable {
-        self.committed_in(batch, self.generation())
+        self.committed_in(batch, self.generation(), None)
     }
 
     /// The sync connection's generation, read before a `COMMIT` for [`WalSync::committed_in`].
@@ -118,19 +134,26 @@ impl WalSync {
         self.generation.load(Ordering::SeqCst)
     }
 
-    /// Records that `batch` committed, its `COMMIT` begun in sync `generation`.
-    pub fn committed_in(self: &Arc<Self>, batch: u64, generation: u64) -> Durable {
+    /// Records that `batch` committed, its `COMMIT` begun in sync `generation`, on the
+    /// PostgreSQL `server` the writer's session is on ([`crate::store::Connection::server`]).
+    pub fn committed_in(
+        self: &Arc<Self>,
+        batch: u64,
+        generation: u64,
+        server: Option<i64>,
+    ) -> Durable {
         self.committed.fetch_max(batch, Ordering::SeqCst);
         Durable {
             sync: self.clone(),
             batch,
             generation,
+            server,
         }
     }
 
     /// Syncs the WAL unless a sync that started after `batch` committed already ended. One
     /// fsync covers every batch committed before it starts, so waiters coalesce.
-    fn sync_through(&self, batch: u64, generation: u64) -> io::Result<()> {
+    fn sync_through(&self, batch: u64, generation: u64, server: Option<i64>) -> io::Result<()> {
         let lost = || io::Error::other("the sync connection to PostgreSQL failed");
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if generation != self.generation() {
@@ -138,7 +161,7 @@ impl WalSync {
             // answers (a failover), so it is never answered as durable.
             return Err(lost());
         }
-        if state.synced_through >= batch {
+        if state.synced_through >= batch && state.synced_on == server {
             return Ok(());
         }
         let target = self.committed.load(Ordering::SeqCst).max(batch);
@@ -148,11 +171,23 @@ impl WalSync {
                 self.generation.fetch_add(1, Ordering::SeqCst);
                 return Err(lost());
             }
+            let connect = || {
+                PgConn::connect(url, Durability::Full).map_err(|e| io::Error::other(e.to_string()))
+            };
             if state.pg.is_none() {
                 // Failed before this batch's commit began: a new connection serves it.
-                let conn = PgConn::connect(url, Durability::Full)
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-                state.pg = Some(conn);
+                state.pg = Some(connect()?);
+            }
+            if server.is_some() && state.pg.as_ref().map(PgConn::server) != server {
+                // The writer's session is on another server: the sync connection follows it
+                // if the URL now leads there, else the batch is not known to be durable.
+                state.pg = Some(connect()?);
+                if state.pg.as_ref().map(PgConn::server) != server {
+                    return Err(io::Error::other(
+                        "the batch was committed on another server than the one that now takes \
+                         writes at this URL",
+                    ));
+                }
             }
             let synced = match &state.pg {
                 Some(conn) => conn.batch(SYNC_POINT).is_ok(),
@@ -164,6 +199,7 @@ impl WalSync {
                 return Err(lost());
             }
             state.synced_through = target;
+            state.synced_on = server;
             return Ok(());
         }
         match self.open(&mut state) {
