@@ -187,11 +187,19 @@ impl Cluster {
     }
 
     /// Kills the server with SIGKILL, as a machine that dies would stop it: the postmaster and
-    /// every process it started, by their ids, without a shutdown checkpoint.
+    /// every process it started, by their ids, without a shutdown checkpoint. The postmaster is
+    /// stopped (SIGSTOP) before its children are listed, so that none is forked after the list
+    /// and outlives it: a backend left behind by its postmaster can hang for ever on a lock
+    /// that a killed process held, and a client connecting at that moment with it.
     pub fn kill_9(&self) {
         let pidfile =
             std::fs::read_to_string(self.data().join("postmaster.pid")).expect("postmaster.pid");
         let postmaster = pidfile.lines().next().expect("pid line").trim().to_string();
+        let stopped = Command::new("kill")
+            .args(["-STOP", &postmaster])
+            .status()
+            .expect("kill -STOP");
+        assert!(stopped.success(), "kill -STOP {postmaster}");
         let mut pids = vec![postmaster.clone()];
         for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
             let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
@@ -203,12 +211,13 @@ impl Cluster {
                 pids.push(entry.file_name().to_string_lossy().into_owned());
             }
         }
-        let status = Command::new("kill")
+        // A child may have exited since it was listed (kill then fails for it alone): what
+        // counts is that none is left, below.
+        Command::new("kill")
             .arg("-9")
             .args(&pids)
             .status()
             .expect("kill -9");
-        assert!(status.success(), "kill -9 {pids:?}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while pids
             .iter()
