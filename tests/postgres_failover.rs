@@ -106,6 +106,13 @@ fn traffic(
             Ok(a) if a.status == 200 && !a.body.contains("<error") => a,
             Ok(_) => {
                 done.failed += 1;
+                // A setpaid answered with an error may still have been applied (a batch
+                // committed on the new primary before the sync connection's failure was
+                // found is answered "syncing the WAL failed"): tried again it would be
+                // refused for ever as already paid, so the client goes on with a new payment.
+                if kind == "setpaid" {
+                    pending = None;
+                }
                 std::thread::sleep(Duration::from_millis(20));
                 continue;
             }
