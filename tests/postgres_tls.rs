@@ -369,6 +369,14 @@ fn prefer_connects_without_tls_after_a_failed_handshake() {
 /// process's environment).
 fn billhost_env(db: &str, vars: &[(&str, &str)], args: &[&str]) -> Output {
     let scripts = common::TempDir::new("tls-scripts");
+    billhost_command(db, vars, scripts.path())
+        .args(args)
+        .output()
+        .expect("run billhost")
+}
+
+/// The binary on `db` with an empty scripts folder and, of the `PG*` variables, only `vars`.
+fn billhost_command(db: &str, vars: &[(&str, &str)], scripts: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_billhost"));
     for (k, _) in std::env::vars() {
         if k.starts_with("PG") {
@@ -377,10 +385,8 @@ fn billhost_env(db: &str, vars: &[(&str, &str)], args: &[&str]) -> Output {
     }
     c.envs(vars.iter().copied())
         .args(["--db", db, "--scripts"])
-        .arg(scripts.path())
-        .args(args)
-        .output()
-        .expect("run billhost")
+        .arg(scripts);
+    c
 }
 
 /// What a connection string leaves out comes from libpq's variables and password file, as
@@ -512,16 +518,8 @@ fn silent_host() -> Silent {
 /// it took; one still running after `limit` is killed and fails the test.
 fn billhost_within(db: &str, args: &[&str], limit: std::time::Duration) -> (Output, f64) {
     let scripts = common::TempDir::new("bound-scripts");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_billhost"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("PG") {
-            c.env_remove(k);
-        }
-    }
     let started = std::time::Instant::now();
-    let mut child = c
-        .args(["--db", db, "--scripts"])
-        .arg(scripts.path())
+    let mut child = billhost_command(db, &[], scripts.path())
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -577,24 +575,15 @@ fn a_host_that_never_answers_is_given_up_after_connect_timeout() {
             silent.port
         )
     };
-    let (out, took) = billhost_within(&alone("?connect_timeout=2"), &["call", "project"], minute);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("no answer within connect_timeout (2 s)"),
-        "{stderr}"
-    );
-    assert!(took < 10.0, "connect_timeout=2 took {took:.1} s");
+    let fails_alone = |query: &str, bound: &str, within: std::ops::Range<f64>| {
+        let (out, took) = billhost_within(&alone(query), &["call", "project"], minute);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let said = format!("no answer within connect_timeout ({bound})");
+        assert!(stderr.contains(&said), "{stderr}");
+        assert!(within.contains(&took), "{query:?} took {took:.1} s");
+    };
+    fails_alone("?connect_timeout=2", "2 s", 0.0..10.0);
     // The default bound, where the string gives none (libpq would wait for ever).
-    let (out, took) = billhost_within(&alone(""), &["call", "project"], minute);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("no answer within connect_timeout (10 s)"),
-        "{stderr}"
-    );
-    assert!(
-        (10.0..30.0).contains(&took),
-        "the default bound took {took:.1} s"
-    );
+    fails_alone("", "10 s", 10.0..30.0);
 }

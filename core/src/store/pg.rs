@@ -677,25 +677,8 @@ impl PgConn {
             Answer::Simple(messages) => messages,
             _ => return Err(Error::other("the server's answer was not a simple query's")),
         };
-        // The first row of the last statement (`control` may answer rows of its own: the
-        // writers' lock does).
-        let (mut value, mut first_row) = (None, None);
-        for m in &messages {
-            match m {
-                tokio_postgres::SimpleQueryMessage::Row(row) if first_row.is_none() => {
-                    first_row = Some(row.get(0));
-                }
-                tokio_postgres::SimpleQueryMessage::CommandComplete(_) => value = first_row.take(),
-                _ => {}
-            }
-        }
-        match value {
-            Some(Some(text)) => text
-                .parse::<i64>()
-                .map_err(|_| Error::type_mismatch(format!("'{text}' is not an integer"))),
-            Some(None) => Err(Error::type_mismatch("NULL read as an integer".into())),
-            None => Err(Error::new(ErrorKind::NoRows, "Query returned no rows")),
-        }
+        // `control` may answer rows of its own: the writers' lock does.
+        last_int(&messages)
     }
 
     pub fn end(&self, sql: &str) -> Result<()> {
@@ -839,17 +822,31 @@ fn session(mut client: Client, durability: Durability) -> Result<(Client, i64)> 
         )?
         .into_last()?;
     let server = match answer {
-        Answer::Simple(messages) => messages.iter().find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => {
-                row.get(0).and_then(|v| v.parse::<i64>().ok())
-            }
-            _ => None,
-        }),
-        _ => None,
+        Answer::Simple(messages) => last_int(&messages)?,
+        _ => return Err(Error::other("the server's answer was not a simple query's")),
     };
-    let server =
-        server.ok_or_else(|| Error::other("the server did not say when its postmaster started"))?;
     Ok((client, server))
+}
+
+/// The integer in the first row of a simple query's last statement.
+fn last_int(messages: &[tokio_postgres::SimpleQueryMessage]) -> Result<i64> {
+    let (mut value, mut first_row) = (None, None);
+    for m in messages {
+        match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) if first_row.is_none() => {
+                first_row = Some(row.get(0));
+            }
+            tokio_postgres::SimpleQueryMessage::CommandComplete(_) => value = first_row.take(),
+            _ => {}
+        }
+    }
+    match value {
+        Some(Some(text)) => text
+            .parse::<i64>()
+            .map_err(|_| Error::type_mismatch(format!("'{text}' is not an integer"))),
+        Some(None) => Err(Error::type_mismatch("NULL read as an integer".into())),
+        None => Err(Error::new(ErrorKind::NoRows, "Query returned no rows")),
+    }
 }
 
 /// A placeholder type the server infers (OID 0 in the protocol).
